@@ -1,0 +1,133 @@
+"""`lmforge <command>`: parse arguments, call the library, print. Errors are one line, exit 2."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from lmforge import __version__
+from lmforge.errors import LmforgeError
+
+OVERRIDE_HELP = "overrides of the config, e.g. train.steps=500 model.d_model=128 data.corpus=./texts"
+
+
+def cmd_prepare(args: argparse.Namespace) -> None:
+    from lmforge.config import load_run_config
+    from lmforge.data.prepare import prepare
+
+    config, overrides = args.config, args.overrides
+    if config is not None and "=" in config:  # no config file given, only overrides
+        config, overrides = None, [config, *overrides]
+    cfg = load_run_config(config, overrides)
+    out = args.out or cfg.data_dir()
+    data = prepare(cfg.data, out, progress=not args.no_progress)
+    m = data.manifest
+    print(f"prepared {out} in {m['seconds']:.1f} s: vocabulary {m['vocab_size']}, {m['dtype']} tokens")
+    for split, s in m["splits"].items():
+        print(f"  {split:5s} {s['documents']:>8,} documents {s['bytes']:>13,} bytes {s['tokens']:>12,} tokens "
+              f"({s['bytes'] / max(s['tokens'], 1):.2f} bytes/token)")
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from lmforge.config import load_run_config
+    from lmforge.train.trainer import train
+
+    cfg = load_run_config(args.config, args.overrides)
+    result = train(cfg, resume=args.resume, overwrite=args.overwrite, until_step=args.until_step, progress=not args.no_progress)
+    print(f"trained {result.step} steps, {result.tokens:,} tokens at {result.tokens_per_second:,.0f} tokens/s "
+          f"(MFU {result.mfu:.1%}); checkpoint in {result.out}/checkpoint")
+    if result.interrupted:
+        sys.exit(130)
+
+
+def cmd_generate(args: argparse.Namespace) -> None:
+    from lmforge.serve.generate import SamplingParams, generate, parse_token_ids
+    from lmforge.train.checkpoint import load_checkpoint
+    from lmforge.train.device import resolve_device
+
+    ckpt = load_checkpoint(args.checkpoint, resolve_device(args.device))
+    tok = ckpt.tokenizer
+    if args.prompt_ids is not None:
+        prompt = parse_token_ids(args.prompt_ids)
+        shown = ""
+    else:
+        prompt = tok.encode(args.prompt) if args.prompt else [tok.eos_id]
+        shown = args.prompt
+    params = SamplingParams(args.max_new_tokens, args.temperature, args.top_k, args.top_p, (tok.eos_id,), args.seed)
+    stream = tok.stream_decoder()
+    sys.stdout.write(shown)
+    sys.stdout.flush()
+
+    def show(token: int) -> None:
+        if token != tok.eos_id:
+            sys.stdout.write(stream.push([token]))
+            sys.stdout.flush()
+
+    generate(ckpt.model, prompt, params, on_token=show)
+    sys.stdout.write(stream.flush() + "\n")
+
+
+def cmd_quickstart(args: argparse.Namespace) -> None:
+    from lmforge.quickstart import run_quickstart
+
+    run_quickstart(args.out, args.overrides, progress=not args.no_progress)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lmforge", description="Make a language model efficient from end to end.")
+    parser.add_argument("--version", action="version", version=f"lmforge {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("quickstart", help="prepare the stdlib corpus, train a small model, report bits/byte vs gzip/xz, sample")
+    p.add_argument("--out", default="runs/quickstart", help="run directory (default: runs/quickstart)")
+    p.add_argument("overrides", nargs="*", help=OVERRIDE_HELP)
+    p.set_defaults(func=cmd_quickstart)
+
+    p = sub.add_parser("prepare", help="corpus -> trained BPE tokenizer -> train/val token shards")
+    p.add_argument("config", nargs="?", default=None, help="TOML config whose [data] section to use (default: built-in defaults)")
+    p.add_argument("overrides", nargs="*", help="e.g. data.corpus=./texts data.vocab_size=4096 data.text_field=content")
+    p.add_argument("--out", default=None, help="output directory (default: data.dir, else <train.out>/data)")
+    p.set_defaults(func=cmd_prepare)
+
+    p = sub.add_parser("train", help="train a model from a TOML config (prepares the data if needed)")
+    p.add_argument("config", help="TOML config file, or a built-in name such as 'quickstart'")
+    p.add_argument("overrides", nargs="*", help=OVERRIDE_HELP)
+    p.add_argument("--resume", action="store_true", help="continue the run in train.out from its checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="start over even if train.out holds a checkpoint")
+    p.add_argument("--until-step", type=int, default=None, help="save and stop after this step (resume later with --resume)")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("generate", help="generate text from a checkpoint, streamed to the terminal")
+    p.add_argument("checkpoint", help="checkpoint directory or training run directory")
+    p.add_argument("--prompt", default="", help="text to continue (default: start a new document)")
+    p.add_argument("--prompt-ids", default=None, help="token ids to continue instead of text, e.g. '12,7,99'")
+    p.add_argument("--max-new-tokens", type=int, default=128)
+    p.add_argument("--temperature", type=float, default=0.8, help="0 for greedy decoding")
+    p.add_argument("--top-k", type=int, default=0, help="keep the k most likely tokens (0: all)")
+    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (1: off)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_generate)
+
+    for p in sub.choices.values():
+        if p.prog.split()[-1] != "generate":
+            p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `lmforge` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except LmforgeError as e:
+        print(f"lmforge {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"lmforge {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

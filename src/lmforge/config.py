@@ -1,0 +1,244 @@
+"""Dataclass configs: TOML files plus `section.key=value` overrides from the command line.
+
+A run config has three sections, `[model]`, `[data]` and `[train]`. Every field has a
+default that works; unknown keys and values of the wrong type are errors that name the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lmforge.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+BUILTIN_CONFIG_DIR = Path(__file__).parent / "configs"
+
+
+@dataclass
+class ModelConfig:
+    """Shape of the one model (a Llama-family decoder; mixers chosen per layer)."""
+
+    vocab_size: int | None = None  # None: taken from the tokenizer
+    d_model: int = 256
+    n_layers: int = 4
+    n_heads: int = 4
+    n_kv_heads: int | None = None  # None: n_heads (no grouping)
+    head_dim: int | None = None  # None: d_model // n_heads
+    d_ff: int | None = None  # None: 8/3 d_model rounded up to a multiple of 32
+    mixers: list[str] = field(default_factory=lambda: ["softmax"])  # repeats to n_layers
+    rope_theta: float = 10000.0
+    norm_eps: float = 1e-5
+    tie_embeddings: bool = True
+    max_seq_len: int = 2048
+    init_std: float = 0.02
+
+    def __post_init__(self) -> None:
+        if self.n_kv_heads is None:
+            self.n_kv_heads = self.n_heads
+        if self.head_dim is None:
+            if self.d_model % self.n_heads:
+                raise ConfigError(
+                    f"model.d_model={self.d_model} is not divisible by model.n_heads={self.n_heads}; "
+                    "change one of them or set model.head_dim"
+                )
+            self.head_dim = self.d_model // self.n_heads
+        if self.d_ff is None:
+            self.d_ff = -(-8 * self.d_model // 3 // 32) * 32
+        if self.n_heads % self.n_kv_heads:
+            raise ConfigError(
+                f"model.n_heads={self.n_heads} must be a multiple of model.n_kv_heads={self.n_kv_heads}"
+            )
+        if not self.mixers:
+            raise ConfigError("model.mixers is empty; give at least one mixer name, e.g. [\"softmax\"]")
+        for name, value in (("d_model", self.d_model), ("n_layers", self.n_layers), ("n_heads", self.n_heads)):
+            if value <= 0:
+                raise ConfigError(f"model.{name} must be positive, got {value}")
+
+    def mixer_for(self, layer: int) -> str:
+        """Mixer name of `layer`: the `mixers` list repeated to n_layers."""
+        return self.mixers[layer % len(self.mixers)]
+
+
+@dataclass
+class DataConfig:
+    """Where training text comes from and how it is tokenized."""
+
+    corpus: str = "stdlib"  # "stdlib", a directory, a glob, a .jsonl(.gz) or .parquet file
+    text_field: str = "text"  # field holding the text in .jsonl / .parquet records
+    vocab_size: int = 8192
+    val_bytes: int = 400_000  # validation split size, chosen by a hash of each document id
+    tokenizer_sample_bytes: int = 0  # 0: train the tokenizer on the whole train split
+    dir: str = ""  # prepared shards; "" means <train.out>/data
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation, schedule, precision, evaluation and checkpointing of a training run."""
+
+    out: str = "runs/train"
+    seed: int = 0
+    device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
+    precision: str = "auto"  # "auto" (bf16 where supported), "bf16", "fp32"
+    compile: bool = False
+    seq_len: int = 256
+    batch_size: int = 16
+    grad_accum: int = 1
+    steps: int = 1000
+    lr: float = 3e-3
+    min_lr_ratio: float = 0.0
+    schedule: str = "wsd"  # "wsd" (warmup-stable-decay) or "cosine"
+    warmup_steps: int = 50
+    decay_fraction: float = 0.3  # wsd: share of steps spent decaying
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float = 1.0
+    log_every: int = 10
+    eval_every: int = 200
+    eval_tokens: int = 65536  # tokens of the val split used by periodic evaluation
+    ckpt_every: int = 0  # 0: only at the end (and on Ctrl-C)
+
+    def __post_init__(self) -> None:
+        if self.schedule not in ("wsd", "cosine"):
+            raise ConfigError(f"train.schedule must be 'wsd' or 'cosine', got {self.schedule!r}")
+        if self.precision not in ("auto", "bf16", "fp32"):
+            raise ConfigError(f"train.precision must be 'auto', 'bf16' or 'fp32', got {self.precision!r}")
+        for name in ("seq_len", "batch_size", "grad_accum", "steps"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"train.{name} must be positive, got {getattr(self, name)}")
+
+
+@dataclass
+class RunConfig:
+    """A whole training run: model shape, data and training settings."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def data_dir(self) -> Path:
+        """Directory of the prepared token shards for this run."""
+        return Path(self.data.dir) if self.data.dir else Path(self.train.out) / "data"
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check `value` against the annotated type `tp` (ints are accepted for floats)."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError as e:
+                errors.append(e)
+        raise errors[0]
+    if origin is list:
+        (item_tp,) = typing.get_args(tp)
+        if not isinstance(value, list):
+            value = [value]
+        return [_coerce(v, item_tp, key) for v in value]
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp is int and isinstance(value, bool) or not isinstance(value, tp):
+        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r} ({type(value).__name__})")
+    return value
+
+
+def _section_from_dict(cls: type, values: dict[str, Any], section: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in values.items():
+        if key not in names:
+            raise ConfigError(
+                f"unknown config key '{section}.{key}'; known keys: {', '.join(sorted(names))}"
+            )
+        kwargs[key] = _coerce(value, hints[key], f"{section}.{key}")
+    return cls(**kwargs)
+
+
+def parse_override_value(text: str) -> Any:
+    """Parse the value of a `key=value` override as TOML (numbers, bools, lists), else a string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, dict[str, Any]]:
+    """Turn ["train.lr=1e-3", ...] into {"train": {"lr": 0.001}}."""
+    out: dict[str, dict[str, Any]] = {}
+    sections = {f.name for f in dataclasses.fields(RunConfig)}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        section, dot, name = key.strip().partition(".")
+        if not sep or not dot or not name:
+            raise ConfigError(f"override {pair!r} is not of the form section.key=value (e.g. train.lr=1e-3)")
+        if section not in sections:
+            raise ConfigError(f"unknown config section '{section}' in {pair!r}; known: {', '.join(sorted(sections))}")
+        out.setdefault(section, {})[name] = parse_override_value(value.strip())
+    return out
+
+
+def resolve_config_path(path: str | Path) -> Path:
+    """A config path, or the name of a built-in config (e.g. `quickstart`)."""
+    p = Path(path)
+    if p.is_file():
+        return p
+    builtin = BUILTIN_CONFIG_DIR / f"{p.name.removesuffix('.toml')}.toml"
+    if builtin.is_file():
+        return builtin
+    known = ", ".join(sorted(q.stem for q in BUILTIN_CONFIG_DIR.glob("*.toml")))
+    raise ConfigError(f"config file {str(path)!r} not found (built-in configs: {known})")
+
+
+def load_run_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """Read a TOML run config (or the defaults when `path` is None) and apply overrides."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        p = resolve_config_path(path)
+        try:
+            raw = tomllib.loads(p.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+            raise ConfigError(f"{p}: not valid TOML ({e}); fix the file's syntax") from None
+    return run_config_from_dict(raw, overrides)
+
+
+def run_config_from_dict(raw: dict[str, Any], overrides: list[str] | None = None) -> RunConfig:
+    """Build a RunConfig from nested dicts (as in TOML or config.json) plus overrides."""
+    sections = {f.name: f.type for f in dataclasses.fields(RunConfig)}
+    merged: dict[str, dict[str, Any]] = {}
+    for name, values in raw.items():
+        if name not in sections:
+            raise ConfigError(f"unknown config section [{name}]; known: {', '.join(sorted(sections))}")
+        if not isinstance(values, dict):
+            raise ConfigError(f"[{name}] must be a table of key = value lines")
+        merged[name] = dict(values)
+    for name, values in parse_overrides(overrides or []).items():
+        merged.setdefault(name, {}).update(values)
+    hints = typing.get_type_hints(RunConfig)
+    return RunConfig(**{name: _section_from_dict(hints[name], merged.get(name, {}), name) for name in sections})
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """A config dataclass as plain nested dicts (for JSON)."""
+    return dataclasses.asdict(cfg)

@@ -1,0 +1,1 @@
+"""Documents, corpus readers, the train/val split, token shards and the training loader."""

@@ -1,0 +1,144 @@
+"""`lmforge prepare`: corpus -> trained tokenizer -> train/val token shards + manifest.
+
+The output directory is built aside and swapped into place whole, so an interrupted run
+never leaves a half-prepared directory. A directory prepared from the same settings is
+reused as is.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+from tqdm import tqdm
+
+from lmforge.config import DataConfig, to_dict
+from lmforge.data.document import Document
+from lmforge.data.readers import read_corpus
+from lmforge.data.shards import ShardWriter, TokenShard, token_dtype
+from lmforge.data.split import choose_validation
+from lmforge.errors import DataError
+from lmforge.fileio import atomic_dir, recover_dir, write_json
+from lmforge.tokenizer import Tokenizer
+
+MANIFEST = "manifest.json"
+TOKENIZER = "tokenizer.json"
+SPLITS = ("train", "val")
+MIN_VOCAB = 256 + 3  # the byte alphabet plus the special tokens
+ENCODE_BATCH = 64
+
+
+@dataclass
+class PreparedData:
+    """A prepared data directory: tokenizer, manifest and one token shard per split."""
+
+    dir: Path
+    manifest: dict
+    tokenizer: Tokenizer
+
+    def shard(self, split: str) -> TokenShard:
+        """The token shard of `split` ("train" or "val")."""
+        return TokenShard(self.dir / split, self.tokenizer.vocab_size)
+
+
+def _source(cfg: DataConfig) -> dict:
+    """The settings that determine a prepared directory's content."""
+    corpus = cfg.corpus if cfg.corpus == "stdlib" else str(Path(cfg.corpus).expanduser().resolve())
+    source = {k: v for k, v in to_dict(cfg).items() if k != "dir"}
+    source["corpus"] = corpus
+    if cfg.corpus == "stdlib":
+        source["python"] = sys.version.split()[0]
+    return source
+
+
+def _documents(cfg: DataConfig, val_ids: set[str], split: str) -> Iterator[Document]:
+    for doc in read_corpus(cfg.corpus, cfg.text_field):
+        if doc.text and (doc.id in val_ids) == (split == "val"):
+            yield doc
+
+
+def _sample_texts(docs: Iterator[Document], max_bytes: int) -> Iterator[str]:
+    seen = 0
+    for doc in docs:
+        yield doc.text
+        seen += len(doc.text.encode("utf-8"))
+        if max_bytes and seen >= max_bytes:
+            return
+
+
+def prepare(cfg: DataConfig, out_dir: str | Path, progress: bool = True) -> PreparedData:
+    """Split the corpus, train the tokenizer on the train split, and write both splits as shards."""
+    if cfg.vocab_size < MIN_VOCAB:
+        raise DataError(f"data.vocab_size={cfg.vocab_size} is below the minimum of {MIN_VOCAB} (256 bytes + 3 special tokens)")
+    out_dir = Path(out_dir)
+    started = time.perf_counter()
+    sizes = {doc.id: len(doc.text.encode("utf-8")) for doc in read_corpus(cfg.corpus, cfg.text_field)}
+    if not sizes or not any(sizes.values()):
+        raise DataError(f"corpus {cfg.corpus!r} has no text; check the path and data.text_field")
+    val_ids = choose_validation(sizes.items(), cfg.val_bytes)
+    tokenizer = Tokenizer.train(_sample_texts(_documents(cfg, val_ids, "train"), cfg.tokenizer_sample_bytes), cfg.vocab_size)
+    stats = {}
+    with atomic_dir(out_dir) as tmp:
+        tokenizer.save(tmp / TOKENIZER)
+        for split in SPLITS:
+            writer = ShardWriter(tmp / split, tokenizer.vocab_size)
+            split_bytes = sum(size for doc_id, size in sizes.items() if (doc_id in val_ids) == (split == "val"))
+            bar = tqdm(total=split_bytes, unit="B", unit_scale=True, desc=f"tokenize {split}", disable=not progress, leave=False)
+            docs, batch = 0, []
+            for doc in _documents(cfg, val_ids, split):
+                batch.append(doc.text)
+                if len(batch) == ENCODE_BATCH:
+                    docs += _write_batch(tokenizer, writer, batch, bar)
+            docs += _write_batch(tokenizer, writer, batch, bar)
+            writer.close()
+            bar.close()
+            stats[split] = {"documents": docs, "bytes": split_bytes, "tokens": writer.tokens}
+        manifest = {
+            "format": 1,
+            "vocab_size": tokenizer.vocab_size,
+            "dtype": token_dtype(tokenizer.vocab_size).name,
+            "source": _source(cfg),
+            "splits": stats,
+            "seconds": round(time.perf_counter() - started, 2),
+        }
+        write_json(tmp / MANIFEST, manifest)
+    return PreparedData(out_dir, manifest, tokenizer)
+
+
+def _write_batch(tokenizer: Tokenizer, writer: ShardWriter, texts: list[str], bar: tqdm) -> int:
+    n = len(texts)
+    for ids in tokenizer.encode_batch(texts):
+        writer.add(ids + [tokenizer.eos_id])
+    bar.update(sum(len(t.encode("utf-8")) for t in texts))
+    texts.clear()
+    return n
+
+
+def load_prepared(data_dir: str | Path) -> PreparedData:
+    """Open a directory written by `prepare`."""
+    data_dir = recover_dir(data_dir)
+    path = data_dir / MANIFEST
+    if not path.is_file():
+        raise DataError(f"{data_dir} is not a prepared data directory (no {MANIFEST}); run `lmforge prepare` first")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError:
+        raise DataError(f"{path} is corrupt; delete {data_dir} and run `lmforge prepare` again") from None
+    tokenizer = Tokenizer.load(data_dir / TOKENIZER)
+    if tokenizer.vocab_size != manifest.get("vocab_size"):
+        raise DataError(f"{data_dir}: tokenizer has {tokenizer.vocab_size} tokens but the manifest says {manifest.get('vocab_size')}; prepare again")
+    return PreparedData(data_dir, manifest, tokenizer)
+
+
+def prepare_or_load(cfg: DataConfig, data_dir: str | Path, progress: bool = True) -> PreparedData:
+    """Reuse `data_dir` if it was prepared from the same settings, else prepare it."""
+    data_dir = recover_dir(data_dir)
+    if (data_dir / MANIFEST).is_file():
+        prepared = load_prepared(data_dir)
+        if prepared.manifest.get("source") == _source(cfg):
+            return prepared
+    return prepare(cfg, data_dir, progress)

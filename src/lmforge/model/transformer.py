@@ -1,0 +1,136 @@
+"""THE model: token embedding -> pre-norm residual blocks -> final norm -> output head.
+
+One implementation serves training, evaluation, quantization, serving and interop. The
+token mixer of each block comes from the registry in `lmforge.model.mixers`, so hybrids
+are a config line; decoding passes a cache (one mixer-owned state per layer) through the
+same forward call.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from lmforge.config import ModelConfig
+from lmforge.model.layers import RMSNorm, SwiGLU
+from lmforge.model.mixers import MixerState, build_mixer
+from lmforge.ops.cross_entropy import linear_cross_entropy
+
+
+class Block(nn.Module):
+    """x + mixer(norm(x)), then x + mlp(norm(x))."""
+
+    def __init__(self, cfg: ModelConfig, layer: int):
+        super().__init__()
+        self.mixer_norm = RMSNorm(cfg.d_model, cfg.norm_eps)
+        self.mixer = build_mixer(cfg.mixer_for(layer), cfg, layer)
+        self.mlp_norm = RMSNorm(cfg.d_model, cfg.norm_eps)
+        self.mlp = SwiGLU(cfg.d_model, cfg.d_ff)
+
+    def forward(self, x: torch.Tensor, positions: torch.Tensor, state: MixerState | None) -> torch.Tensor:
+        x = x + self.mixer(self.mixer_norm(x), positions, state)
+        return x + self.mlp(self.mlp_norm(x))
+
+
+class Transformer(nn.Module):
+    """Llama-family decoder (Touvron et al., arXiv 2302.13971) with per-layer token mixers."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        if cfg.vocab_size is None:
+            raise ValueError("ModelConfig.vocab_size must be set before building the model")
+        self.cfg = cfg
+        self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.layers = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layers))
+        self.norm = RMSNorm(cfg.d_model, cfg.norm_eps)
+        self.head = None if cfg.tie_embeddings else nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Normal(0, init_std) weights; residual output projections scaled by 1/sqrt(2 n_layers) (GPT-2)."""
+        std = self.cfg.init_std
+        for name, p in self.named_parameters():
+            if p.dim() < 2:
+                nn.init.ones_(p)
+            elif name.endswith(("o_proj.weight", "down_proj.weight", "out_proj.weight")):
+                nn.init.normal_(p, std=std / math.sqrt(2 * self.cfg.n_layers))
+            else:
+                nn.init.normal_(p, std=std)
+
+    @property
+    def output_weight(self) -> torch.Tensor:
+        """[vocab, d_model] matrix of the output head (the embedding when tied)."""
+        return self.embed.weight if self.head is None else self.head.weight
+
+    def new_cache(self, batch: int, max_len: int, dtype: torch.dtype | None = None) -> list[MixerState]:
+        """One fresh decoding state per layer, for sequences of up to `max_len` tokens."""
+        device = self.embed.weight.device
+        dtype = dtype or self.embed.weight.dtype
+        return [layer.mixer.new_state(batch, max_len, device, dtype) for layer in self.layers]
+
+    def forward(
+        self,
+        tokens: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        positions: torch.Tensor | None = None,
+        cache: list[MixerState] | None = None,
+        return_hidden: bool = False,
+    ):
+        """Run the model on tokens [B, T].
+
+        Returns the mean next-token loss when `targets` [B, T] are given (chunked, never
+        materialising all fp32 logits), else logits [B, T, V]. `positions` [B, T] default to
+        0..T-1; with a `cache` (from `new_cache`) the call reads and extends it, so decoding
+        is this same call on the new tokens at their positions. With `return_hidden` it
+        returns (output, hiddens): the residual stream after the embedding and after every
+        block, n_layers + 1 tensors [B, T, D].
+        """
+        b, t = tokens.shape
+        if positions is None:
+            positions = torch.arange(t, device=tokens.device).expand(b, t)
+        x = self.embed(tokens)
+        hiddens = [x]
+        for i, layer in enumerate(self.layers):
+            x = layer(x, positions, None if cache is None else cache[i])
+            hiddens.append(x)
+        x = self.norm(x)
+        if targets is not None:
+            out = linear_cross_entropy(
+                x.reshape(b * t, -1), self.output_weight, targets.reshape(-1), compute_dtype=_compute_dtype(x)
+            )
+        else:
+            out = self.logits(x)
+        return (out, hiddens) if return_hidden else out
+
+    def logits(self, normed: torch.Tensor) -> torch.Tensor:
+        """Output-head logits of final-norm outputs (also used for the logit lens)."""
+        return nn.functional.linear(normed, self.output_weight)
+
+
+def _compute_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype autocast would use for a matrix product of `x` right now."""
+    device = x.device.type
+    if torch.is_autocast_enabled(device):
+        return torch.get_autocast_dtype(device)
+    return x.dtype
+
+
+def count_parameters(model: Transformer, include_embedding: bool = True) -> int:
+    """Number of parameters (the tied head counted once); optionally without the embedding."""
+    total = sum(p.numel() for p in model.parameters())
+    return total if include_embedding else total - model.embed.weight.numel()
+
+
+def flops_per_token(model: Transformer, seq_len: int) -> float:
+    """Training FLOPs per token (forward + backward), for MFU.
+
+    6 FLOPs per matrix parameter (the output head included, the embedding lookup not;
+    Kaplan et al., arXiv 2001.08361) plus what each mixer spends mixing positions
+    (its `mixing_flops_per_token`, e.g. causal attention's scores and weighted sums).
+    """
+    matrix_params = sum(p.numel() for p in model.layers.parameters() if p.dim() >= 2)
+    matrix_params += model.output_weight.numel()
+    mixing = sum(layer.mixer.mixing_flops_per_token(seq_len) for layer in model.layers)
+    return 6.0 * matrix_params + mixing

@@ -1,0 +1,1 @@
+"""Pure tensor functions; each fast path sits beside its naive reference."""

@@ -1,0 +1,1 @@
+"""Generation: sampling and the decode loop (the serving engine builds on these)."""

@@ -1,0 +1,1 @@
+"""Training: trainer loop, schedules, checkpoints, metrics."""

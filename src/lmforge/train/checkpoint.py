@@ -1,0 +1,163 @@
+"""Checkpoint directories: config.json, model.safetensors, tokenizer.json (+ optimizer.pt, trainer.json).
+
+`config.json` carries Hugging Face Llama fields where the architecture allows, and the
+full lmforge run config under the "lmforge" key. A checkpoint is written into a temporary
+directory and swapped into place whole, so a crash never leaves a mix of two checkpoints.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from lmforge.config import ModelConfig, RunConfig, run_config_from_dict, to_dict
+from lmforge.errors import CheckpointError, LmforgeError
+from lmforge.fileio import atomic_dir, recover_dir, write_json
+from lmforge.model.transformer import Transformer
+from lmforge.tokenizer import Tokenizer
+
+CONFIG, WEIGHTS, TOKENIZER = "config.json", "model.safetensors", "tokenizer.json"
+OPTIMIZER, TRAINER = "optimizer.pt", "trainer.json"
+RUN_CHECKPOINT = "checkpoint"  # a training run's checkpoint lives in <out>/checkpoint
+
+
+@dataclass
+class Checkpoint:
+    """A loaded checkpoint: the model, its tokenizer and the run config it was trained with."""
+
+    model: Transformer
+    tokenizer: Tokenizer
+    config: RunConfig
+    path: Path
+
+
+def hf_config(cfg: ModelConfig, tokenizer: Tokenizer) -> dict:
+    """Hugging Face `LlamaForCausalLM` fields describing `cfg` (only when every mixer is softmax)."""
+    fields = {
+        "vocab_size": cfg.vocab_size,
+        "hidden_size": cfg.d_model,
+        "intermediate_size": cfg.d_ff,
+        "num_hidden_layers": cfg.n_layers,
+        "num_attention_heads": cfg.n_heads,
+        "num_key_value_heads": cfg.n_kv_heads,
+        "head_dim": cfg.head_dim,
+        "rms_norm_eps": cfg.norm_eps,
+        "rope_theta": cfg.rope_theta,
+        "max_position_embeddings": cfg.max_seq_len,
+        "tie_word_embeddings": cfg.tie_embeddings,
+        "bos_token_id": tokenizer.bos_id,
+        "eos_token_id": tokenizer.eos_id,
+        "pad_token_id": tokenizer.pad_id,
+        "hidden_act": "silu",
+        "torch_dtype": "float32",
+    }
+    if all(cfg.mixer_for(i) == "softmax" for i in range(cfg.n_layers)):
+        fields = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", **fields}
+    return fields
+
+
+def save_checkpoint(
+    path: str | Path,
+    model: Transformer,
+    run_cfg: RunConfig,
+    tokenizer: Tokenizer,
+    training_state: dict | None = None,
+    trainer_state: dict | None = None,
+) -> Path:
+    """Write a checkpoint directory atomically; training state files only when given."""
+    path = Path(path)
+    with atomic_dir(path) as tmp:
+        config = {**hf_config(run_cfg.model, tokenizer), "lmforge": to_dict(run_cfg)}
+        write_json(tmp / CONFIG, config)
+        weights = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+        save_file(weights, str(tmp / WEIGHTS), metadata={"format": "pt"})
+        tokenizer.save(tmp / TOKENIZER)
+        if training_state is not None:
+            torch.save(training_state, tmp / OPTIMIZER)
+        if trainer_state is not None:
+            write_json(tmp / TRAINER, trainer_state)
+    return path
+
+
+def resolve_checkpoint_dir(path: str | Path) -> Path:
+    """A checkpoint directory, or a training run directory holding one in `checkpoint/`."""
+    path = Path(path)
+    if (path / CONFIG).is_file():
+        return path
+    inner = recover_dir(path / RUN_CHECKPOINT)
+    if (inner / CONFIG).is_file():
+        return inner
+    if not path.exists():
+        raise CheckpointError(f"checkpoint {path} does not exist; give a checkpoint or training run directory")
+    raise CheckpointError(f"{path} is not a checkpoint (no {CONFIG}); give a checkpoint or training run directory")
+
+
+def read_run_config(ckpt_dir: Path) -> RunConfig:
+    """The run config stored in a checkpoint's config.json."""
+    try:
+        raw = json.loads((ckpt_dir / CONFIG).read_text(encoding="utf-8"))
+        return run_config_from_dict(raw["lmforge"])
+    except (json.JSONDecodeError, KeyError, TypeError, LmforgeError) as e:
+        raise CheckpointError(f"{ckpt_dir / CONFIG} is corrupt or not an lmforge config ({e})") from None
+
+
+def load_weights(model: Transformer, weights_path: Path) -> None:
+    """Copy tensors from a safetensors file into `model`, checking names, shapes and dtypes."""
+    expected = model.state_dict()
+    try:
+        with safe_open(str(weights_path), framework="pt", device="cpu") as f:
+            names = set(f.keys())
+            missing, unexpected = sorted(set(expected) - names), sorted(names - set(expected))
+            if missing or unexpected:
+                raise CheckpointError(
+                    f"{weights_path} does not match the model config: missing {missing[:3]}, unexpected {unexpected[:3]}"
+                )
+            for name, target in expected.items():
+                tensor = f.get_tensor(name)
+                if tensor.shape != target.shape:
+                    hint = " (a checkpoint from another vocabulary?)" if "embed" in name or "head" in name else ""
+                    raise CheckpointError(
+                        f"{weights_path}: {name} has shape {tuple(tensor.shape)}, the config expects {tuple(target.shape)}{hint}"
+                    )
+                if tensor.is_floating_point() != target.is_floating_point():
+                    raise CheckpointError(f"{weights_path}: {name} has dtype {tensor.dtype}, expected a {target.dtype} tensor")
+                with torch.no_grad():
+                    target.copy_(tensor)
+    except (SafetensorError, OSError) as e:
+        raise CheckpointError(f"{weights_path} is truncated or corrupt ({e}); restore it or train again") from None
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Checkpoint:
+    """Load model, tokenizer and config from a checkpoint (or training run) directory."""
+    ckpt_dir = resolve_checkpoint_dir(path)
+    run_cfg = read_run_config(ckpt_dir)
+    tokenizer = Tokenizer.load(ckpt_dir / TOKENIZER)
+    if tokenizer.vocab_size != run_cfg.model.vocab_size:
+        raise CheckpointError(
+            f"{ckpt_dir}: tokenizer.json has {tokenizer.vocab_size} tokens but the model has a vocabulary of "
+            f"{run_cfg.model.vocab_size}; the tokenizer belongs to another checkpoint"
+        )
+    weights = ckpt_dir / WEIGHTS
+    if not weights.is_file():
+        raise CheckpointError(f"{weights} is missing; the checkpoint is incomplete")
+    model = Transformer(run_cfg.model)
+    load_weights(model, weights)
+    return Checkpoint(model.to(device), tokenizer, run_cfg, ckpt_dir)
+
+
+def load_training_state(ckpt_dir: Path) -> tuple[dict, dict]:
+    """optimizer.pt contents and trainer.json of a training checkpoint."""
+    opt_path, trainer_path = ckpt_dir / OPTIMIZER, ckpt_dir / TRAINER
+    if not opt_path.is_file() or not trainer_path.is_file():
+        raise CheckpointError(f"{ckpt_dir} has no optimizer state to resume from; start a new run without --resume")
+    try:
+        state = torch.load(opt_path, map_location="cpu", weights_only=False)
+        trainer = json.loads(trainer_path.read_text(encoding="utf-8"))
+    except Exception as e:  # torch.load raises many types on a damaged file
+        raise CheckpointError(f"training state in {ckpt_dir} is corrupt ({e}); start a new run") from None
+    return state, trainer

@@ -1,0 +1,219 @@
+"""The training loop: data, model, AdamW, schedule, bf16 autocast, evaluation, checkpoints, exact resume.
+
+Resuming from a checkpoint continues bit for bit: the model, optimizer and schedule state
+are restored, and the data order is a pure function of (seed, sample index).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from tqdm import tqdm
+
+from lmforge.config import RunConfig, to_dict
+from lmforge.data.loader import WindowLoader, eval_windows
+from lmforge.data.prepare import PreparedData, prepare_or_load
+from lmforge.errors import CheckpointError, ConfigError
+from lmforge.eval.perplexity import evaluate
+from lmforge.fileio import recover_dir
+from lmforge.model.transformer import Transformer, count_parameters, flops_per_token
+from lmforge.train.checkpoint import (
+    RUN_CHECKPOINT,
+    load_training_state,
+    load_weights,
+    read_run_config,
+    save_checkpoint,
+    WEIGHTS,
+)
+from lmforge.train.device import autocast, measure_peak_flops, resolve_device, resolve_precision
+from lmforge.train.metrics import MetricsLog, plot_loss
+from lmforge.train.optimizer import build_adamw
+from lmforge.train.schedule import lr_multiplier
+
+
+@dataclass
+class TrainResult:
+    """What a training run produced."""
+
+    out: Path
+    step: int
+    params: int
+    tokens: int
+    train_seconds: float
+    tokens_per_second: float
+    mfu: float
+    final_eval: dict | None
+    interrupted: bool
+
+
+class _StopRequest:
+    """Turns the first Ctrl-C into a request to stop after the current step; a second one aborts."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self):
+        try:
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        except ValueError:  # not the main thread: leave signals alone
+            self._previous = None
+        return self
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+def _check_resumable(saved: RunConfig, cfg: RunConfig, ckpt_dir: Path) -> None:
+    for section in ("model", "data"):
+        a, b = to_dict(getattr(saved, section)), to_dict(getattr(cfg, section))
+        diff = sorted(k for k in a if a[k] != b.get(k) and k != "dir")
+        if diff:
+            raise CheckpointError(
+                f"cannot resume from {ckpt_dir}: {section}.{diff[0]} is {b[diff[0]]!r} now but was {a[diff[0]]!r}; "
+                "use the same config or start a new run"
+            )
+
+
+def train(
+    cfg: RunConfig,
+    resume: bool = False,
+    overwrite: bool = False,
+    until_step: int | None = None,
+    progress: bool = True,
+    log: Callable[[str], None] = tqdm.write,
+) -> TrainResult:
+    """Train the model described by `cfg`, writing checkpoints and metrics under `cfg.train.out`."""
+    tc = cfg.train
+    out = Path(tc.out)
+    ckpt_dir = recover_dir(out / RUN_CHECKPOINT)
+    if ckpt_dir.exists() and not (resume or overwrite):
+        raise CheckpointError(f"{out} already holds a checkpoint; pass --resume to continue it or --overwrite to start over")
+    if resume and not ckpt_dir.exists():
+        raise CheckpointError(f"nothing to resume: {ckpt_dir} does not exist")
+
+    torch.manual_seed(tc.seed)
+    device = resolve_device(tc.device)
+    precision = resolve_precision(tc.precision, device)
+    data: PreparedData = prepare_or_load(cfg.data, cfg.data_dir(), progress)
+    vocab = data.tokenizer.vocab_size
+    if cfg.model.vocab_size is None:
+        cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, vocab_size=vocab))
+    elif cfg.model.vocab_size != vocab:
+        raise ConfigError(f"model.vocab_size={cfg.model.vocab_size} but the tokenizer in {data.dir} has {vocab} tokens; unset model.vocab_size")
+    if tc.seq_len > cfg.model.max_seq_len:
+        raise ConfigError(f"train.seq_len={tc.seq_len} exceeds model.max_seq_len={cfg.model.max_seq_len}")
+
+    model = Transformer(cfg.model).to(device)
+    optimizer = build_adamw(model, tc)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_multiplier(s, tc))
+    step, tokens_seen, train_seconds = 0, 0, 0.0
+    if resume:
+        _check_resumable(read_run_config(ckpt_dir), cfg, ckpt_dir)
+        state, trainer_state = load_training_state(ckpt_dir)
+        load_weights(model, ckpt_dir / WEIGHTS)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["torch_rng"])
+        step, tokens_seen, train_seconds = trainer_state["step"], trainer_state["tokens"], trainer_state["train_seconds"]
+        log(f"resumed from {ckpt_dir} at step {step}")
+
+    loader = WindowLoader(data.shard("train").tokens, tc.seq_len, tc.batch_size, tc.seed)
+    val_tokens = data.shard("val").tokens
+    token_bytes = data.tokenizer.token_byte_lengths()
+    forward = torch.compile(model) if tc.compile else model
+    amp = lambda: autocast(device, precision)  # noqa: E731
+    params = count_parameters(model)
+    flops_token = flops_per_token(model, tc.seq_len)
+    peak = measure_peak_flops(device, precision)
+    tokens_per_step = tc.batch_size * tc.seq_len * tc.grad_accum
+    metrics = MetricsLog(out / "metrics.jsonl", resume_step=step if resume else None)
+    stop_at = min(tc.steps, until_step) if until_step else tc.steps
+    log(
+        f"model {params / 1e6:.2f}M params ({count_parameters(model, False) / 1e6:.2f}M without embedding), "
+        f"{precision} on {device}, {tokens_per_step} tokens/step, {tc.steps} steps"
+    )
+
+    def checkpoint(final_eval: dict | None = None) -> None:
+        training_state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "torch_rng": torch.get_rng_state()}
+        trainer_state = {"step": step, "tokens": tokens_seen, "train_seconds": train_seconds, "precision": precision}
+        if final_eval:
+            trainer_state["final_eval"] = final_eval
+        save_checkpoint(ckpt_dir, model, cfg, data.tokenizer, training_state, trainer_state)
+
+    def periodic_eval() -> dict:
+        result = evaluate(model, eval_windows(val_tokens, tc.seq_len, tc.eval_tokens), token_bytes, tc.batch_size, amp)
+        metrics.write({"step": step, "tokens": tokens_seen, "val_loss": result["loss"], "val_ppl": result["ppl"], "val_bpb": result["bpb"]})
+        log(f"step {step}: val loss {result['loss']:.4f}, ppl {result['ppl']:.2f}, {result['bpb']:.4f} bits/byte")
+        return result
+
+    model.train()
+    window_loss, window_steps, window_start = 0.0, 0, time.perf_counter()
+    interrupted = False
+    bar = tqdm(total=stop_at, initial=step, desc="train", unit="step", disable=not progress, dynamic_ncols=True)
+    with _StopRequest() as stop:
+        while step < stop_at:
+            t0 = time.perf_counter()
+            loss_sum = 0.0
+            for micro in range(tc.grad_accum):
+                x, y = loader.batch(step * tc.grad_accum + micro)
+                with amp():
+                    loss = forward(x.to(device), targets=y.to(device)) / tc.grad_accum
+                loss.backward()
+                loss_sum += loss.item()
+            if tc.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            tokens_seen += tokens_per_step
+            train_seconds += time.perf_counter() - t0
+            window_loss += loss_sum
+            window_steps += 1
+            bar.update(1)
+            if step % tc.log_every == 0 or step == stop_at:
+                elapsed = time.perf_counter() - window_start
+                tok_s = window_steps * tokens_per_step / elapsed
+                mfu = tok_s * flops_token / peak
+                record = {"step": step, "tokens": tokens_seen, "loss": window_loss / window_steps,
+                          "lr": scheduler.get_last_lr()[0], "tokens_per_second": tok_s, "mfu": mfu}
+                metrics.write(record)
+                bar.set_postfix(loss=f"{record['loss']:.3f}", tok_s=f"{tok_s:,.0f}", mfu=f"{mfu:.1%}")
+                window_loss, window_steps, window_start = 0.0, 0, time.perf_counter()
+            if tc.eval_every and step % tc.eval_every == 0 and step < tc.steps:
+                periodic_eval()
+                window_start = time.perf_counter()
+            if tc.ckpt_every and step % tc.ckpt_every == 0 and step < stop_at:
+                checkpoint()
+                window_start = time.perf_counter()
+            if stop.requested:
+                interrupted = True
+                break
+    bar.close()
+
+    final_eval = None
+    if step == tc.steps:
+        windows = eval_windows(val_tokens, tc.seq_len)
+        final_eval = evaluate(model, windows, token_bytes, tc.batch_size, amp)
+        metrics.write({"step": step, "tokens": tokens_seen, "val_loss": final_eval["loss"], "val_ppl": final_eval["ppl"],
+                       "val_bpb": final_eval["bpb"], "final": True})
+        log(f"final: val loss {final_eval['loss']:.4f}, ppl {final_eval['ppl']:.2f}, {final_eval['bpb']:.4f} bits/byte on {final_eval['tokens']} tokens")
+    checkpoint(final_eval)
+    plot_loss(out / "metrics.jsonl", out / "loss.png")
+    if interrupted:
+        log(f"stopped at step {step}; checkpoint saved in {ckpt_dir}; continue with --resume")
+    tok_s = tokens_seen / train_seconds if train_seconds else 0.0
+    return TrainResult(out, step, params, tokens_seen, train_seconds, tok_s, tok_s * flops_token / peak, final_eval, interrupted)

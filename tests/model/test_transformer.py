@@ -1,0 +1,83 @@
+import pytest
+import torch
+
+from lmforge.config import ModelConfig
+from lmforge.errors import ConfigError
+from lmforge.model.mixers import mixer_names
+from lmforge.model.transformer import Transformer, count_parameters, flops_per_token
+
+
+def tiny(**kw):
+    cfg = dict(vocab_size=50, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, max_seq_len=64)
+    cfg.update(kw)
+    torch.manual_seed(0)
+    return Transformer(ModelConfig(**cfg)).double()
+
+
+def test_changing_a_future_token_never_changes_past_logits():
+    model = tiny()
+    x = torch.randint(0, 50, (2, 12))
+    y = x.clone()
+    y[:, 7] = (y[:, 7] + 1) % 50
+    a, b = model(x), model(y)
+    torch.testing.assert_close(a[:, :7], b[:, :7], rtol=0, atol=0)
+    assert not torch.allclose(a[:, 7:], b[:, 7:])
+
+
+def test_gqa_model_equals_full_kv_model_with_repeated_heads():
+    grouped = tiny(n_heads=4, n_kv_heads=2)
+    full = tiny(n_heads=4, n_kv_heads=4)
+    state = grouped.state_dict()
+    for name in list(state):
+        if name.endswith(("k_proj.weight", "v_proj.weight")):
+            w = state[name].view(2, 8, 32)  # [kv heads, head_dim, d_model]
+            state[name] = w.repeat_interleave(2, dim=0).reshape(32, 32)
+    full.load_state_dict(state)
+    x = torch.randint(0, 50, (2, 10))
+    torch.testing.assert_close(grouped(x), full(x), rtol=1e-12, atol=1e-12)
+
+
+def test_loss_matches_logits_cross_entropy_and_untied_head():
+    for tie in (True, False):
+        model = tiny(tie_embeddings=tie)
+        x = torch.randint(0, 50, (3, 9))
+        y = torch.randint(0, 50, (3, 9))
+        ref = torch.nn.functional.cross_entropy(model(x).reshape(-1, 50), y.reshape(-1))
+        torch.testing.assert_close(model(x, targets=y), ref, rtol=1e-12, atol=1e-12)
+    assert (model.head is None) is False
+
+
+def test_cached_prefill_and_decode_equal_full_forward():
+    model = tiny()
+    x = torch.randint(0, 50, (2, 11))
+    full = model(x)
+    cache = model.new_cache(2, 16)
+    pos = torch.arange(11).expand(2, 11)
+    prefill = model(x[:, :6], positions=pos[:, :6], cache=cache)
+    steps = [model(x[:, i : i + 1], positions=pos[:, i : i + 1], cache=cache) for i in range(6, 11)]
+    torch.testing.assert_close(torch.cat([prefill, *steps], dim=1), full, rtol=1e-10, atol=1e-12)
+
+
+def test_return_hidden_gives_every_residual_stream():
+    model = tiny()
+    x = torch.randint(0, 50, (1, 5))
+    logits, hiddens = model(x, return_hidden=True)
+    assert len(hiddens) == model.cfg.n_layers + 1
+    torch.testing.assert_close(model.logits(model.norm(hiddens[-1])), logits)
+    torch.testing.assert_close(hiddens[0], model.embed(x))
+
+
+def test_counts_and_flops():
+    model = tiny(tie_embeddings=True)
+    cfg = model.cfg
+    per_layer = 32 * 8 * (4 + 4 + 2 + 2) + 3 * 32 * cfg.d_ff + 2 * 32
+    assert count_parameters(model) == 50 * 32 + cfg.n_layers * per_layer + 32
+    assert count_parameters(model, include_embedding=False) == count_parameters(model) - 50 * 32
+    matrices = cfg.n_layers * (per_layer - 2 * 32) + 50 * 32
+    assert flops_per_token(model, 10) == 6 * matrices + cfg.n_layers * 6 * 10 * 4 * 8
+
+
+def test_unknown_mixer_is_a_config_error():
+    assert "softmax" in mixer_names()
+    with pytest.raises(ConfigError, match="unknown mixer 'nope'"):
+        tiny(mixers=["softmax", "nope"])

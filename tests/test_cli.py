@@ -1,0 +1,88 @@
+"""End-to-end runs of the `lmforge` command and its one-line errors on bad input."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import write_corpus
+from lmforge.cli import main
+
+TINY = [
+    "model.d_model=32", "model.n_layers=2", "model.n_heads=2", "model.max_seq_len=64",
+    "data.vocab_size=300", "data.val_bytes=8000",
+    "train.seq_len=32", "train.batch_size=4", "train.steps=6", "train.warmup_steps=2", "train.eval_every=3",
+    "train.eval_tokens=256", "train.log_every=2", "train.compile=false", "train.precision=fp32",
+]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny model trained end to end through the CLI (prepare, then train)."""
+    root = tmp_path_factory.mktemp("cli")
+    write_corpus(root / "corpus", n_docs=30, seed=1)
+    common = [f"data.corpus={root / 'corpus'}", f"data.dir={root / 'data'}", *TINY]
+    assert main(["prepare", *common, "--no-progress"]) == 0
+    assert main(["train", "quickstart", f"train.out={root / 'run'}", *common, "--no-progress"]) == 0
+    return root
+
+
+def run_cli(*args):
+    proc = subprocess.run([sys.executable, "-m", "lmforge.cli", *map(str, args)], capture_output=True, text=True, timeout=300)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def test_train_and_generate(trained, capsys):
+    assert (trained / "run" / "checkpoint" / "model.safetensors").is_file()
+    manifest = json.loads((trained / "data" / "manifest.json").read_text())
+    assert manifest["splits"]["val"]["tokens"] > 0
+    capsys.readouterr()
+    assert main(["generate", str(trained / "run"), "--prompt", "alpha beta", "--max-new-tokens", "12", "--temperature", "0"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("alpha beta") and len(out) > len("alpha beta")
+    assert main(["generate", str(trained / "run"), "--prompt-ids", "5,6,7", "--max-new-tokens", "4", "--seed", "3"]) == 0
+
+
+def test_bad_inputs_give_one_line_errors(trained, tmp_path):
+    ckpt = trained / "run"
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "bad.toml").write_text("[train]\nstepz = 3\n")
+    cases = [
+        (["prepare", f"data.corpus={tmp_path / 'missing'}", f"data.dir={tmp_path / 'd1'}"], "matches no files"),
+        (["prepare", f"data.corpus={tmp_path / 'empty'}", f"data.dir={tmp_path / 'd1'}"], "matches no files"),
+        (["train", tmp_path / "bad.toml"], "unknown config key 'train.stepz'"),
+        (["train", "quickstart", "train.steps=many"], "train.steps: expected int"),
+        (["generate", ckpt, "--prompt-ids", "1,299999"], "outside the vocabulary"),
+        (["generate", ckpt, "--prompt", "alpha " * 200], "context is 64"),
+        (["generate", tmp_path / "nothing"], "does not exist"),
+    ]
+    for args, message in cases:
+        code, out, err = run_cli(*args)
+        assert code == 2, (args, err)
+        assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "d1").exists()
+
+
+def test_damaged_checkpoints(trained, tmp_path):
+    import shutil
+
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(trained / "run" / "checkpoint", ckpt)
+    weights = ckpt / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-200])
+    code, _, err = run_cli("generate", ckpt, "--prompt", "x")
+    assert code == 2 and "truncated or corrupt" in err and "Traceback" not in err
+    shutil.copy(trained / "run" / "checkpoint" / "model.safetensors", weights)
+    from lmforge.tokenizer import Tokenizer
+
+    Tokenizer.train(["other words here"] * 4, vocab_size=290).save(ckpt / "tokenizer.json")
+    code, _, err = run_cli("generate", ckpt, "--prompt", "x")
+    assert code == 2 and "another checkpoint" in err
+
+
+def test_help_lists_every_command():
+    code, out, _ = run_cli("--help")
+    assert code == 0
+    for cmd in ("quickstart", "prepare", "train", "generate"):
+        assert cmd in out
