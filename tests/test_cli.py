@@ -86,3 +86,17 @@ def test_help_lists_every_command():
     assert code == 0
     for cmd in ("quickstart", "prepare", "train", "generate"):
         assert cmd in out
+
+
+def test_quickstart_end_to_end_on_a_tiny_budget(tmp_path):
+    """The quickstart command itself, shrunk: prepares stdlib, trains, reports against gzip and xz, samples."""
+    overrides = [o for o in TINY if not o.startswith(("train.steps", "data.val_bytes"))]
+    overrides += ["train.steps=4", "data.tokenizer_sample_bytes=300000"]
+    code, out, err = run_cli("quickstart", "--out", tmp_path / "qs", "--no-progress", *overrides)
+    assert code == 0, err
+    report = json.loads((tmp_path / "qs" / "report.json").read_text())
+    for key in ("val_bpb", "gzip_bpb", "xz_bpb", "wall_seconds", "tokens_per_second", "params"):
+        assert report[key] > 0
+    assert report["xz_bpb"] < report["gzip_bpb"] < 3 and report["steps"] == 4
+    assert report["val_bytes"] >= 250_000
+    assert "validation bits/byte" in out and "gzip -9" in out and report["sample"].startswith("def read_config")

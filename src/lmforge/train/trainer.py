@@ -160,6 +160,7 @@ def train(
         return result
 
     model.train()
+    start_step = step
     window_loss, window_steps, window_start = 0.0, 0, time.perf_counter()
     interrupted = False
     bar = tqdm(total=stop_at, initial=step, desc="train", unit="step", disable=not progress, dynamic_ncols=True)
@@ -169,8 +170,16 @@ def train(
             loss_sum = 0.0
             for micro in range(tc.grad_accum):
                 x, y = loader.batch(step * tc.grad_accum + micro)
-                with amp():
-                    loss = forward(x.to(device), targets=y.to(device)) / tc.grad_accum
+                try:
+                    with amp():
+                        loss = forward(x.to(device), targets=y.to(device)) / tc.grad_accum
+                except RuntimeError as e:  # compilation fails on the first call (e.g. no C++ compiler)
+                    if forward is model or step > start_step:
+                        raise
+                    log(f"torch.compile failed ({str(e).splitlines()[0][:160]}); continuing without it")
+                    forward = model
+                    with amp():
+                        loss = forward(x.to(device), targets=y.to(device)) / tc.grad_accum
                 loss.backward()
                 loss_sum += loss.item()
             if tc.grad_clip > 0:
