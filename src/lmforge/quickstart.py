@@ -64,11 +64,12 @@ def run_quickstart(out: str | Path = "runs/quickstart", overrides: list[str] | N
 
 def format_report(r: dict) -> str:
     """The report as a short human-readable table."""
-    verdict = "beats" if r["val_bpb"] < r["gzip_bpb"] else "does not beat"
+    beaten = [name for name in ("gzip", "xz") if r["val_bpb"] < r[f"{name}_bpb"]]
+    verdict = f"the model beats {' and '.join(beaten)}" if beaten else "the model does not beat gzip yet"
     lines = [
         "",
         "quickstart report",
-        f"  validation bits/byte   {r['val_bpb']:.3f}   (gzip -9 {r['gzip_bpb']:.3f}, xz -9 {r['xz_bpb']:.3f}; the model {verdict} gzip)",
+        f"  validation bits/byte   {r['val_bpb']:.3f}   (gzip -9 {r['gzip_bpb']:.3f}, xz -9 {r['xz_bpb']:.3f}; {verdict})",
         f"  validation perplexity  {r['val_ppl']:.2f} on {r['val_bytes']:,} bytes",
         f"  model                  {r['params'] / 1e6:.2f}M parameters, {r['steps']} steps, {r['train_tokens']:,} tokens",
         f"  speed                  {r['tokens_per_second']:,.0f} tokens/s, MFU {r['mfu']:.1%}",

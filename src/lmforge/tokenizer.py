@@ -12,7 +12,7 @@ import os
 import re
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable
 
 import numpy as np
 from tokenizers import Tokenizer as HFTokenizer
@@ -143,12 +143,3 @@ class StreamDecoder:
         """Whatever is left at the end (incomplete bytes become U+FFFD)."""
         return self._utf8.decode(b"", final=True)
 
-
-def iter_texts(docs: Iterable, max_bytes: int = 0) -> Iterator[str]:
-    """Texts of documents, stopping after `max_bytes` of UTF-8 (0: no limit)."""
-    seen = 0
-    for doc in docs:
-        yield doc.text
-        seen += len(doc.text.encode("utf-8"))
-        if max_bytes and seen >= max_bytes:
-            return
