@@ -10,9 +10,9 @@ from __future__ import annotations
 import time
 
 import torch
+from common import machine, median_time, parser, print_table, write_json
 
 import lmforge.model.transformer as transformer_module
-from common import machine, median_time, parser, print_table, write_json
 from lmforge.config import load_run_config
 from lmforge.model.transformer import Transformer, flops_per_token
 from lmforge.ops.cross_entropy import linear_cross_entropy, linear_cross_entropy_reference

@@ -5,8 +5,8 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import write_corpus
+
 from lmforge.cli import main
 
 TINY = [

@@ -2,8 +2,8 @@ import json
 
 import pytest
 import torch
-
 from conftest import tiny_run_config
+
 from lmforge.errors import CheckpointError
 from lmforge.model.transformer import Transformer
 from lmforge.tokenizer import Tokenizer

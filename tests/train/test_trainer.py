@@ -4,8 +4,8 @@ import threading
 
 import pytest
 import torch
-
 from conftest import tiny_run_config
+
 from lmforge.errors import CheckpointError, ConfigError
 from lmforge.train.checkpoint import load_checkpoint
 from lmforge.train.metrics import read_metrics

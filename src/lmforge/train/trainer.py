@@ -25,11 +25,11 @@ from lmforge.fileio import recover_dir
 from lmforge.model.transformer import Transformer, count_parameters, flops_per_token
 from lmforge.train.checkpoint import (
     RUN_CHECKPOINT,
+    WEIGHTS,
     load_training_state,
     load_weights,
     read_run_config,
     save_checkpoint,
-    WEIGHTS,
 )
 from lmforge.train.device import autocast, measure_peak_flops, resolve_device, resolve_precision
 from lmforge.train.metrics import MetricsLog, plot_loss
