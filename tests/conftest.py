@@ -1,25 +1,12 @@
-"""Shared fixtures: a small generated corpus, its prepared shards and tiny configs."""
+"""Session fixtures: a small generated corpus and its prepared shards."""
 
 from __future__ import annotations
 
-import random
-
 import pytest
+from helpers import write_corpus
 
-from lmforge.config import DataConfig, run_config_from_dict
+from lmforge.config import DataConfig
 from lmforge.data.prepare import prepare
-
-WORDS = ("alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi rho sigma tau "
-         "upsilon phi chi psi omega def return class import while for in if else").split()
-
-
-def write_corpus(directory, n_docs: int = 40, seed: int = 0) -> None:
-    """Text files of pseudo-code sentences, deterministic for a seed."""
-    rng = random.Random(seed)
-    directory.mkdir(parents=True, exist_ok=True)
-    for i in range(n_docs):
-        lines = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 12))) + "." for _ in range(rng.randint(20, 60))]
-        (directory / f"doc{i:03d}.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
 @pytest.fixture(scope="session")
@@ -33,14 +20,3 @@ def corpus_dir(tmp_path_factory):
 def prepared(corpus_dir, tmp_path_factory):
     cfg = DataConfig(corpus=str(corpus_dir), vocab_size=300, val_bytes=8000)
     return prepare(cfg, tmp_path_factory.mktemp("prepared") / "data", progress=False)
-
-
-def tiny_run_config(corpus_dir, out, data_dir, **train):
-    """A run config small enough to train a few steps in a second."""
-    raw = {
-        "model": {"d_model": 32, "n_layers": 2, "n_heads": 4, "n_kv_heads": 2, "max_seq_len": 64},
-        "data": {"corpus": str(corpus_dir), "vocab_size": 300, "val_bytes": 8000, "dir": str(data_dir)},
-        "train": {"out": str(out), "seq_len": 32, "batch_size": 4, "steps": 6, "lr": 3e-3, "warmup_steps": 2,
-                  "log_every": 1, "eval_every": 3, "eval_tokens": 256, "precision": "fp32", "device": "cpu", **train},
-    }
-    return run_config_from_dict(raw)

@@ -5,7 +5,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import write_corpus
+from helpers import write_corpus
 
 from lmforge.cli import main
 
@@ -55,7 +55,7 @@ def test_bad_inputs_give_one_line_errors(trained, tmp_path):
         (["train", "quickstart", "train.steps=many"], "train.steps: expected int"),
         (["generate", ckpt, "--prompt-ids", "1,299999"], "outside the vocabulary"),
         (["generate", ckpt, "--prompt", "alpha " * 200], "context is 64"),
-        (["generate", tmp_path / "nothing"], "does not exist"),
+        (["generate", tmp_path / "nothing"], "neither a file, a directory nor a pullable model"),
     ]
     for args, message in cases:
         code, out, err = run_cli(*args)
@@ -76,7 +76,7 @@ def test_damaged_checkpoints(trained, tmp_path):
     shutil.copy(trained / "run" / "checkpoint" / "model.safetensors", weights)
     from lmforge.tokenizer import Tokenizer
 
-    Tokenizer.train(["other words here"] * 4, vocab_size=290).save(ckpt / "tokenizer.json")
+    Tokenizer.train(["other words here"] * 4, vocab_size=290).save(ckpt)
     code, _, err = run_cli("generate", ckpt, "--prompt", "x")
     assert code == 2 and "another checkpoint" in err
 
@@ -100,3 +100,36 @@ def test_quickstart_end_to_end_on_a_tiny_budget(tmp_path):
     assert report["xz_bpb"] < report["gzip_bpb"] < 3 and report["steps"] == 4
     assert report["val_bytes"] >= 250_000
     assert "validation bits/byte" in out and "gzip -9" in out and report["sample"].startswith("def read_config")
+
+
+def test_export_and_run_the_exports(trained, tmp_path, capsys):
+    run = trained / "run"
+    assert main(["export", str(run), "--format", "hf", "--out", str(tmp_path / "hf")]) == 0
+    assert main(["export", str(run), "--format", "gguf", "--dtype", "f32", "--out", str(tmp_path / "m.gguf")]) == 0
+    outputs = []
+    for model in (run, tmp_path / "hf", tmp_path / "m.gguf"):
+        capsys.readouterr()
+        assert main(["generate", str(model), "--prompt", "alpha", "--max-new-tokens", "10", "--temperature", "0"]) == 0
+        outputs.append(capsys.readouterr().out)
+    assert outputs[0] == outputs[1] == outputs[2]  # the same model in three formats
+
+
+def test_eval_perplexity_command(trained, capsys):
+    corpus = trained / "corpus"
+    assert main(["eval", "perplexity", str(trained / "run"), "--data", str(corpus), "--seq-len", "32", "--max-tokens", "500"]) == 0
+    out = capsys.readouterr().out
+    assert "perplexity" in out and "bits/byte" in out and "500 tokens" in out
+
+
+def test_model_errors_are_one_line(trained, tmp_path):
+    (tmp_path / "nothing-here").mkdir()
+    cases = [
+        (["generate", "no-such-model", "--prompt", "x"], "neither a file, a directory nor a pullable model"),
+        (["generate", tmp_path / "nothing-here"], "has no config.json"),
+        (["generate", trained / "run", "--chat", "hi"], "no chat template"),
+        (["pull", "gpt-17"], "unknown model 'gpt-17'"),
+    ]
+    for args, message in cases:
+        code, _, err = run_cli(*args)
+        assert code == 2, (args, err)
+        assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err

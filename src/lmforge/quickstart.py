@@ -11,12 +11,12 @@ from pathlib import Path
 
 import numpy as np
 
+from lmforge.checkpoint import load_checkpoint
 from lmforge.config import load_run_config
 from lmforge.data.prepare import prepare_or_load
 from lmforge.eval.compression import gzip_bpb, xz_bpb
 from lmforge.fileio import write_json
 from lmforge.serve.generate import SamplingParams, generate
-from lmforge.train.checkpoint import load_checkpoint
 from lmforge.train.trainer import train
 
 SAMPLE_PROMPT = "def read_config(path):\n"

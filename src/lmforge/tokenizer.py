@@ -1,13 +1,16 @@
-"""Byte-level BPE tokenizer (Hugging Face `tokenizers`): train, save, load, exact round trips.
+"""Tokenizers on Hugging Face `tokenizers`: train byte-level BPE, save, load, exact round trips.
 
 Byte-level BPE (Radford et al., GPT-2) maps every byte to one of 256 base symbols, so any
 byte string is encodable and `decode_bytes(encode_bytes(b)) == b` holds even for bytes
-that are not valid UTF-8.
+that are not valid UTF-8. Tokenizers loaded from other tools (Hugging Face directories,
+GGUF files) keep their own special tokens, BOS convention and chat template; SentencePiece-
+style vocabularies with byte fallback (`▁` for spaces, `<0xNN>` byte tokens) decode exactly too.
 """
 
 from __future__ import annotations
 
 import codecs
+import json
 import os
 import re
 from functools import lru_cache
@@ -19,10 +22,12 @@ from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import decoders, models, pre_tokenizers, trainers
 
 from lmforge.errors import CheckpointError
-from lmforge.fileio import atomic_path
+from lmforge.fileio import atomic_path, write_json
 
 BOS, EOS, PAD = "<|bos|>", "<|endoftext|>", "<|pad|>"
+TOKENIZER_FILE, TOKENIZER_CONFIG_FILE = "tokenizer.json", "tokenizer_config.json"
 _ESCAPED_BYTE = re.compile("([\udc80-\udcff])")
+_SPM_BYTE = re.compile(r"<0x([0-9A-Fa-f]{2})>")
 
 
 @lru_cache(maxsize=1)
@@ -39,29 +44,63 @@ def byte_to_unicode() -> dict[int, str]:
     return {b: chr(c) for b, c in zip(printable, chars)}
 
 
-class Tokenizer:
-    """A byte-level BPE tokenizer with bos/eos/pad special tokens and byte-exact decoding."""
+@lru_cache(maxsize=1)
+def unicode_to_byte() -> dict[str, int]:
+    """Inverse of `byte_to_unicode`."""
+    return {c: b for b, c in byte_to_unicode().items()}
 
-    def __init__(self, hf: HFTokenizer):
+
+def is_byte_level(hf: HFTokenizer) -> bool:
+    """Whether the tokenizer spells tokens in GPT-2's byte alphabet (else SentencePiece style)."""
+    return "ByteLevel" in json.dumps(json.loads(hf.to_str()).get("decoder"))
+
+
+class Tokenizer:
+    """A BPE tokenizer with its special-token ids, BOS convention, chat template and byte-exact decoding."""
+
+    def __init__(
+        self,
+        hf: HFTokenizer,
+        bos_id: int | None = None,
+        eos_id: int | None = None,
+        pad_id: int | None = None,
+        add_bos: bool = False,
+        chat_template: str | None = None,
+    ):
         self.hf = hf
         self.vocab_size = hf.get_vocab_size(with_added_tokens=True)
-        self.bos_id = hf.token_to_id(BOS)
-        self.eos_id = hf.token_to_id(EOS)
-        self.pad_id = hf.token_to_id(PAD)
-        unicode_to_byte = {c: b for b, c in byte_to_unicode().items()}
-        special = {t.content for t in hf.get_added_tokens_decoder().values()}
+        self.bos_id = bos_id if bos_id is not None else hf.token_to_id(BOS)
+        self.eos_id = eos_id if eos_id is not None else hf.token_to_id(EOS)
+        self.pad_id = pad_id if pad_id is not None else hf.token_to_id(PAD)
+        self.add_bos = add_bos
+        self.chat_template = chat_template
+        special = {t.content for t in hf.get_added_tokens_decoder().values() if t.special}
+        self._byte_level = is_byte_level(hf)
         table: list[bytes] = [b""] * self.vocab_size
         for token, idx in hf.get_vocab(with_added_tokens=True).items():
-            if token in special:
-                table[idx] = token.encode("utf-8")
-            else:
-                table[idx] = bytes(unicode_to_byte[c] for c in token)
+            table[idx] = token.encode("utf-8") if token in special else self._token_bytes(token)
         self._id_to_bytes = table
         self._special_ids = {hf.token_to_id(t) for t in special}
 
+    def _token_bytes(self, token: str) -> bytes:
+        if self._byte_level:
+            symbols = unicode_to_byte()
+            if all(c in symbols for c in token):
+                return bytes(symbols[c] for c in token)
+            return token.encode("utf-8")  # an added (non-special) token spelled in plain text
+        m = _SPM_BYTE.fullmatch(token)
+        return bytes([int(m.group(1), 16)]) if m else token.replace("▁", " ").encode("utf-8")
+
+    def _byte_token(self, byte: int) -> int:
+        token = byte_to_unicode()[byte] if self._byte_level else f"<0x{byte:02X}>"
+        idx = self.hf.token_to_id(token)
+        if idx is None:
+            raise ValueError(f"the vocabulary has no token for byte 0x{byte:02X}")
+        return idx
+
     @classmethod
     def train(cls, texts: Iterable[str], vocab_size: int = 8192) -> "Tokenizer":
-        """Learn BPE merges on `texts` until the vocabulary (with 3 special tokens) has `vocab_size` entries."""
+        """Learn byte-level BPE merges on `texts` until the vocabulary (with 3 special tokens) has `vocab_size` entries."""
         hf = HFTokenizer(models.BPE())
         hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
         hf.decoder = decoders.ByteLevel()
@@ -76,22 +115,59 @@ class Tokenizer:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Tokenizer":
-        """Read a `tokenizer.json` file."""
+        """Read `tokenizer.json` (a directory or the file), with `tokenizer_config.json` beside it if present."""
         path = Path(path)
-        if not path.is_file():
-            raise CheckpointError(f"tokenizer file {path} not found; run `lmforge prepare` or pass a checkpoint that has one")
+        file = path / TOKENIZER_FILE if path.is_dir() else path
+        if not file.is_file():
+            raise CheckpointError(f"tokenizer file {file} not found; run `lmforge prepare` or pass a checkpoint that has one")
         try:
-            return cls(HFTokenizer.from_file(str(path)))
+            hf = HFTokenizer.from_file(str(file))
         except Exception as e:  # tokenizers raises a bare Exception on malformed JSON
-            raise CheckpointError(f"{path} is not a valid tokenizer.json ({e}); re-create it with `lmforge prepare`") from None
+            raise CheckpointError(f"{file} is not a valid tokenizer.json ({e}); re-create it with `lmforge prepare`") from None
+        config_file = file.parent / TOKENIZER_CONFIG_FILE
+        if not config_file.is_file():
+            return cls(hf)
+        try:
+            config = json.loads(config_file.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            raise CheckpointError(f"{config_file} is not valid JSON ({e})") from None
 
-    def save(self, path: str | os.PathLike) -> None:
-        """Atomically write `tokenizer.json`."""
-        with atomic_path(path) as tmp:
+        def token_id(key: str) -> int | None:
+            token = config.get(key)
+            token = token.get("content") if isinstance(token, dict) else token
+            return hf.token_to_id(token) if isinstance(token, str) else None
+
+        bos = token_id("bos_token")
+        add_bos = config.get("add_bos_token")
+        if add_bos is None:  # Llama-style tokenizers add BOS in their post-processor
+            with_special = hf.encode("a", add_special_tokens=True).ids
+            add_bos = bos is not None and len(with_special) > 1 and with_special[0] == bos
+        template = config.get("chat_template")
+        if isinstance(template, list):  # named templates: take the default one
+            template = next((t["template"] for t in template if t.get("name") == "default"), None)
+        return cls(hf, bos, token_id("eos_token"), token_id("pad_token"), bool(add_bos), template)
+
+    def save(self, directory: str | os.PathLike) -> None:
+        """Atomically write `tokenizer.json` and a Hugging Face `tokenizer_config.json` into `directory`."""
+        directory = Path(directory)
+        with atomic_path(directory / TOKENIZER_FILE) as tmp:
             self.hf.save(str(tmp))
+        token = lambda i: None if i is None else self.hf.id_to_token(i)  # noqa: E731
+        config = {
+            "tokenizer_class": "PreTrainedTokenizerFast",
+            "bos_token": token(self.bos_id),
+            "eos_token": token(self.eos_id),
+            "pad_token": token(self.pad_id),
+            "add_bos_token": self.add_bos,
+            "add_eos_token": False,
+            "clean_up_tokenization_spaces": False,
+        }
+        if self.chat_template:
+            config["chat_template"] = self.chat_template
+        write_json(directory / TOKENIZER_CONFIG_FILE, config)
 
     def encode(self, text: str) -> list[int]:
-        """Token ids of `text` (no special tokens added)."""
+        """Token ids of `text` (special-token strings in it become their ids; no BOS added)."""
         return self.hf.encode(text, add_special_tokens=False).ids
 
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
@@ -100,11 +176,10 @@ class Tokenizer:
 
     def encode_bytes(self, data: bytes) -> list[int]:
         """Token ids of arbitrary bytes: valid UTF-8 runs as text, other bytes as byte tokens."""
-        symbols = byte_to_unicode()
         ids: list[int] = []
         for i, piece in enumerate(_ESCAPED_BYTE.split(data.decode("utf-8", errors="surrogateescape"))):
             if i % 2:  # a lone byte that is not part of valid UTF-8
-                ids.append(self.hf.token_to_id(symbols[ord(piece) - 0xDC00]))
+                ids.append(self._byte_token(ord(piece) - 0xDC00))
             elif piece:
                 ids.extend(self.encode(piece))
         return ids
@@ -116,6 +191,10 @@ class Tokenizer:
     def decode(self, ids: Iterable[int]) -> str:
         """Text of the ids; byte sequences that are not valid UTF-8 become U+FFFD."""
         return self.decode_bytes(ids).decode("utf-8", errors="replace")
+
+    def is_special(self, token_id: int) -> bool:
+        """Whether the id is a special (control) token such as end-of-text."""
+        return token_id in self._special_ids
 
     def token_byte_lengths(self) -> np.ndarray:
         """Bytes of text per token id (0 for special tokens), for bits-per-byte."""
@@ -142,4 +221,3 @@ class StreamDecoder:
     def flush(self) -> str:
         """Whatever is left at the end (incomplete bytes become U+FFFD)."""
         return self._utf8.decode(b"", final=True)
-

@@ -4,10 +4,10 @@ import threading
 
 import pytest
 import torch
-from conftest import tiny_run_config
+from helpers import tiny_run_config
 
+from lmforge.checkpoint import load_checkpoint
 from lmforge.errors import CheckpointError, ConfigError
-from lmforge.train.checkpoint import load_checkpoint
 from lmforge.train.metrics import read_metrics
 from lmforge.train.trainer import train
 

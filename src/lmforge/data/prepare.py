@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from lmforge.config import DataConfig, to_dict
 from lmforge.data.document import Document
-from lmforge.data.readers import read_corpus
+from lmforge.data.readers import BUILTIN_CORPORA, read_corpus
 from lmforge.data.shards import ShardWriter, TokenShard, token_dtype
 from lmforge.data.split import choose_validation
 from lmforge.errors import DataError
@@ -26,7 +26,6 @@ from lmforge.fileio import atomic_dir, recover_dir, write_json
 from lmforge.tokenizer import Tokenizer
 
 MANIFEST = "manifest.json"
-TOKENIZER = "tokenizer.json"
 SPLITS = ("train", "val")
 MIN_VOCAB = 256 + 3  # the byte alphabet plus the special tokens
 ENCODE_BATCH = 64
@@ -47,10 +46,10 @@ class PreparedData:
 
 def _source(cfg: DataConfig) -> dict:
     """The settings that determine a prepared directory's content."""
-    corpus = cfg.corpus if cfg.corpus == "stdlib" else str(Path(cfg.corpus).expanduser().resolve())
+    builtin = cfg.corpus in BUILTIN_CORPORA
     source = {k: v for k, v in to_dict(cfg).items() if k != "dir"}
-    source["corpus"] = corpus
-    if cfg.corpus == "stdlib":
+    source["corpus"] = cfg.corpus if builtin else str(Path(cfg.corpus).expanduser().resolve())
+    if builtin:
         source["python"] = sys.version.split()[0]
     return source
 
@@ -83,7 +82,7 @@ def prepare(cfg: DataConfig, out_dir: str | Path, progress: bool = True) -> Prep
     tokenizer = Tokenizer.train(_sample_texts(_documents(cfg, val_ids, "train"), cfg.tokenizer_sample_bytes), cfg.vocab_size)
     stats = {}
     with atomic_dir(out_dir) as tmp:
-        tokenizer.save(tmp / TOKENIZER)
+        tokenizer.save(tmp)
         for split in SPLITS:
             writer = ShardWriter(tmp / split, tokenizer.vocab_size)
             split_bytes = sum(size for doc_id, size in sizes.items() if (doc_id in val_ids) == (split == "val"))
@@ -128,7 +127,7 @@ def load_prepared(data_dir: str | Path) -> PreparedData:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError:
         raise DataError(f"{path} is corrupt; delete {data_dir} and run `lmforge prepare` again") from None
-    tokenizer = Tokenizer.load(data_dir / TOKENIZER)
+    tokenizer = Tokenizer.load(data_dir)
     if tokenizer.vocab_size != manifest.get("vocab_size"):
         raise DataError(f"{data_dir}: tokenizer has {tokenizer.vocab_size} tokens but the manifest says {manifest.get('vocab_size')}; prepare again")
     return PreparedData(data_dir, manifest, tokenizer)

@@ -47,6 +47,28 @@ def read_stdlib() -> Iterator[Document]:
         yield Document(text, path.relative_to(root).as_posix(), {"domain": "code", "source": "stdlib"})
 
 
+def read_pydoc() -> Iterator[Document]:
+    """The built-in English corpus: the Python language reference topics bundled with the
+    standard library for `help()` (`pydoc_data.topics`), one document per topic."""
+    from pydoc_data.topics import topics
+
+    for name in sorted(topics):
+        yield Document(topics[name], f"pydoc/{name}", {"domain": "prose", "source": "pydoc"})
+
+
+def english_passage(min_chars: int) -> str:
+    """Consecutive prose paragraphs of the pydoc topics (no code or grammar blocks) until `min_chars`."""
+    paragraphs: list[str] = []
+    for doc in read_pydoc():
+        for para in doc.text.split("\n\n"):
+            lines = para.splitlines()
+            if len(lines) >= 3 and not any(line.startswith((" ", "*", "=")) for line in lines) and para.rstrip().endswith("."):
+                paragraphs.append(" ".join(lines))
+                if sum(len(p) + 2 for p in paragraphs) >= min_chars:
+                    return "\n\n".join(paragraphs)
+    return "\n\n".join(paragraphs)
+
+
 def read_text_files(paths: list[Path], base: Path | None = None) -> Iterator[Document]:
     """One document per UTF-8 text file; files that are not UTF-8 text are an error."""
     for path in paths:
@@ -98,6 +120,9 @@ def read_parquet(path: Path, text_field: str = "text") -> Iterator[Document]:
             row += 1
 
 
+BUILTIN_CORPORA = {"stdlib": read_stdlib, "pydoc": read_pydoc}
+
+
 def _read_file(path: Path, text_field: str, base: Path | None) -> Iterator[Document]:
     name = path.name
     if name.endswith((".jsonl", ".jsonl.gz", ".json.gz", ".ndjson")):
@@ -108,9 +133,10 @@ def _read_file(path: Path, text_field: str, base: Path | None) -> Iterator[Docum
 
 
 def read_corpus(spec: str, text_field: str = "text") -> Iterator[Document]:
-    """Documents of a corpus spec: "stdlib", a directory (every file, recursively), a glob, or a file."""
-    if spec == "stdlib":
-        yield from read_stdlib()
+    """Documents of a corpus spec: "stdlib" (Python source), "pydoc" (English reference
+    text), a directory (every file, recursively), a glob, or a file."""
+    if spec in BUILTIN_CORPORA:
+        yield from BUILTIN_CORPORA[spec]()
         return
     path = Path(spec).expanduser()
     if path.is_dir():
@@ -121,6 +147,8 @@ def read_corpus(spec: str, text_field: str = "text") -> Iterator[Document]:
     else:
         files, base = sorted(Path(p) for p in glob.glob(str(path), recursive=True) if Path(p).is_file()), None
     if not files:
-        raise DataError(f"corpus {spec!r} matches no files; give 'stdlib', a directory, a glob or a .txt/.jsonl/.parquet file")
+        raise DataError(
+            f"corpus {spec!r} matches no files; give 'stdlib', 'pydoc', a directory, a glob or a .txt/.jsonl/.parquet file"
+        )
     for f in files:
         yield from _read_file(f, text_field, base)

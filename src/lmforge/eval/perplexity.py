@@ -1,4 +1,4 @@
-"""Validation loss, perplexity and bits per byte of a model on token windows."""
+"""Loss, perplexity and bits per byte of a model on token windows or raw texts."""
 
 from __future__ import annotations
 
@@ -8,7 +8,13 @@ import math
 import numpy as np
 import torch
 
+from lmforge.config import DataConfig
+from lmforge.data.loader import eval_windows
+from lmforge.data.readers import read_corpus
+from lmforge.data.split import choose_validation
+from lmforge.errors import DataError
 from lmforge.model.transformer import Transformer
+from lmforge.tokenizer import Tokenizer
 
 
 @torch.no_grad()
@@ -43,3 +49,38 @@ def evaluate(
     n_bytes = int(sum(token_bytes[w[1:].numpy()].sum() for w in windows))
     mean = nll / tokens
     return {"loss": mean, "ppl": math.exp(mean), "bpb": nll / math.log(2) / max(n_bytes, 1), "tokens": tokens}
+
+
+def evaluation_texts(data: str, val_bytes: int = DataConfig.val_bytes) -> list[str]:
+    """Texts to evaluate on: for "stdlib", its validation split (the one `prepare` holds out);
+    otherwise every document of the corpus spec (a file, directory, glob or "pydoc")."""
+    docs = list(read_corpus(data))
+    if data == "stdlib":
+        val = choose_validation([(d.id, len(d.text.encode("utf-8"))) for d in docs], val_bytes)
+        docs = [d for d in docs if d.id in val]
+    texts = [d.text for d in docs if d.text]
+    if not texts:
+        raise DataError(f"{data!r} holds no text to evaluate on")
+    return texts
+
+
+def perplexity(
+    model: Transformer,
+    tokenizer: Tokenizer,
+    texts: list[str],
+    seq_len: int = 512,
+    max_tokens: int = 0,
+    batch_size: int = 8,
+    autocast=contextlib.nullcontext,
+) -> dict[str, float]:
+    """Perplexity and bits per byte of `model` on raw texts, tokenized with its own tokenizer.
+
+    Each text is encoded (after BOS when the tokenizer adds one) and ended with end-of-text;
+    the stream is scored in windows of `seq_len` (capped at the model's context).
+    """
+    stream: list[int] = []
+    for ids in tokenizer.encode_batch(texts):
+        stream += ([tokenizer.bos_id] if tokenizer.add_bos else []) + ids + [tokenizer.eos_id]
+    seq_len = min(seq_len, model.cfg.max_seq_len - 1)
+    windows = eval_windows(np.asarray(stream, dtype=np.int64), seq_len, max_tokens)
+    return evaluate(model, windows, tokenizer.token_byte_lengths(), batch_size, autocast)

@@ -49,10 +49,13 @@ class Transformer(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """Normal(0, init_std) weights; residual output projections scaled by 1/sqrt(2 n_layers) (GPT-2)."""
+        """Normal(0, init_std) weights, unit norm gains, zero biases; residual output projections
+        scaled by 1/sqrt(2 n_layers) (GPT-2)."""
         std = self.cfg.init_std
         for name, p in self.named_parameters():
-            if p.dim() < 2:
+            if name.endswith(".bias"):
+                nn.init.zeros_(p)
+            elif p.dim() < 2:
                 nn.init.ones_(p)
             elif name.endswith(("o_proj.weight", "down_proj.weight", "out_proj.weight")):
                 nn.init.normal_(p, std=std / math.sqrt(2 * self.cfg.n_layers))

@@ -16,14 +16,7 @@ from typing import Callable
 import torch
 from tqdm import tqdm
 
-from lmforge.config import RunConfig, to_dict
-from lmforge.data.loader import WindowLoader, eval_windows
-from lmforge.data.prepare import PreparedData, prepare_or_load
-from lmforge.errors import CheckpointError, ConfigError
-from lmforge.eval.perplexity import evaluate
-from lmforge.fileio import recover_dir
-from lmforge.model.transformer import Transformer, count_parameters, flops_per_token
-from lmforge.train.checkpoint import (
+from lmforge.checkpoint import (
     RUN_CHECKPOINT,
     WEIGHTS,
     load_training_state,
@@ -31,6 +24,13 @@ from lmforge.train.checkpoint import (
     read_run_config,
     save_checkpoint,
 )
+from lmforge.config import RunConfig, to_dict
+from lmforge.data.loader import WindowLoader, eval_windows
+from lmforge.data.prepare import PreparedData, prepare_or_load
+from lmforge.errors import CheckpointError, ConfigError
+from lmforge.eval.perplexity import evaluate
+from lmforge.fileio import recover_dir
+from lmforge.model.transformer import Transformer, count_parameters, flops_per_token
 from lmforge.train.device import autocast, measure_peak_flops, resolve_device, resolve_precision
 from lmforge.train.metrics import MetricsLog, plot_loss
 from lmforge.train.optimizer import build_adamw

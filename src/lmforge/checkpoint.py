@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -21,7 +22,7 @@ from lmforge.fileio import atomic_dir, recover_dir, write_json
 from lmforge.model.transformer import Transformer
 from lmforge.tokenizer import Tokenizer
 
-CONFIG, WEIGHTS, TOKENIZER = "config.json", "model.safetensors", "tokenizer.json"
+CONFIG, WEIGHTS = "config.json", "model.safetensors"
 OPTIMIZER, TRAINER = "optimizer.pt", "trainer.json"
 RUN_CHECKPOINT = "checkpoint"  # a training run's checkpoint lives in <out>/checkpoint
 
@@ -36,8 +37,14 @@ class Checkpoint:
     path: Path
 
 
+def is_softmax_only(cfg: ModelConfig) -> bool:
+    """Whether every layer uses softmax attention (so standard Llama-family tools can run the model)."""
+    return all(cfg.mixer_for(i) == "softmax" for i in range(cfg.n_layers))
+
+
 def hf_config(cfg: ModelConfig, tokenizer: Tokenizer) -> dict:
-    """Hugging Face `LlamaForCausalLM` fields describing `cfg` (only when every mixer is softmax)."""
+    """Hugging Face config fields describing `cfg`; with `architectures` (Llama, or Qwen2 when
+    the attention has biases) only when every mixer is softmax."""
     fields = {
         "vocab_size": cfg.vocab_size,
         "hidden_size": cfg.d_model,
@@ -54,10 +61,13 @@ def hf_config(cfg: ModelConfig, tokenizer: Tokenizer) -> dict:
         "eos_token_id": tokenizer.eos_id,
         "pad_token_id": tokenizer.pad_id,
         "hidden_act": "silu",
+        "attention_bias": cfg.attention_bias,
+        "mlp_bias": False,
         "torch_dtype": "float32",
     }
-    if all(cfg.mixer_for(i) == "softmax" for i in range(cfg.n_layers)):
-        fields = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", **fields}
+    if is_softmax_only(cfg):
+        arch, model_type = ("Qwen2ForCausalLM", "qwen2") if cfg.attention_bias else ("LlamaForCausalLM", "llama")
+        fields = {"architectures": [arch], "model_type": model_type, **fields}
     return fields
 
 
@@ -76,7 +86,7 @@ def save_checkpoint(
         write_json(tmp / CONFIG, config)
         weights = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
         save_file(weights, str(tmp / WEIGHTS), metadata={"format": "pt"})
-        tokenizer.save(tmp / TOKENIZER)
+        tokenizer.save(tmp)
         if training_state is not None:
             torch.save(training_state, tmp / OPTIMIZER)
         if trainer_state is not None:
@@ -106,28 +116,38 @@ def read_run_config(ckpt_dir: Path) -> RunConfig:
         raise CheckpointError(f"{ckpt_dir / CONFIG} is corrupt or not an lmforge config ({e})") from None
 
 
-def load_weights(model: Transformer, weights_path: Path) -> None:
-    """Copy tensors from a safetensors file into `model`, checking names, shapes and dtypes."""
+def copy_tensors(model: Transformer, tensors: Iterable[tuple[str, torch.Tensor]], source: str | Path) -> None:
+    """Copy named tensors into `model` one at a time, checking names, shapes and dtypes.
+
+    Only one source tensor is alive at a time, so loading needs the model plus one tensor
+    of memory, whatever the file format.
+    """
     expected = model.state_dict()
+    seen: set[str] = set()
+    for name, tensor in tensors:
+        target = expected.get(name)
+        if target is None:
+            raise CheckpointError(f"{source}: tensor {name} has no place in the model config; the file and config disagree")
+        if tensor.shape != target.shape:
+            hint = " (a checkpoint from another vocabulary?)" if "embed" in name or "head" in name else ""
+            raise CheckpointError(
+                f"{source}: {name} has shape {tuple(tensor.shape)}, the config expects {tuple(target.shape)}{hint}"
+            )
+        if tensor.is_floating_point() != target.is_floating_point():
+            raise CheckpointError(f"{source}: {name} has dtype {tensor.dtype}, expected a {target.dtype} tensor")
+        with torch.no_grad():
+            target.copy_(tensor)
+        seen.add(name)
+    missing = sorted(set(expected) - seen)
+    if missing:
+        raise CheckpointError(f"{source} lacks {len(missing)} tensor(s) the model needs, e.g. {missing[0]}")
+
+
+def load_weights(model: Transformer, weights_path: Path) -> None:
+    """Copy the tensors of an lmforge `model.safetensors` into `model`."""
     try:
         with safe_open(str(weights_path), framework="pt", device="cpu") as f:
-            names = set(f.keys())
-            missing, unexpected = sorted(set(expected) - names), sorted(names - set(expected))
-            if missing or unexpected:
-                raise CheckpointError(
-                    f"{weights_path} does not match the model config: missing {missing[:3]}, unexpected {unexpected[:3]}"
-                )
-            for name, target in expected.items():
-                tensor = f.get_tensor(name)
-                if tensor.shape != target.shape:
-                    hint = " (a checkpoint from another vocabulary?)" if "embed" in name or "head" in name else ""
-                    raise CheckpointError(
-                        f"{weights_path}: {name} has shape {tuple(tensor.shape)}, the config expects {tuple(target.shape)}{hint}"
-                    )
-                if tensor.is_floating_point() != target.is_floating_point():
-                    raise CheckpointError(f"{weights_path}: {name} has dtype {tensor.dtype}, expected a {target.dtype} tensor")
-                with torch.no_grad():
-                    target.copy_(tensor)
+            copy_tensors(model, ((name, f.get_tensor(name)) for name in f.keys()), weights_path)
     except (SafetensorError, OSError) as e:
         raise CheckpointError(f"{weights_path} is truncated or corrupt ({e}); restore it or train again") from None
 
@@ -136,7 +156,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Che
     """Load model, tokenizer and config from a checkpoint (or training run) directory."""
     ckpt_dir = resolve_checkpoint_dir(path)
     run_cfg = read_run_config(ckpt_dir)
-    tokenizer = Tokenizer.load(ckpt_dir / TOKENIZER)
+    tokenizer = Tokenizer.load(ckpt_dir)
     if tokenizer.vocab_size != run_cfg.model.vocab_size:
         raise CheckpointError(
             f"{ckpt_dir}: tokenizer.json has {tokenizer.vocab_size} tokens but the model has a vocabulary of "

@@ -1,0 +1,1 @@
+"""Models in and out: GGUF files, Hugging Face directories, pullable models, chat templates."""

@@ -1,0 +1,173 @@
+"""GGUF files (llama.cpp's format) into and out of the one model, with the `gguf` package.
+
+Reading dequantizes each tensor to fp32 as it is copied into the model (every type that
+`gguf.quants.dequantize` knows: F32, F16, BF16, Q8_0, Q4_0/1, Q5_0/1, K-quants, ...) and
+undoes the row permutation llama.cpp's converter applies to Llama q/k weights.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from lmforge.checkpoint import Checkpoint, copy_tensors, is_softmax_only
+from lmforge.config import ModelConfig, RunConfig
+from lmforge.errors import CheckpointError
+from lmforge.fileio import atomic_path
+from lmforge.interop.gguf_tokenizer import add_tokenizer_to_gguf, tokenizer_from_gguf
+from lmforge.interop.names import GGUF, external_names, from_llama_cpp_rows, to_llama_cpp_rows
+from lmforge.model.transformer import Transformer
+from lmforge.tokenizer import Tokenizer
+
+SUPPORTED_ARCHITECTURES = ("llama", "qwen2")
+EXPORT_TYPES = ("f32", "f16", "q8_0")
+_PERMUTED = {"attn_q.weight": "n_heads", "attn_k.weight": "n_kv_heads"}
+
+
+def _open(path: Path):
+    import gguf
+
+    if not path.is_file():
+        raise CheckpointError(f"GGUF file {path} not found")
+    try:
+        return gguf.GGUFReader(path)
+    except Exception as e:  # the reader raises ValueError, IndexError, struct errors on damaged files
+        raise CheckpointError(f"{path} is not a readable GGUF file (truncated or corrupt: {e})") from None
+
+
+def _metadata(reader) -> dict:
+    fields = {}
+    for key, field in reader.fields.items():
+        try:
+            fields[key] = field.contents()
+        except Exception:  # a value type this gguf version cannot decode: not one lmforge needs
+            continue
+    return fields
+
+
+def _decimal(value: float) -> float:
+    """The shortest decimal that a float32 metadata value stands for (1e-05, not 9.9999997e-06)."""
+    return float(str(np.float32(value)))
+
+
+def gguf_model_config(fields: dict, tensor_names: set[str], source: str) -> ModelConfig:
+    """The model shape a GGUF file's metadata describes."""
+    arch = fields.get("general.architecture")
+    if arch not in SUPPORTED_ARCHITECTURES:
+        raise CheckpointError(f"{source}: architecture {arch!r} is not supported (supported: {', '.join(SUPPORTED_ARCHITECTURES)})")
+
+    def get(key: str, default=None):
+        value = fields.get(f"{arch}.{key}", default)
+        if value is None:
+            raise CheckpointError(f"{source}: metadata {arch}.{key} is missing")
+        return value
+
+    scaling = fields.get(f"{arch}.rope.scaling.type", "none")
+    if scaling not in ("none", None):
+        raise CheckpointError(f"{source}: RoPE scaling {scaling!r} is not supported yet")
+    d_model, n_heads = int(get("embedding_length")), int(get("attention.head_count"))
+    return ModelConfig(
+        vocab_size=len(fields["tokenizer.ggml.tokens"]),
+        d_model=d_model,
+        n_layers=int(get("block_count")),
+        n_heads=n_heads,
+        n_kv_heads=int(get("attention.head_count_kv", n_heads)),
+        head_dim=int(get("attention.key_length", d_model // n_heads)),
+        d_ff=int(get("feed_forward_length")),
+        rope_theta=_decimal(get("rope.freq_base", 10000.0)),
+        norm_eps=_decimal(get("attention.layer_norm_rms_epsilon")),
+        max_seq_len=int(get("context_length")),
+        tie_embeddings="output.weight" not in tensor_names,
+        attention_bias="blk.0.attn_q.bias" in tensor_names,
+    )
+
+
+def _tensors(reader, cfg: ModelConfig, arch: str, source: str) -> Iterator[tuple[str, torch.Tensor]]:
+    import gguf
+
+    ours = {theirs: mine for mine, theirs in external_names(cfg.n_layers, GGUF).items()}
+    for t in reader.tensors:
+        name = ours.get(t.name)
+        if name is None:
+            raise CheckpointError(f"{source}: tensor {t.name} is not part of a {arch} model lmforge can run")
+        try:
+            values = gguf.quants.dequantize(t.data, t.tensor_type)
+        except NotImplementedError:
+            raise CheckpointError(f"{source}: tensor {t.name} has type {t.tensor_type.name}, which cannot be dequantized") from None
+        w = torch.from_numpy(np.array(values, dtype=np.float32)).reshape(tuple(int(n) for n in reversed(t.shape)))
+        suffix = t.name.split(".", 2)[-1]
+        if arch == "llama" and suffix in _PERMUTED:
+            w = from_llama_cpp_rows(w, getattr(cfg, _PERMUTED[suffix]))
+        yield name, w
+
+
+def load_gguf(path: str | Path, device: str | torch.device = "cpu") -> Checkpoint:
+    """Load a GGUF file into the one model (fp32) with its tokenizer and chat template."""
+    path = Path(path)
+    reader = _open(path)
+    fields = _metadata(reader)
+    cfg = gguf_model_config(fields, {t.name for t in reader.tensors}, str(path))
+    tokenizer = tokenizer_from_gguf(fields, str(path))
+    model = Transformer(cfg)
+    copy_tensors(model, _tensors(reader, cfg, fields["general.architecture"], str(path)), path)
+    return Checkpoint(model.to(device), tokenizer, RunConfig(model=cfg), path)
+
+
+def export_gguf(model: Transformer, tokenizer: Tokenizer, path: str | Path, dtype: str = "f16", name: str = "lmforge") -> Path:
+    """Write a softmax model as a GGUF file that llama.cpp runs (`dtype`: f32, f16 or q8_0)."""
+    import gguf
+
+    cfg = model.cfg
+    if not is_softmax_only(cfg):
+        raise CheckpointError("only models whose every layer is softmax attention can be written as GGUF")
+    if dtype not in EXPORT_TYPES:
+        raise CheckpointError(f"GGUF export type {dtype!r} is not supported here (choose {', '.join(EXPORT_TYPES)})")
+    arch = "qwen2" if cfg.attention_bias else "llama"
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        writer = gguf.GGUFWriter(tmp, arch)
+        writer.add_name(name)
+        writer.add_context_length(cfg.max_seq_len)
+        writer.add_embedding_length(cfg.d_model)
+        writer.add_block_count(cfg.n_layers)
+        writer.add_feed_forward_length(cfg.d_ff)
+        writer.add_head_count(cfg.n_heads)
+        writer.add_head_count_kv(cfg.n_kv_heads)
+        writer.add_key_length(cfg.head_dim)
+        writer.add_value_length(cfg.head_dim)
+        writer.add_rope_dimension_count(cfg.head_dim)
+        writer.add_rope_freq_base(cfg.rope_theta)
+        writer.add_layer_norm_rms_eps(cfg.norm_eps)
+        writer.add_vocab_size(cfg.vocab_size)
+        file_type = {"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16, "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}
+        writer.add_file_type(file_type[dtype])
+        writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
+        add_tokenizer_to_gguf(writer, tokenizer)
+        names = external_names(cfg.n_layers, GGUF)
+        for ours, tensor in model.state_dict().items():
+            theirs = names[ours]
+            w = tensor.detach().float().cpu()
+            suffix = theirs.split(".", 2)[-1]
+            if arch == "llama" and suffix in _PERMUTED:
+                w = to_llama_cpp_rows(w, getattr(cfg, _PERMUTED[suffix]))
+            _add_tensor(writer, theirs, w.numpy(), dtype)
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file()
+        writer.close()
+    return path
+
+
+def _add_tensor(writer, name: str, values: np.ndarray, dtype: str) -> None:
+    import gguf
+
+    qtype = gguf.GGMLQuantizationType.Q8_0
+    if values.ndim == 1 or dtype == "f32":  # llama.cpp keeps norms and biases in fp32
+        writer.add_tensor(name, values.astype(np.float32))
+    elif dtype == "f16" or values.shape[-1] % gguf.GGML_QUANT_SIZES[qtype][0]:  # rows Q8_0 cannot block
+        writer.add_tensor(name, values.astype(np.float16))
+    else:
+        writer.add_tensor(name, gguf.quants.quantize(values, qtype), raw_dtype=qtype)
