@@ -14,10 +14,10 @@ from common import machine, median_time, parser, print_table, write_json
 
 import lmforge.model.transformer as transformer_module
 from lmforge.config import load_run_config
+from lmforge.device import autocast, measure_peak_flops
 from lmforge.model.transformer import Transformer, flops_per_token
 from lmforge.ops.cross_entropy import linear_cross_entropy, linear_cross_entropy_reference
-from lmforge.train.device import autocast, measure_peak_flops
-from lmforge.train.optimizer import build_adamw
+from lmforge.optim import build_optimizer
 
 
 def naive_loss(hidden, weight, targets, ignore_index=-100, compute_dtype=None):
@@ -28,7 +28,7 @@ def measure(cfg, precision: str, compiled: bool, loss_fn, steps: int, batches) -
     transformer_module.linear_cross_entropy = loss_fn
     torch.manual_seed(0)
     model = Transformer(cfg.model)
-    opt = build_adamw(model, cfg.train)
+    opt = build_optimizer(model, cfg.train)
     forward = torch.compile(model) if compiled else model
     device = torch.device("cpu")
     state = {"i": 0}

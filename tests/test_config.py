@@ -27,7 +27,9 @@ def test_override_values_are_parsed_as_toml():
         ({}, ["train.steps=1.5"], "train.steps: expected int"),
         ({}, ["train.compile=1"], "train.compile: expected bool"),
         ({"optim": {}}, [], "unknown config section [optim]"),
-        ({}, ["nosection=3"], "not of the form section.key=value"),
+        ({}, ["nosection=3"], "no section has it"),
+        ({}, ["vocab_size=3"], "it is in model and data"),
+        ({}, ["=3"], "not of the form section.key=value"),
         ({}, ["train.schedule=linear"], "train.schedule must be"),
         ({}, ["model.n_heads=3"], "not divisible"),
     ],
@@ -53,3 +55,8 @@ def test_model_defaults_are_derived():
     cfg = ModelConfig(d_model=96, n_heads=3, mixers=["softmax"])
     assert cfg.head_dim == 32 and cfg.n_kv_heads == 3 and cfg.d_ff % 32 == 0 and cfg.d_ff >= 8 * 96 // 3
     assert [ModelConfig(n_layers=5, mixers=["a", "b"]).mixer_for(i) for i in range(5)] == ["a", "b", "a", "b", "a"]
+
+
+def test_bare_keys_resolve_to_their_only_section():
+    cfg = load_run_config("quickstart", ["optimizer=namo", "seed=3", "corpus=pydoc"])
+    assert cfg.train.optimizer == "namo" and cfg.train.seed == 3 and cfg.data.corpus == "pydoc"

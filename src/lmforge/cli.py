@@ -42,11 +42,11 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_generate(args: argparse.Namespace) -> None:
+    from lmforge.device import resolve_device
     from lmforge.errors import GenerationError
     from lmforge.interop.chat import render_chat
     from lmforge.interop.load import load_model
     from lmforge.serve.generate import SamplingParams, generate, parse_token_ids
-    from lmforge.train.device import resolve_device
 
     if sum(x is not None for x in (args.prompt, args.prompt_ids, args.chat)) > 1:
         raise GenerationError("give only one of --prompt, --prompt-ids and --chat")
@@ -101,9 +101,9 @@ def cmd_export(args: argparse.Namespace) -> None:
 
 
 def cmd_eval_perplexity(args: argparse.Namespace) -> None:
+    from lmforge.device import autocast, resolve_device, resolve_precision
     from lmforge.eval.perplexity import evaluation_texts, perplexity
     from lmforge.interop.load import load_model
-    from lmforge.train.device import autocast, resolve_device, resolve_precision
 
     device = resolve_device(args.device)
     loaded = load_model(args.model, device)

@@ -95,7 +95,15 @@ class TrainConfig:
     batch_size: int = 16
     grad_accum: int = 1
     steps: int = 1000
-    lr: float = 3e-3
+    optimizer: str = "adamw"  # "adamw", or a matrix optimizer for hidden matrices: "muon", "namo", "namo_d"
+    lr: float = 3e-3  # AdamW's learning rate (all parameters with "adamw", the rest otherwise)
+    matrix_lr: float | None = None  # the matrix optimizer's learning rate; None: same as lr
+    matrix_momentum: float = 0.95  # Muon's beta / NAMO's mu1
+    matrix_beta2: float = 0.99  # NAMO's mu2
+    matrix_eps: float = 1e-8  # NAMO's eps
+    muon_scale: str = "match_rms_adamw"  # or "original"
+    namo_d_clamp: float = 0.75  # NAMO-D's c in (0, 1]
+    ns_steps: int = 5  # Newton-Schulz iterations
     min_lr_ratio: float = 0.0
     schedule: str = "wsd"  # "wsd" (warmup-stable-decay) or "cosine"
     warmup_steps: int = 50
@@ -112,6 +120,12 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.schedule not in ("wsd", "cosine"):
             raise ConfigError(f"train.schedule must be 'wsd' or 'cosine', got {self.schedule!r}")
+        if self.optimizer not in ("adamw", "muon", "namo", "namo_d"):
+            raise ConfigError(f"train.optimizer must be adamw, muon, namo or namo_d, got {self.optimizer!r}")
+        if self.muon_scale not in ("original", "match_rms_adamw"):
+            raise ConfigError(f"train.muon_scale must be 'original' or 'match_rms_adamw', got {self.muon_scale!r}")
+        if not 0 < self.namo_d_clamp <= 1:
+            raise ConfigError(f"train.namo_d_clamp must be in (0, 1], got {self.namo_d_clamp}")
         if self.precision not in ("auto", "bf16", "fp32"):
             raise ConfigError(f"train.precision must be 'auto', 'bf16' or 'fp32', got {self.precision!r}")
         for name in ("seq_len", "batch_size", "grad_accum", "steps"):
@@ -185,14 +199,32 @@ def parse_override_value(text: str) -> Any:
         return text
 
 
+def _section_of(key: str, pair: str) -> str:
+    """The section holding a bare key such as `optimizer` (it must be in exactly one)."""
+    hints = typing.get_type_hints(RunConfig)
+    owners = [s for s, cls in hints.items() if key in {f.name for f in dataclasses.fields(cls)}]
+    if len(owners) != 1:
+        where = f"it is in {' and '.join(owners)}" if owners else "no section has it"
+        raise ConfigError(f"override {pair!r}: give the key as section.key ({where})")
+    return owners[0]
+
+
 def parse_overrides(pairs: list[str]) -> dict[str, dict[str, Any]]:
-    """Turn ["train.lr=1e-3", ...] into {"train": {"lr": 0.001}}."""
+    """Turn ["train.lr=1e-3", "optimizer=namo", ...] into {"train": {"lr": 0.001, "optimizer": "namo"}}.
+
+    A bare key is accepted when exactly one section has it.
+    """
     out: dict[str, dict[str, Any]] = {}
     sections = {f.name for f in dataclasses.fields(RunConfig)}
     for pair in pairs:
         key, sep, value = pair.partition("=")
-        section, dot, name = key.strip().partition(".")
-        if not sep or not dot or not name:
+        if not sep or not key.strip():
+            raise ConfigError(f"override {pair!r} is not of the form section.key=value (e.g. train.lr=1e-3)")
+        key = key.strip()
+        section, dot, name = key.partition(".")
+        if not dot:
+            section, name = _section_of(key, pair), key
+        elif not name:
             raise ConfigError(f"override {pair!r} is not of the form section.key=value (e.g. train.lr=1e-3)")
         if section not in sections:
             raise ConfigError(f"unknown config section '{section}' in {pair!r}; known: {', '.join(sorted(sections))}")

@@ -47,12 +47,15 @@ def plot_loss(metrics_path: str | Path, png_path: str | Path) -> None:
 
     records = read_metrics(metrics_path)
     train = [r for r in records if "loss" in r]
-    val = [r for r in records if "val_loss" in r]
+    val = [r for r in records if "val_loss" in r and not r.get("final")]
+    final = [r for r in records if r.get("final")]
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
     if train:
         ax.plot([r["tokens"] for r in train], [r["loss"] for r in train], label="train loss", lw=1.2)
     if val:
-        ax.plot([r["tokens"] for r in val], [r["val_loss"] for r in val], "o-", label="val loss", lw=1.2)
+        ax.plot([r["tokens"] for r in val], [r["val_loss"] for r in val], "o-", label="val loss (eval subset)", lw=1.2)
+    if final:
+        ax.plot([final[-1]["tokens"]], [final[-1]["val_loss"]], "*", ms=12, label="val loss (whole split)")
     ax.set_xlabel("tokens seen")
     ax.set_ylabel("cross-entropy (nats/token)")
     ax.grid(alpha=0.3)

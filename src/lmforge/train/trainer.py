@@ -27,13 +27,13 @@ from lmforge.checkpoint import (
 from lmforge.config import RunConfig, to_dict
 from lmforge.data.loader import WindowLoader, eval_windows
 from lmforge.data.prepare import PreparedData, prepare_or_load
+from lmforge.device import autocast, measure_peak_flops, resolve_device, resolve_precision
 from lmforge.errors import CheckpointError, ConfigError
 from lmforge.eval.perplexity import evaluate
 from lmforge.fileio import recover_dir
 from lmforge.model.transformer import Transformer, count_parameters, flops_per_token
-from lmforge.train.device import autocast, measure_peak_flops, resolve_device, resolve_precision
+from lmforge.optim import build_optimizer
 from lmforge.train.metrics import MetricsLog, plot_loss
-from lmforge.train.optimizer import build_adamw
 from lmforge.train.schedule import lr_multiplier
 
 
@@ -117,7 +117,7 @@ def train(
         raise ConfigError(f"train.seq_len={tc.seq_len} exceeds model.max_seq_len={cfg.model.max_seq_len}")
 
     model = Transformer(cfg.model).to(device)
-    optimizer = build_adamw(model, tc)
+    optimizer = build_optimizer(model, tc)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_multiplier(s, tc))
     step, tokens_seen, train_seconds = 0, 0, 0.0
     if resume:
@@ -161,7 +161,7 @@ def train(
 
     model.train()
     start_step = step
-    window_loss, window_steps, window_start = 0.0, 0, time.perf_counter()
+    window_loss, window_steps, window_opt, window_start = 0.0, 0, 0.0, time.perf_counter()
     interrupted = False
     bar = tqdm(total=stop_at, initial=step, desc="train", unit="step", disable=not progress, dynamic_ncols=True)
     with _StopRequest() as stop:
@@ -184,7 +184,9 @@ def train(
                 loss_sum += loss.item()
             if tc.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+            t_opt = time.perf_counter()
             optimizer.step()
+            window_opt += time.perf_counter() - t_opt
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
@@ -198,11 +200,12 @@ def train(
                 tok_s = window_steps * tokens_per_step / elapsed
                 mfu = tok_s * flops_token / peak
                 record = {"step": step, "tokens": tokens_seen, "loss": window_loss / window_steps,
-                          "lr": scheduler.get_last_lr()[0], "tokens_per_second": tok_s, "mfu": mfu}
+                          "lr": scheduler.get_last_lr()[0], "tokens_per_second": tok_s, "mfu": mfu,
+                          "optimizer_share": window_opt / elapsed}
                 metrics.write(record)
                 bar.set_postfix(loss=f"{record['loss']:.3f}", tok_s=f"{tok_s:,.0f}", mfu=f"{mfu:.1%}")
-                window_loss, window_steps, window_start = 0.0, 0, time.perf_counter()
-            if tc.eval_every and step % tc.eval_every == 0 and step < tc.steps:
+                window_loss, window_steps, window_opt, window_start = 0.0, 0, 0.0, time.perf_counter()
+            if tc.eval_every and step % tc.eval_every == 0:
                 periodic_eval()
                 window_start = time.perf_counter()
             if tc.ckpt_every and step % tc.ckpt_every == 0 and step < stop_at:

@@ -1,0 +1,60 @@
+"""Two gloo processes share the Newton-Schulz work and end with the parameters of one process."""
+
+import os
+import socket
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from helpers import tiny_model
+
+from lmforge.config import TrainConfig
+from lmforge.optim.build import build_optimizer
+
+
+def _run(optimizer: str, steps: int = 3) -> dict:
+    model = tiny_model(64, n_layers=3)
+    opt = build_optimizer(model, TrainConfig(optimizer=optimizer, lr=3e-3))
+    g = torch.Generator().manual_seed(0)
+    for _ in range(steps):  # every rank sees the same batch, as gradients are after an all-reduce
+        x = torch.randint(0, 64, (2, 16), generator=g)
+        model(x, targets=x.roll(-1, 1)).backward()
+        opt.step()
+        opt.zero_grad()
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def _worker(rank: int, world: int, port: int, optimizer: str, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        state = _run(optimizer)
+        torch.save(state, f"{out}.{rank}")
+    finally:
+        dist.destroy_process_group()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in each worker, so matrix products round the same way
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("optimizer", ["muon", "namo_d"])
+def test_two_ranks_equal_one(tmp_path, optimizer, one_thread):
+    single = _run(optimizer)
+    mp.spawn(_worker, args=(2, _free_port(), optimizer, str(tmp_path / "state")), nprocs=2, join=True)
+    for rank in range(2):
+        shared = torch.load(tmp_path / f"state.{rank}")
+        for k, v in single.items():
+            torch.testing.assert_close(shared[k], v, rtol=1e-6, atol=1e-7, msg=lambda m, k=k: f"{k}: {m}")
