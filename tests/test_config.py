@@ -57,6 +57,12 @@ def test_model_defaults_are_derived():
     assert [ModelConfig(n_layers=5, mixers=["a", "b"]).mixer_for(i) for i in range(5)] == ["a", "b", "a", "b", "a"]
 
 
+def test_bracketed_bare_words_are_a_list():
+    cfg = load_run_config("quickstart", ["model.mixers=[2mamba, softmax]", "model.n_layers=2"])
+    assert cfg.model.mixers == ["2mamba", "softmax"]
+    assert load_run_config("quickstart", ["model.mixers=[mamba2s]"]).model.mixers == ["mamba2s"]
+
+
 def test_bare_keys_resolve_to_their_only_section():
     cfg = load_run_config("quickstart", ["optimizer=namo", "seed=3", "corpus=pydoc"])
     assert cfg.train.optimizer == "namo" and cfg.train.seed == 3 and cfg.data.corpus == "pydoc"

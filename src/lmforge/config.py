@@ -40,6 +40,9 @@ class ModelConfig:
     norm_eps: float = 1e-5
     tie_embeddings: bool = True
     attention_bias: bool = False  # biases on q/k/v projections (Qwen2)
+    linear_chunk_size: int = 64  # chunk length of the chunked linear-attention training path
+    mamba2_state: int = 64  # Mamba-2 baseline: state size N per head
+    mamba2_expand: int = 2  # Mamba-2 baseline: inner width / d_model
     max_seq_len: int = 2048
     init_std: float = 0.02
 
@@ -192,10 +195,15 @@ def _section_from_dict(cls: type, values: dict[str, Any], section: str) -> Any:
 
 
 def parse_override_value(text: str) -> Any:
-    """Parse the value of a `key=value` override as TOML (numbers, bools, lists), else a string."""
+    """Parse the value of a `key=value` override as TOML (numbers, bools, lists), else a string.
+
+    A bracketed list of bare words, `[2mamba,softmax]`, is a list of strings (no shell quoting needed).
+    """
     try:
         return tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
+        if text.startswith("[") and text.endswith("]"):
+            return [item.strip().strip("'\"") for item in text[1:-1].split(",") if item.strip()]
         return text
 
 

@@ -61,6 +61,9 @@ class Transformer(nn.Module):
                 nn.init.normal_(p, std=std / math.sqrt(2 * self.cfg.n_layers))
             else:
                 nn.init.normal_(p, std=std)
+        for layer in self.layers:  # mixers with parameters that need a specific start (decay rates, convolutions)
+            if hasattr(layer.mixer, "reset_mixer_parameters"):
+                layer.mixer.reset_mixer_parameters()
 
     @property
     def output_weight(self) -> torch.Tensor:

@@ -6,6 +6,8 @@ A mixer is an nn.Module with
     mixing_flops_per_token(seq_len) -> float   (training FLOPs spent mixing positions)
 With `state=None` it runs the training path over the whole sequence (causal). With a
 state it reads and extends that state, so decoding is the same call one token at a time.
+A mixer may define `reset_mixer_parameters()`, called after the model's generic init, for
+parameters that need a specific start (decay rates, convolution taps).
 """
 
 from __future__ import annotations
@@ -48,4 +50,4 @@ def build_mixer(name: str, cfg: ModelConfig, layer: int) -> nn.Module:
     return _REGISTRY[name](cfg, layer)
 
 
-from lmforge.model.mixers import softmax  # noqa: E402,F401  (registers the built-in mixers)
+from lmforge.model.mixers import linear, softmax  # noqa: E402,F401  (registers the built-in mixers)

@@ -1,0 +1,274 @@
+"""Linear-attention mixers: Mamba-2S, 2Mamba, 2Mamba-E (2Mamba2Furious) and the Mamba-2 baseline.
+
+Mongaras & Larson, "2Mamba2Furious: Linear in Complexity, Competitive in Accuracy"
+(arXiv 2602.17363) strip Mamba-2 (Dao & Gu, arXiv 2405.21060) down to: a width-2 causal
+depthwise convolution of q, k, v, a per-head input-dependent decay A_t = -softplus(h W_A),
+and an output RMSNorm. Mamba-2S keeps Mamba-2's value scaling by softplus(h W_dt); 2Mamba
+squares and normalises the scores (second-order linear attention); 2Mamba-E exponentiates
+them (softmax attention with a decay bias, quadratic, with a KV cache).
+
+Training runs the chunked kernels of `lmforge.ops.linear_attention`; decoding keeps a
+fixed-size recurrent state (plus the convolution's last inputs) per sequence.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lmforge.config import ModelConfig
+from lmforge.model.layers import RMSNorm
+from lmforge.model.mixers import MixerState, register_mixer
+from lmforge.ops.linear_attention import chunked_linear_attention, decayed_softmax_attention, recurrent_linear_attention
+
+NORMALISER_EPS = 1e-6
+
+
+class ShortConv(nn.Module):
+    """Causal depthwise convolution over time of width w; decoding keeps the last w-1 inputs."""
+
+    def __init__(self, channels: int, width: int):
+        super().__init__()
+        self.width = width
+        self.weight = nn.Parameter(torch.zeros(channels, 1, width))
+        self.bias = nn.Parameter(torch.zeros(channels))
+
+    def reset(self) -> None:
+        """Start as the identity on the current token plus small taps on the past ones."""
+        with torch.no_grad():
+            self.weight.normal_(std=0.02)
+            self.weight[:, 0, -1] += 1.0
+            self.bias.zero_()
+
+    def forward(self, x: torch.Tensor, tail: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """x [B, T, C] -> (convolved [B, T, C], the last w-1 inputs [B, C, w-1] for the next call)."""
+        x = x.transpose(1, 2)
+        if tail is None:
+            tail = x.new_zeros(x.shape[0], x.shape[1], self.width - 1)
+        padded = torch.cat([tail.to(x.dtype), x], dim=-1)
+        out = F.conv1d(padded, self.weight.to(x.dtype), self.bias.to(x.dtype), groups=x.shape[1])
+        return out.transpose(1, 2), padded[..., padded.shape[-1] - (self.width - 1) :]
+
+
+def _decay_bias(n_heads: int, low: float = 1e-3, high: float = 1e-1) -> torch.Tensor:
+    """Biases b with softplus(b) spread log-uniformly over [low, high] across heads: per-step
+    log-decays from -0.001 to -0.1, i.e. memories of about 7 to 700 tokens."""
+    rates = torch.logspace(math.log10(low), math.log10(high), n_heads)
+    return torch.log(torch.expm1(rates))
+
+
+class LinearState(MixerState):
+    """Fixed-size decoding state: the convolution's last inputs and the recurrent state S."""
+
+    def __init__(self, conv_tail: torch.Tensor | None = None, ssm: torch.Tensor | None = None):
+        self.conv_tail, self.ssm = conv_tail, ssm
+
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in (self.conv_tail, self.ssm) if t is not None)
+
+
+class DecayKVState(MixerState):
+    """2Mamba-E's decoding state: keys, values and cumulative log-decays of past positions, plus the conv tail."""
+
+    def __init__(self, batch: int, n_heads: int, max_len: int, head_dim: int, device, dtype):
+        self.k = torch.zeros(batch, n_heads, max_len, head_dim, device=device, dtype=dtype)
+        self.v = torch.zeros_like(self.k)
+        self.cum = torch.zeros(batch, n_heads, max_len, device=device, dtype=torch.float64 if dtype == torch.float64 else torch.float32)
+        self.conv_tail: torch.Tensor | None = None
+
+    def update(self, k: torch.Tensor, v: torch.Tensor, log_decay: torch.Tensor, start: int):
+        """Store T new positions from `start`; return keys, values and cumulative decays up to them."""
+        t = k.shape[2]
+        before = self.cum[:, :, start - 1 : start] if start > 0 else torch.zeros_like(self.cum[:, :, :1])
+        self.k[:, :, start : start + t] = k.to(self.k.dtype)
+        self.v[:, :, start : start + t] = v.to(self.v.dtype)
+        self.cum[:, :, start : start + t] = before + log_decay.to(self.cum.dtype).cumsum(-1)
+        end = start + t
+        return self.k[:, :, :end], self.v[:, :, :end], self.cum[:, :, :end]
+
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in (self.k, self.v, self.cum))
+
+
+class DecayedAttention(nn.Module):
+    """Shared body of Mamba-2S, 2Mamba and 2Mamba-E: conv'd q, k, v, a per-head decay, output norm."""
+
+    variant = ""
+
+    def __init__(self, cfg: ModelConfig, layer: int):
+        super().__init__()
+        self.n_heads, self.head_dim, self.chunk = cfg.n_heads, cfg.head_dim, cfg.linear_chunk_size
+        inner = cfg.n_heads * cfg.head_dim
+        self.qkv_proj = nn.Linear(cfg.d_model, 3 * inner, bias=False)
+        self.conv = ShortConv(3 * inner, width=2)
+        self.decay_proj = nn.Linear(cfg.d_model, cfg.n_heads, bias=True)
+        self.out_norm = RMSNorm(inner, cfg.norm_eps)
+        self.o_proj = nn.Linear(inner, cfg.d_model, bias=False)
+
+    def reset_mixer_parameters(self) -> None:
+        self.conv.reset()
+        with torch.no_grad():
+            self.decay_proj.bias.copy_(_decay_bias(self.n_heads))
+
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, _ = x.shape
+        return x.view(b, t, self.n_heads, -1).transpose(1, 2)
+
+    def _inputs(self, x: torch.Tensor, state) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        qkv, tail = self.conv(self.qkv_proj(x), None if state is None else state.conv_tail)
+        if state is not None:
+            state.conv_tail = tail
+        q, k, v = (self._heads(t) for t in qkv.chunk(3, dim=-1))
+        work = torch.promote_types(x.dtype, torch.float32)
+        log_decay = -F.softplus(self.decay_proj(x).to(work)).transpose(1, 2)  # [B, H, T], <= 0
+        return q, k, v, log_decay
+
+    def _output(self, y: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        b, _, t, _ = y.shape
+        return self.o_proj(self.out_norm(y.transpose(1, 2).reshape(b, t, -1).to(dtype)))
+
+
+class _StateSpaceAttention(DecayedAttention):
+    """Mamba-2S (order 1) and 2Mamba (order 2): linear attention with a fixed-size state."""
+
+    order = 1
+
+    def _values(self, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return v
+
+    def forward(self, x: torch.Tensor, positions: torch.Tensor, state: LinearState | None = None) -> torch.Tensor:
+        q, k, v, log_decay = self._inputs(x, state)
+        work = torch.promote_types(q.dtype, torch.float32)  # the scan accumulates in fp32 (fp64 for fp64)
+        q, k, v = q.to(work), k.to(work), self._values(x, v).to(work)
+        log_decay = log_decay.to(work)
+        if self.order == 2:
+            q = q / math.sqrt(self.head_dim)
+            v = torch.cat([v, torch.ones_like(v[..., :1])], dim=-1)  # last column accumulates the normaliser
+        initial = None if state is None else state.ssm
+        if state is not None and x.shape[1] == 1:
+            y, final = recurrent_linear_attention(q, k, v, log_decay, self.order, initial)
+        else:
+            y, final = chunked_linear_attention(q, k, v, log_decay, self.order, self.chunk, initial)
+        if state is not None:
+            state.ssm = final
+        if self.order == 2:
+            y = y[..., :-1] / (y[..., -1:] + NORMALISER_EPS)
+        return self._output(y, x.dtype)
+
+    def new_state(self, batch: int, max_len: int, device, dtype) -> LinearState:
+        return LinearState()
+
+    def state_shape(self) -> tuple[int, int]:
+        """(features, values) of the recurrent state per head."""
+        d = self.head_dim
+        return (d, d) if self.order == 1 else (d * (d + 1) // 2, d + 1)
+
+    def mixing_flops_per_token(self, seq_len: int) -> float:
+        """Training FLOPs per token: intra-chunk scores and sums plus the state's read and update."""
+        features, values = self.state_shape()
+        chunk = min(self.chunk, seq_len)
+        return 6.0 * self.n_heads * (chunk * (self.head_dim + values) + 2 * features * values)
+
+
+@register_mixer("mamba2s")
+class Mamba2S(_StateSpaceAttention):
+    """Mamba-2S: values scaled by softplus(h W_dt), first-order state S_t = exp(A_t) S_{t-1} + k_t^T v_t."""
+
+    def __init__(self, cfg: ModelConfig, layer: int):
+        super().__init__(cfg, layer)
+        self.dt_proj = nn.Linear(cfg.d_model, cfg.n_heads, bias=False)
+
+    def _values(self, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return v * F.softplus(self.dt_proj(x)).transpose(1, 2)[..., None]
+
+
+@register_mixer("2mamba")
+class TwoMamba(_StateSpaceAttention):
+    """2Mamba: y_i = sum_j (s q_i.k_j)^2 D_ij v_j / sum_j (s q_i.k_j)^2 D_ij, a second-order linear attention."""
+
+    order = 2
+
+
+@register_mixer("2mamba_e")
+class TwoMambaE(DecayedAttention):
+    """2Mamba-E: softmax of s q.k plus the cumulative log-decay, quadratic, with a KV cache."""
+
+    def forward(self, x: torch.Tensor, positions: torch.Tensor, state: DecayKVState | None = None) -> torch.Tensor:
+        q, k, v, log_decay = self._inputs(x, state)
+        scale = 1 / math.sqrt(self.head_dim)
+        if state is None:
+            cum = log_decay.cumsum(-1).to(q.dtype)
+            y = decayed_softmax_attention(q, k, v, cum, cum, scale)
+        else:
+            start = int(positions[0, 0])
+            keys, values, k_cum = state.update(k, v, log_decay, start)
+            q_cum = k_cum[..., start:]
+            y = decayed_softmax_attention(q, keys.to(q.dtype), values.to(q.dtype), q_cum.to(q.dtype), k_cum.to(q.dtype), scale)
+        return self._output(y, x.dtype)
+
+    def new_state(self, batch: int, max_len: int, device, dtype) -> DecayKVState:
+        return DecayKVState(batch, self.n_heads, max_len, self.head_dim, device, dtype)
+
+    def mixing_flops_per_token(self, seq_len: int) -> float:
+        return 6.0 * seq_len * self.n_heads * self.head_dim
+
+
+@register_mixer("mamba2")
+class Mamba2(nn.Module):
+    """Mamba-2 (SSD; Dao & Gu, arXiv 2405.21060) as the baseline: conv + SiLU over (x, B, C), dt with a
+    bias, A = -exp(A_log), a D skip connection, a SiLU(z) gate and a gated output RMSNorm."""
+
+    def __init__(self, cfg: ModelConfig, layer: int):
+        super().__init__()
+        self.inner = cfg.mamba2_expand * cfg.d_model
+        self.head_dim = cfg.head_dim
+        self.n_heads = self.inner // cfg.head_dim
+        self.state_size, self.chunk = cfg.mamba2_state, cfg.linear_chunk_size
+        conv_channels = self.inner + 2 * self.state_size
+        self.in_proj = nn.Linear(cfg.d_model, self.inner + conv_channels + self.n_heads, bias=False)
+        self.conv = ShortConv(conv_channels, width=4)
+        self.dt_bias = nn.Parameter(torch.zeros(self.n_heads))
+        self.A_log = nn.Parameter(torch.zeros(self.n_heads))
+        self.D = nn.Parameter(torch.ones(self.n_heads))
+        self.out_norm = RMSNorm(self.inner, cfg.norm_eps)
+        self.out_proj = nn.Linear(self.inner, cfg.d_model, bias=False)
+
+    def reset_mixer_parameters(self) -> None:
+        self.conv.reset()
+        with torch.no_grad():
+            self.dt_bias.copy_(_decay_bias(self.n_heads))  # softplus(dt_bias) in [1e-3, 1e-1], as in Mamba
+            self.A_log.copy_(torch.log(torch.linspace(1, 16, self.n_heads)))
+            self.D.fill_(1.0)
+
+    def forward(self, x: torch.Tensor, positions: torch.Tensor, state: LinearState | None = None) -> torch.Tensor:
+        b, t, _ = x.shape
+        z, xbc, dt = self.in_proj(x).split([self.inner, self.inner + 2 * self.state_size, self.n_heads], dim=-1)
+        xbc, tail = self.conv(xbc, None if state is None else state.conv_tail)
+        xs, bmat, cmat = F.silu(xbc).split([self.inner, self.state_size, self.state_size], dim=-1)
+        work = torch.promote_types(x.dtype, torch.float32)
+        dt = F.softplus(dt.to(work) + self.dt_bias.to(work)).transpose(1, 2)  # [B, H, T]
+        log_decay = -torch.exp(self.A_log.to(work))[:, None] * dt
+        xs = xs.view(b, t, self.n_heads, self.head_dim).transpose(1, 2).to(work)  # [B, H, T, P]
+        q = cmat.to(work)[:, None].expand(b, self.n_heads, t, self.state_size)
+        k = bmat.to(work)[:, None].expand(b, self.n_heads, t, self.state_size)
+        v = xs * dt[..., None]
+        initial = None if state is None else state.ssm
+        if state is not None and t == 1:
+            y, final = recurrent_linear_attention(q, k, v, log_decay, 1, initial)
+        else:
+            y, final = chunked_linear_attention(q, k, v, log_decay, 1, self.chunk, initial)
+        if state is not None:
+            state.conv_tail, state.ssm = tail, final
+        y = y + self.D.to(work)[:, None, None] * xs
+        y = y.transpose(1, 2).reshape(b, t, self.inner).to(x.dtype)
+        return self.out_proj(self.out_norm(y * F.silu(z)))
+
+    def new_state(self, batch: int, max_len: int, device, dtype) -> LinearState:
+        return LinearState()
+
+    def mixing_flops_per_token(self, seq_len: int) -> float:
+        chunk = min(self.chunk, seq_len)
+        return 6.0 * self.n_heads * (chunk * (self.state_size + self.head_dim) + 2 * self.state_size * self.head_dim)

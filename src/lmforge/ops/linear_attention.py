@@ -1,0 +1,148 @@
+"""Decayed linear attention (the 2Mamba2Furious family and Mamba-2's SSD), three ways.
+
+Per head, with log-decays a_t <= 0, keys k, queries q and values v:
+    S_t = exp(a_t) S_{t-1} + phi(k_t)^T v_t,    y_t = phi(q_t) S_t
+phi is the identity (order 1: Mamba-2 / Mamba-2S) or the packed second-order map with
+phi(q).phi(k) = (q.k)^2 (order 2: 2Mamba; Mongaras & Larson, "2Mamba2Furious", arXiv
+2602.17363). Three implementations that agree to float64 precision:
+- `linear_attention_reference`: the quadratic formula with an explicit decay mask;
+- `chunked_linear_attention`: quadratic inside chunks, states passed between chunks
+  (Dao & Gu, "Transformers are SSMs", arXiv 2405.21060), linear in sequence length;
+- `recurrent_linear_attention`: one token at a time from a fixed-size state (decoding).
+Every exponent is a difference of cumulative log-decays taken in the decaying direction,
+so nothing positive is ever exponentiated.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def square_features(x: torch.Tensor) -> torch.Tensor:
+    """Packed x (x) x: the d(d+1)/2 monomials x_i x_j (i <= j), off-diagonal ones scaled by sqrt(2),
+    so that square_features(q) . square_features(k) == (q . k)^2."""
+    d = x.shape[-1]
+    i, j = torch.triu_indices(d, d, device=x.device)
+    scale = torch.where(i == j, 1.0, 2.0).to(x.dtype).sqrt()
+    return x[..., i] * x[..., j] * scale
+
+
+def _features(x: torch.Tensor, order: int) -> torch.Tensor:
+    return x if order == 1 else square_features(x)
+
+
+def linear_attention_reference(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, log_decay: torch.Tensor, order: int = 1
+) -> torch.Tensor:
+    """y_i = sum_{j<=i} (q_i . k_j)^order exp(sum_{t=j+1..i} a_t) v_j, all pairs at once.
+
+    q, k [B, H, T, d], v [B, H, T, dv], log_decay [B, H, T] (<= 0). Quadratic in T.
+    """
+    cum = log_decay.cumsum(-1)
+    t = q.shape[-2]
+    causal = torch.ones(t, t, dtype=torch.bool, device=q.device).tril()
+    decay = torch.exp((cum[..., :, None] - cum[..., None, :]).masked_fill(~causal, float("-inf")))
+    return ((q @ k.mT) ** order * decay) @ v
+
+
+def chunked_linear_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    log_decay: torch.Tensor,
+    order: int = 1,
+    chunk: int = 64,
+    initial_state: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Chunked form of `linear_attention_reference`, also returning the final state.
+
+    The state is [B, H, F, dv] with F = d (order 1) or d(d+1)/2 (order 2). Inside a chunk the
+    scores are (q.k)^order with the decay mask; across chunks the state carries the past.
+    """
+    b, h, t, _ = q.shape
+    dv = v.shape[-1]
+    chunk = max(1, min(chunk, t))
+    pad = -t % chunk
+    if pad:  # padded steps have zero keys and values and no decay: they change nothing
+        q, k, v = (F.pad(x, (0, 0, 0, pad)) for x in (q, k, v))
+        log_decay = F.pad(log_decay, (0, pad))
+    n = (t + pad) // chunk
+    q, k, v = (x.reshape(b, h, n, chunk, x.shape[-1]) for x in (q, k, v))
+    cum = log_decay.reshape(b, h, n, chunk).cumsum(-1)  # inclusive, within each chunk
+
+    causal = torch.ones(chunk, chunk, dtype=torch.bool, device=q.device).tril()
+    decay = torch.exp((cum[..., :, None] - cum[..., None, :]).masked_fill(~causal, float("-inf")))
+    y = ((q @ k.mT) ** order * decay) @ v  # within chunks
+
+    qf, kf = _features(q, order), _features(k, order)
+    to_end = torch.exp(cum[..., -1:] - cum)[..., None]  # decay from each step to its chunk's end
+    chunk_states = (kf * to_end).mT @ v  # [B, H, n, F, dv]: each chunk's own contribution
+    chunk_decay = torch.exp(cum[..., -1])[..., None, None]  # [B, H, n, 1, 1]
+    state = initial_state if initial_state is not None else q.new_zeros(b, h, qf.shape[-1], dv)
+    from_past = []
+    for c in range(n):  # a short sequential scan over chunks (n = T / chunk)
+        from_past.append(state)
+        state = chunk_decay[:, :, c] * state + chunk_states[:, :, c]
+    past = torch.stack(from_past, dim=2)  # [B, H, n, F, dv]: the state entering each chunk
+    y = y + torch.exp(cum)[..., None] * (qf @ past)
+    return y.reshape(b, h, n * chunk, dv)[:, :, :t], state
+
+
+def recurrent_linear_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    log_decay: torch.Tensor,
+    order: int = 1,
+    state: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token-by-token form: S = exp(a_t) S + phi(k_t)^T v_t, y_t = phi(q_t) S. Returns (y, final state)."""
+    b, h, t, _ = q.shape
+    qf, kf = _features(q, order), _features(k, order)
+    if state is None:
+        state = q.new_zeros(b, h, qf.shape[-1], v.shape[-1])
+    out = []
+    for i in range(t):
+        state = torch.exp(log_decay[:, :, i])[..., None, None] * state + kf[:, :, i, :, None] * v[:, :, i, None, :]
+        out.append((qf[:, :, i, None, :] @ state).squeeze(-2))
+    return torch.stack(out, dim=2), state
+
+
+def decayed_softmax_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, log_decay: torch.Tensor, scale: float) -> torch.Tensor:
+    """2Mamba-E: softmax over j<=i of scale q_i.k_j + sum_{t=j+1..i} a_t (the Forgetting Transformer's form)."""
+    cum = log_decay.cumsum(-1)
+    t = q.shape[-2]
+    causal = torch.ones(t, t, dtype=torch.bool, device=q.device).tril()
+    logits = (scale * (q @ k.mT) + cum[..., :, None] - cum[..., None, :]).masked_fill(~causal, float("-inf"))
+    return logits.softmax(-1) @ v
+
+
+def decayed_softmax_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    q_cum: torch.Tensor,
+    k_cum: torch.Tensor,
+    scale: float,
+    q_positions: torch.Tensor | None = None,
+    block: int = 256,
+) -> torch.Tensor:
+    """Blocked 2Mamba-E attention: query blocks against all earlier keys, the decay as an additive bias.
+
+    q [B, H, Tq, d] with cumulative log-decays q_cum [B, H, Tq]; k, v [B, H, Tk, d] with k_cum
+    [B, H, Tk]. Query i (absolute position q_positions[i], default Tk - Tq + i) sees keys at
+    positions <= its own. Each block runs through the fused SDPA kernel, which keeps an
+    online max, so memory is O(block x Tk) instead of O(Tq x Tk).
+    """
+    tq, tk = q.shape[-2], k.shape[-2]
+    if q_positions is None:
+        q_positions = torch.arange(tk - tq, tk, device=q.device)
+    key_pos = torch.arange(tk, device=q.device)
+    out = []
+    for s in range(0, tq, block):
+        e = min(s + block, tq)
+        visible = key_pos[None, :] <= q_positions[s:e, None]
+        bias = (q_cum[..., s:e, None] - k_cum[..., None, :]).masked_fill(~visible, float("-inf"))
+        out.append(F.scaled_dot_product_attention(q[..., s:e, :], k, v, attn_mask=bias, scale=scale))
+    return torch.cat(out, dim=-2)

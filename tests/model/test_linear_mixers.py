@@ -1,0 +1,67 @@
+import pytest
+import torch
+
+from lmforge.config import ModelConfig
+from lmforge.model.transformer import Transformer, count_parameters
+from lmforge.serve.generate import SamplingParams, generate
+
+LINEAR = ["mamba2s", "2mamba", "2mamba_e", "mamba2"]
+HYBRID = ["2mamba", "mamba2s", "2mamba_e", "softmax"]
+
+
+def model(mixers, dtype=torch.float64, **kw):
+    torch.manual_seed(0)
+    cfg = ModelConfig(vocab_size=97, d_model=32, n_layers=len(mixers), n_heads=2, mixers=mixers, max_seq_len=128,
+                      linear_chunk_size=8, mamba2_state=8, mamba2_expand=1, **kw)
+    return Transformer(cfg).to(dtype)
+
+
+@pytest.mark.parametrize("mixers", [[m] for m in LINEAR] + [HYBRID])
+def test_prefill_and_decode_equal_the_training_path(mixers):
+    m = model(mixers)
+    x = torch.randint(0, 97, (2, 43))
+    full = m(x)
+    cache = m.new_cache(2, 64)
+    pos = torch.arange(43).expand(2, 43)
+    parts = [m(x[:, :19], positions=pos[:, :19], cache=cache)]
+    parts += [m(x[:, i : i + 1], positions=pos[:, i : i + 1], cache=cache) for i in range(19, 30)]
+    parts.append(m(x[:, 30:], positions=pos[:, 30:], cache=cache))  # a second multi-token chunk
+    torch.testing.assert_close(torch.cat(parts, 1), full, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("mixers", [[m] for m in LINEAR] + [HYBRID])
+def test_generate_with_cache_equals_recompute(mixers):
+    m = model(mixers, dtype=torch.float32)
+    with torch.no_grad():
+        m.embed.weight.mul_(20)
+    for params in (SamplingParams(max_new_tokens=25, temperature=0), SamplingParams(max_new_tokens=25, temperature=1.0, seed=4)):
+        assert generate(m, [3, 1, 4, 1, 5], params) == generate(m, [3, 1, 4, 1, 5], params, use_cache=False)
+
+
+@pytest.mark.parametrize("name", ["mamba2s", "2mamba", "mamba2"])
+def test_decoding_state_does_not_grow_with_context(name):
+    m = model([name])
+    cache = m.new_cache(1, 128)
+    sizes = []
+    for i in range(100):
+        m(torch.tensor([[i % 97]]), positions=torch.tensor([[i]]), cache=cache)
+        if i in (9, 99):
+            sizes.append(cache[0].nbytes())
+    assert sizes[0] == sizes[1] > 0
+
+
+def test_parameter_counts_match_softmax_within_five_percent():
+    base = count_parameters(Transformer(ModelConfig(vocab_size=4096, d_model=256, n_layers=4, n_heads=4)))
+    for mixers in [["mamba2s"], ["2mamba"], ["2mamba_e"], ["mamba2"], HYBRID]:
+        n = count_parameters(Transformer(ModelConfig(vocab_size=4096, d_model=256, n_layers=4, n_heads=4, mixers=mixers,
+                                                     mamba2_expand=1)))
+        assert abs(n - base) / base < 0.05, (mixers, n, base)
+
+
+def test_bf16_autocast_training_step_is_finite():
+    m = model(["2mamba", "mamba2s", "2mamba_e", "mamba2"], dtype=torch.float32)
+    x = torch.randint(0, 97, (2, 40))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = m(x, targets=x.roll(-1, 1))
+    loss.backward()
+    assert torch.isfinite(loss) and all(torch.isfinite(p.grad).all() for p in m.parameters() if p.grad is not None)
