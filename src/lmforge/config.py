@@ -40,7 +40,8 @@ class ModelConfig:
     norm_eps: float = 1e-5
     tie_embeddings: bool = True
     attention_bias: bool = False  # biases on q/k/v projections (Qwen2)
-    linear_chunk_size: int = 64  # chunk length of the chunked linear-attention training path
+    linear_chunk_size: int = 64  # chunk length of the chunked linear-attention path (first order)
+    second_order_chunk_size: int = 256  # 2Mamba's chunk length: its feature maps are costly, so fewer, longer chunks
     mamba2_state: int = 64  # Mamba-2 baseline: state size N per head
     mamba2_expand: int = 2  # Mamba-2 baseline: inner width / d_model
     max_seq_len: int = 2048

@@ -12,7 +12,7 @@ HYBRID = ["2mamba", "mamba2s", "2mamba_e", "softmax"]
 def model(mixers, dtype=torch.float64, **kw):
     torch.manual_seed(0)
     cfg = ModelConfig(vocab_size=97, d_model=32, n_layers=len(mixers), n_heads=2, mixers=mixers, max_seq_len=128,
-                      linear_chunk_size=8, mamba2_state=8, mamba2_expand=1, **kw)
+                      linear_chunk_size=8, second_order_chunk_size=16, mamba2_state=8, mamba2_expand=1, **kw)
     return Transformer(cfg).to(dtype)
 
 

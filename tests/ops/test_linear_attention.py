@@ -89,3 +89,16 @@ def test_decayed_softmax_queries_at_later_positions():
     ref = decayed_softmax_reference(q, k, v, a, 0.35)
     tail = decayed_softmax_attention(q[:, :, 15:], k, v, cum[:, :, 15:], cum, 0.35)
     torch.testing.assert_close(tail, ref[:, :, 15:], rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("order", [1, 2])
+@pytest.mark.parametrize("t, chunk", [(37, 8), (16, 64), (64, 64)])
+def test_training_path_without_state(order, t, chunk):
+    q, k, v, a = inputs(t=t, requires_grad=True)
+    y, state = chunked_linear_attention(q, k, v, a, order, chunk, need_state=False)
+    assert state is None
+    torch.testing.assert_close(y, linear_attention_reference(q, k, v, a, order), rtol=1e-9, atol=1e-9)
+    w = torch.randn_like(y)
+    for g, r in zip(torch.autograd.grad((y * w).sum(), (q, k, v, a)),
+                    torch.autograd.grad((linear_attention_reference(q, k, v, a, order) * w).sum(), (q, k, v, a))):
+        torch.testing.assert_close(g, r, rtol=1e-9, atol=1e-9)

@@ -54,11 +54,14 @@ def chunked_linear_attention(
     order: int = 1,
     chunk: int = 64,
     initial_state: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
+    need_state: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Chunked form of `linear_attention_reference`, also returning the final state.
 
     The state is [B, H, F, dv] with F = d (order 1) or d(d+1)/2 (order 2). Inside a chunk the
     scores are (q.k)^order with the decay mask; across chunks the state carries the past.
+    With `need_state=False` (training) the final state is not formed (None is returned), and a
+    sequence that fits in one chunk never builds feature maps at all.
     """
     b, h, t, _ = q.shape
     dv = v.shape[-1]
@@ -75,18 +78,26 @@ def chunked_linear_attention(
     decay = torch.exp((cum[..., :, None] - cum[..., None, :]).masked_fill(~causal, float("-inf")))
     y = ((q @ k.mT) ** order * decay) @ v  # within chunks
 
-    qf, kf = _features(q, order), _features(k, order)
-    to_end = torch.exp(cum[..., -1:] - cum)[..., None]  # decay from each step to its chunk's end
-    chunk_states = (kf * to_end).mT @ v  # [B, H, n, F, dv]: each chunk's own contribution
+    carried = n - 1 + need_state  # chunks whose state later chunks (or the caller) need
+    if carried == 0 and initial_state is None:
+        return y.reshape(b, h, n * chunk, dv)[:, :, :t], None
+    kf = _features(k[:, :, :carried], order)
+    to_end = torch.exp(cum[:, :, :carried, -1:] - cum[:, :, :carried])[..., None]  # decay to the chunk's end
+    chunk_states = (kf * to_end).mT @ v[:, :, :carried]  # [B, H, carried, F, dv]: each chunk's own contribution
     chunk_decay = torch.exp(cum[..., -1])[..., None, None]  # [B, H, n, 1, 1]
-    state = initial_state if initial_state is not None else q.new_zeros(b, h, qf.shape[-1], dv)
+    features = kf.shape[-1]
+    state = initial_state if initial_state is not None else q.new_zeros(b, h, features, dv)
     from_past = []
     for c in range(n):  # a short sequential scan over chunks (n = T / chunk)
         from_past.append(state)
-        state = chunk_decay[:, :, c] * state + chunk_states[:, :, c]
+        if c < carried:
+            state = chunk_decay[:, :, c] * state + chunk_states[:, :, c]
     past = torch.stack(from_past, dim=2)  # [B, H, n, F, dv]: the state entering each chunk
-    y = y + torch.exp(cum)[..., None] * (qf @ past)
-    return y.reshape(b, h, n * chunk, dv)[:, :, :t], state
+    first = 0 if initial_state is not None else 1  # without an initial state, chunk 0 has no past
+    qf = _features(q[:, :, first:], order)
+    y_past = torch.exp(cum[:, :, first:])[..., None] * (qf @ past[:, :, first:])
+    y = torch.cat([y[:, :, :first], y[:, :, first:] + y_past], dim=2)
+    return y.reshape(b, h, n * chunk, dv)[:, :, :t], state if need_state else None
 
 
 def recurrent_linear_attention(

@@ -151,7 +151,7 @@ class _StateSpaceAttention(DecayedAttention):
         if state is not None and x.shape[1] == 1:
             y, final = recurrent_linear_attention(q, k, v, log_decay, self.order, initial)
         else:
-            y, final = chunked_linear_attention(q, k, v, log_decay, self.order, self.chunk, initial)
+            y, final = chunked_linear_attention(q, k, v, log_decay, self.order, self.chunk, initial, state is not None)
         if state is not None:
             state.ssm = final
         if self.order == 2:
@@ -190,6 +190,10 @@ class TwoMamba(_StateSpaceAttention):
     """2Mamba: y_i = sum_j (s q_i.k_j)^2 D_ij v_j / sum_j (s q_i.k_j)^2 D_ij, a second-order linear attention."""
 
     order = 2
+
+    def __init__(self, cfg: ModelConfig, layer: int):
+        super().__init__(cfg, layer)
+        self.chunk = cfg.second_order_chunk_size
 
 
 @register_mixer("2mamba_e")
@@ -259,7 +263,7 @@ class Mamba2(nn.Module):
         if state is not None and t == 1:
             y, final = recurrent_linear_attention(q, k, v, log_decay, 1, initial)
         else:
-            y, final = chunked_linear_attention(q, k, v, log_decay, 1, self.chunk, initial)
+            y, final = chunked_linear_attention(q, k, v, log_decay, 1, self.chunk, initial, state is not None)
         if state is not None:
             state.conv_tail, state.ssm = tail, final
         y = y + self.D.to(work)[:, None, None] * xs
