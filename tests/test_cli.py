@@ -133,3 +133,13 @@ def test_model_errors_are_one_line(trained, tmp_path):
         code, _, err = run_cli(*args)
         assert code == 2, (args, err)
         assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_hybrid_linear_model_with_namo_trains_resumes_and_generates(trained, tmp_path, capsys):
+    common = [f"data.corpus={trained / 'corpus'}", f"data.dir={trained / 'data'}", *TINY,
+              "model.mixers=[2mamba,mamba2s,softmax]", "model.n_layers=3", "optimizer=namo", f"train.out={tmp_path / 'run'}"]
+    assert main(["train", "quickstart", *common, "--until-step", "3", "--no-progress"]) == 0
+    assert main(["train", "quickstart", *common, "--resume", "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["generate", str(tmp_path / "run"), "--prompt", "alpha", "--max-new-tokens", "8", "--temperature", "0"]) == 0
+    assert capsys.readouterr().out.startswith("alpha")

@@ -16,12 +16,15 @@ def losses(out):
     return [r["loss"] for r in read_metrics(out / "metrics.jsonl") if "loss" in r]
 
 
-def test_resume_is_exact(tmp_path, corpus_dir, prepared):
-    cfg = tiny_run_config(corpus_dir, tmp_path / "full", prepared.dir, steps=8, grad_accum=2)
+@pytest.mark.parametrize("optimizer, mixers", [("adamw", ["softmax"]), ("namo", ["softmax"]), ("muon", ["2mamba", "softmax"])])
+def test_resume_is_exact(tmp_path, corpus_dir, prepared, optimizer, mixers):
+    cfg = tiny_run_config(corpus_dir, tmp_path / "full", prepared.dir, steps=8, grad_accum=2, optimizer=optimizer)
+    cfg.model.mixers = mixers
     full = train(cfg, progress=False, log=lambda s: None)
     assert full.step == 8 and full.final_eval is not None
 
-    cfg2 = tiny_run_config(corpus_dir, tmp_path / "split", prepared.dir, steps=8, grad_accum=2)
+    cfg2 = tiny_run_config(corpus_dir, tmp_path / "split", prepared.dir, steps=8, grad_accum=2, optimizer=optimizer)
+    cfg2.model.mixers = mixers
     half = train(cfg2, until_step=4, progress=False, log=lambda s: None)
     assert half.step == 4 and half.final_eval is None
     rest = train(cfg2, resume=True, progress=False, log=lambda s: None)
