@@ -21,7 +21,6 @@ import time
 from pathlib import Path
 
 import torch
-
 from common import machine, median_time, parser, print_table, write_json
 
 VARIANTS = {

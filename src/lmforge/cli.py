@@ -41,6 +41,17 @@ def cmd_train(args: argparse.Namespace) -> None:
         sys.exit(130)
 
 
+def cmd_distill(args: argparse.Namespace) -> None:
+    from lmforge.train.distill import distill
+
+    layers = None if args.layers in (None, "all") else [int(i) for i in args.layers.split(",")]
+    result = distill(args.checkpoint, args.out, args.mixer, layers, args.loss, args.mse, args.overrides, args.resume,
+                     progress=not args.no_progress)
+    final = result.final_eval
+    if final:
+        print(f"distilled into {result.out}/checkpoint: val loss {final['loss']:.4f}, {final['bpb']:.4f} bits/byte")
+
+
 def cmd_generate(args: argparse.Namespace) -> None:
     from lmforge.device import resolve_device
     from lmforge.errors import GenerationError
@@ -145,6 +156,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--until-step", type=int, default=None, help="save and stop after this step (resume later with --resume)")
     p.set_defaults(func=cmd_train)
 
+    p = sub.add_parser("distill", help="fine-tune a copy of a checkpoint with other mixers (e.g. sparse) to match it")
+    p.add_argument("checkpoint", help="the dense lmforge checkpoint or run directory (the teacher)")
+    p.add_argument("overrides", nargs="*", help="e.g. train.steps=200 model.sparse_top_k=0.1 model.sparse_top_p=0.5")
+    p.add_argument("--out", required=True, help="run directory of the student")
+    p.add_argument("--mixer", default="sparse", help="mixer for the chosen layers (default: sparse)")
+    p.add_argument("--layers", default="all", help="comma-separated layer indices, or 'all' (default)")
+    p.add_argument("--loss", choices=("kl", "ce"), default="kl",
+                   help="kl: match the teacher's next-token distributions; ce: plain next-token fine-tuning")
+    p.add_argument("--mse", type=float, default=0.0, help="weight of the per-block residual-stream MSE (kl only)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted distillation in --out")
+    p.set_defaults(func=cmd_distill)
+
     p = sub.add_parser("generate", help="generate text from a model, streamed to the terminal")
     p.add_argument("model", help=MODEL_HELP)
     p.add_argument("--prompt", default=None, help="text to continue (default: start a new document)")
@@ -183,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--device", default="auto")
     e.set_defaults(func=cmd_eval_perplexity)
 
-    for name in ("quickstart", "prepare", "train"):
+    for name in ("quickstart", "prepare", "train", "distill"):
         sub.choices[name].add_argument("--no-progress", action="store_true", help="no progress bars")
     return parser
 

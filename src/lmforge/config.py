@@ -44,6 +44,11 @@ class ModelConfig:
     second_order_chunk_size: int = 256  # 2Mamba's chunk length: its feature maps are costly, so fewer, longer chunks
     mamba2_state: int = 64  # Mamba-2 baseline: state size N per head
     mamba2_expand: int = 2  # Mamba-2 baseline: inner width / d_model
+    sparse_block_q: int = 64  # sparse mixer: query block length
+    sparse_block_k: int = 64  # sparse mixer: key block length
+    sparse_top_k: float = 0.03  # sparse mixer: keep at least this fraction of visible key blocks
+    sparse_top_p: float = 0.2  # sparse mixer: ... and the blocks holding this much pooled attention mass
+    sparse_sink: bool = True  # sparse mixer: always keep the first key block
     max_seq_len: int = 2048
     init_std: float = 0.02
 
@@ -63,6 +68,11 @@ class ModelConfig:
             raise ConfigError(
                 f"model.n_heads={self.n_heads} must be a multiple of model.n_kv_heads={self.n_kv_heads}"
             )
+        for name in ("sparse_top_k", "sparse_top_p"):
+            if not 0 < getattr(self, name) <= 1:
+                raise ConfigError(f"model.{name} must be in (0, 1], got {getattr(self, name)}")
+        if self.sparse_block_q < 1 or self.sparse_block_k < 1:
+            raise ConfigError("model.sparse_block_q and model.sparse_block_k must be positive")
         if not self.mixers:
             raise ConfigError("model.mixers is empty; give at least one mixer name, e.g. [\"softmax\"]")
         for name, value in (("d_model", self.d_model), ("n_layers", self.n_layers), ("n_heads", self.n_heads)):

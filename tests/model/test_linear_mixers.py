@@ -65,3 +65,19 @@ def test_bf16_autocast_training_step_is_finite():
         loss = m(x, targets=x.roll(-1, 1))
     loss.backward()
     assert torch.isfinite(loss) and all(torch.isfinite(p.grad).all() for p in m.parameters() if p.grad is not None)
+
+
+def test_sparse_mixer_decodes_like_its_block_of_one_training_pass():
+    m = model(["sparse", "softmax"], sparse_block_q=1, sparse_block_k=8, sparse_top_k=0.3, sparse_top_p=0.4)
+    x = torch.randint(0, 97, (1, 45))
+    full = m(x)
+    cache = m.new_cache(1, 64)
+    pos = torch.arange(45)[None]
+    parts = [m(x[:, :20], positions=pos[:, :20], cache=cache)]
+    parts += [m(x[:, i : i + 1], positions=pos[:, i : i + 1], cache=cache) for i in range(20, 45)]
+    torch.testing.assert_close(torch.cat(parts, 1), full, rtol=1e-9, atol=1e-9)
+    dense = model(["softmax", "softmax"])
+    dense.load_state_dict(m.state_dict())  # same parameters: a dense checkpoint loads into the sparse model
+    allblocks = model(["sparse", "softmax"], sparse_top_k=1.0)
+    allblocks.load_state_dict(m.state_dict())
+    torch.testing.assert_close(allblocks(x), dense(x), rtol=1e-9, atol=1e-9)

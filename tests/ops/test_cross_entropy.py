@@ -51,3 +51,19 @@ def test_no_grad_path_skips_gradient_buffers():
     t = torch.randint(0, 7, (5,))
     with torch.no_grad():
         assert torch.allclose(linear_cross_entropy(h, w, t), linear_cross_entropy_reference(h, w, t))
+
+
+@pytest.mark.parametrize("chunk_elements", [50, 1 << 21])
+def test_kl_divergence_matches_reference_in_float64(monkeypatch, chunk_elements):
+    from lmforge.ops.cross_entropy import linear_kl_divergence, linear_kl_divergence_reference
+
+    monkeypatch.setattr(cross_entropy, "CHUNK_ELEMENTS", chunk_elements)
+    torch.manual_seed(3)
+    h = torch.randn(29, 8, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(13, 8, dtype=torch.float64, requires_grad=True)
+    th, tw = torch.randn(29, 8, dtype=torch.float64), torch.randn(13, 8, dtype=torch.float64)
+    ours, ref = linear_kl_divergence(h, w, th, tw), linear_kl_divergence_reference(h, w, th, tw)
+    torch.testing.assert_close(ours, ref, rtol=1e-12, atol=1e-12)
+    for a, b in zip(torch.autograd.grad(ours, (h, w)), torch.autograd.grad(ref, (h, w))):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    assert linear_kl_divergence(th, tw, th, tw).abs() < 1e-12  # a model agrees with itself

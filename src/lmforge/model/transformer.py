@@ -94,6 +94,19 @@ class Transformer(nn.Module):
         block, n_layers + 1 tensors [B, T, D].
         """
         b, t = tokens.shape
+        hiddens = self.hidden_states(tokens, positions, cache)
+        x = self.norm(hiddens[-1])
+        if targets is not None:
+            out = linear_cross_entropy(x.reshape(b * t, -1), self.output_weight, targets.reshape(-1), compute_dtype=matmul_dtype(x))
+        else:
+            out = self.logits(x)
+        return (out, hiddens) if return_hidden else out
+
+    def hidden_states(
+        self, tokens: torch.Tensor, positions: torch.Tensor | None = None, cache: list[MixerState] | None = None
+    ) -> list[torch.Tensor]:
+        """The residual stream after the embedding and after every block (before the final norm)."""
+        b, t = tokens.shape
         if positions is None:
             positions = torch.arange(t, device=tokens.device).expand(b, t)
         x = self.embed(tokens)
@@ -101,21 +114,14 @@ class Transformer(nn.Module):
         for i, layer in enumerate(self.layers):
             x = layer(x, positions, None if cache is None else cache[i])
             hiddens.append(x)
-        x = self.norm(x)
-        if targets is not None:
-            out = linear_cross_entropy(
-                x.reshape(b * t, -1), self.output_weight, targets.reshape(-1), compute_dtype=_compute_dtype(x)
-            )
-        else:
-            out = self.logits(x)
-        return (out, hiddens) if return_hidden else out
+        return hiddens
 
     def logits(self, normed: torch.Tensor) -> torch.Tensor:
         """Output-head logits of final-norm outputs (also used for the logit lens)."""
         return nn.functional.linear(normed, self.output_weight)
 
 
-def _compute_dtype(x: torch.Tensor) -> torch.dtype:
+def matmul_dtype(x: torch.Tensor) -> torch.dtype:
     """The dtype autocast would use for a matrix product of `x` right now."""
     device = x.device.type
     if torch.is_autocast_enabled(device):

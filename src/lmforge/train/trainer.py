@@ -22,6 +22,7 @@ from lmforge.checkpoint import (
     load_training_state,
     load_weights,
     read_run_config,
+    resolve_checkpoint_dir,
     save_checkpoint,
 )
 from lmforge.config import RunConfig, to_dict
@@ -87,6 +88,11 @@ def _check_resumable(saved: RunConfig, cfg: RunConfig, ckpt_dir: Path) -> None:
             )
 
 
+def next_token_loss(model: Transformer, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The default training objective: mean next-token cross-entropy."""
+    return model(x, targets=y)
+
+
 def train(
     cfg: RunConfig,
     resume: bool = False,
@@ -94,8 +100,15 @@ def train(
     until_step: int | None = None,
     progress: bool = True,
     log: Callable[[str], None] = tqdm.write,
+    init_from: Path | None = None,
+    objective: Callable[[Transformer, torch.Tensor, torch.Tensor], torch.Tensor] = next_token_loss,
 ) -> TrainResult:
-    """Train the model described by `cfg`, writing checkpoints and metrics under `cfg.train.out`."""
+    """Train the model described by `cfg`, writing checkpoints and metrics under `cfg.train.out`.
+
+    `init_from` starts from the weights of a checkpoint whose tensors fit the model (a dense
+    checkpoint fits a model with sparse mixers); `objective(model, inputs, targets)` replaces
+    the next-token loss (distillation passes a teacher-matching loss).
+    """
     tc = cfg.train
     out = Path(tc.out)
     ckpt_dir = recover_dir(out / RUN_CHECKPOINT)
@@ -116,7 +129,10 @@ def train(
     if tc.seq_len > cfg.model.max_seq_len:
         raise ConfigError(f"train.seq_len={tc.seq_len} exceeds model.max_seq_len={cfg.model.max_seq_len}")
 
-    model = Transformer(cfg.model).to(device)
+    model = Transformer(cfg.model)
+    if init_from is not None and not resume:
+        load_weights(model, resolve_checkpoint_dir(init_from) / WEIGHTS)
+    model = model.to(device)
     optimizer = build_optimizer(model, tc)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_multiplier(s, tc))
     step, tokens_seen, train_seconds = 0, 0, 0.0
@@ -172,14 +188,14 @@ def train(
                 x, y = loader.batch(step * tc.grad_accum + micro)
                 try:
                     with amp():
-                        loss = forward(x.to(device), targets=y.to(device)) / tc.grad_accum
+                        loss = objective(forward, x.to(device), y.to(device)) / tc.grad_accum
                 except RuntimeError as e:  # compilation fails on the first call (e.g. no C++ compiler)
                     if forward is model or step > start_step:
                         raise
                     log(f"torch.compile failed ({str(e).splitlines()[0][:160]}); continuing without it")
                     forward = model
                     with amp():
-                        loss = forward(x.to(device), targets=y.to(device)) / tc.grad_accum
+                        loss = objective(forward, x.to(device), y.to(device)) / tc.grad_accum
                 loss.backward()
                 loss_sum += loss.item()
             if tc.grad_clip > 0:

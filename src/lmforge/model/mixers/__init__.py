@@ -50,4 +50,4 @@ def build_mixer(name: str, cfg: ModelConfig, layer: int) -> nn.Module:
     return _REGISTRY[name](cfg, layer)
 
 
-from lmforge.model.mixers import linear, softmax  # noqa: E402,F401  (registers the built-in mixers)
+from lmforge.model.mixers import linear, softmax, sparse  # noqa: E402,F401  (registers the built-in mixers)

@@ -46,19 +46,28 @@ class SoftmaxAttention(nn.Module):
         self.o_proj = nn.Linear(cfg.n_heads * cfg.head_dim, cfg.d_model, bias=False)
         self.rope_theta = cfg.rope_theta
 
-    def forward(self, x: torch.Tensor, positions: torch.Tensor, state: KVCache | None = None) -> torch.Tensor:
+    def project(self, x: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Queries [B, H, T, d] and keys, values [B, Hkv, T, d], with RoPE applied to q and k."""
         b, t, _ = x.shape
         q = self.q_proj(x).view(b, t, self.n_heads, self.head_dim).transpose(1, 2)
         k = self.k_proj(x).view(b, t, self.n_kv_heads, self.head_dim).transpose(1, 2)
         v = self.v_proj(x).view(b, t, self.n_kv_heads, self.head_dim).transpose(1, 2)
         cos, sin = rope_cos_sin(positions, self.head_dim, self.rope_theta, q.dtype)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        return apply_rope(q, cos, sin), apply_rope(k, cos, sin), v
+
+    def output(self, out: torch.Tensor) -> torch.Tensor:
+        """Merge heads [B, H, T, d] and project back to the model width."""
+        b, _, t, _ = out.shape
+        return self.o_proj(out.transpose(1, 2).reshape(b, t, -1))
+
+    def forward(self, x: torch.Tensor, positions: torch.Tensor, state: KVCache | None = None) -> torch.Tensor:
+        q, k, v = self.project(x, positions)
         if state is None:
             out = attention(q, k, v)
         else:
             k, v, mask = state.update(k, v, positions)
             out = attention(q, k.to(q.dtype), v.to(q.dtype), mask)
-        return self.o_proj(out.transpose(1, 2).reshape(b, t, -1))
+        return self.output(out)
 
     def mixing_flops_per_token(self, seq_len: int) -> float:
         """Training FLOPs per token of q k^T and p v under a causal mask (PaLM appendix B, halved)."""
