@@ -49,6 +49,7 @@ class ModelConfig:
     sparse_top_k: float = 0.03  # sparse mixer: keep at least this fraction of visible key blocks
     sparse_top_p: float = 0.2  # sparse mixer: ... and the blocks holding this much pooled attention mass
     sparse_sink: bool = True  # sparse mixer: always keep the first key block
+    sparse_kernel: str = "auto"  # "gather", "flex" (compiled FlexAttention; forward-only on CPU), or "auto"
     max_seq_len: int = 2048
     init_std: float = 0.02
 
@@ -71,6 +72,8 @@ class ModelConfig:
         for name in ("sparse_top_k", "sparse_top_p"):
             if not 0 < getattr(self, name) <= 1:
                 raise ConfigError(f"model.{name} must be in (0, 1], got {getattr(self, name)}")
+        if self.sparse_kernel not in ("auto", "gather", "flex"):
+            raise ConfigError(f"model.sparse_kernel must be auto, gather or flex, got {self.sparse_kernel!r}")
         if self.sparse_block_q < 1 or self.sparse_block_k < 1:
             raise ConfigError("model.sparse_block_q and model.sparse_block_k must be positive")
         if not self.mixers:

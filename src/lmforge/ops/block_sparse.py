@@ -143,11 +143,12 @@ def block_sparse_attention(
     order = torch.sort((~mask).to(torch.int8), dim=-1, stable=True).indices[..., :width]  # [B, H, nq, width]
     slot_valid = mask.gather(-1, order)
 
+    offsets = (torch.arange(b * h, device=q.device) * nk).view(b, h, 1, 1)
+    flat_index = (order + offsets).reshape(-1)
+
     def blocks(x: torch.Tensor) -> torch.Tensor:
-        x = F.pad(x, (0, 0, 0, nk * block_k - tk)).unflatten(-2, (nk, block_k))  # [B, H, nk, bk, d]
-        idx = order[..., None, None].expand(-1, -1, -1, -1, block_k, x.shape[-1])
-        picked = x[:, :, None].expand(-1, -1, nq, -1, -1, -1).gather(3, idx)  # [B, H, nq, width, bk, d]
-        return picked.flatten(3, 4)  # [B, H, nq, width * bk, d]
+        x = F.pad(x, (0, 0, 0, nk * block_k - tk)).reshape(b * h * nk, block_k, x.shape[-1])
+        return x.index_select(0, flat_index).view(b, h, nq, width * block_k, x.shape[-1])
 
     keys, values = blocks(k), blocks(v)
     key_pos = (order[..., None] * block_k + torch.arange(block_k, device=q.device)).flatten(-2)  # [B, H, nq, width * bk]
@@ -156,12 +157,51 @@ def block_sparse_attention(
     allowed = (key_pos[..., None, :] <= qpos[None, None, :, :, None]) & (key_pos[..., None, :] < tk)
     allowed &= slot_valid.repeat_interleave(block_k, dim=-1)[..., None, :]
     allowed[..., :, 0] |= ~allowed.any(-1)  # padded query rows: attend to one slot to stay finite
-    queries = F.pad(q, (0, 0, 0, q_pad)).unflatten(-2, (nq, block_q))  # [B, H, nq, bq, d]
-    out = F.scaled_dot_product_attention(queries, keys, values, attn_mask=allowed)
-    return out.flatten(2, 3)[:, :, :tq]
+    queries = F.pad(q, (0, 0, 0, q_pad)).view(b * h, nq, block_q, d)  # 4-D, so SDPA takes its fused kernel
+    out = F.scaled_dot_product_attention(queries, keys.flatten(0, 1), values.flatten(0, 1), attn_mask=allowed.flatten(0, 1))
+    return out.view(b, h, nq * block_q, d)[:, :, :tq]
 
 
 def block_sparsity(mask: torch.Tensor, q_positions: torch.Tensor, block_q: int, n_keys: int, block_k: int) -> float:
     """Share of causally visible blocks that the mask skips."""
     visible = visible_blocks(q_positions, block_q, n_keys, block_k)
     return 1.0 - float(mask.sum()) / float(visible.sum() * mask.shape[0] * mask.shape[1])
+
+
+def _flex_block_mask(mask: torch.Tensor, tq: int, tk: int, block_q: int, block_k: int):
+    """A FlexAttention BlockMask for `mask`: the query block's own blocks get the causal mask_mod,
+    every other kept block is attended in full."""
+    from torch.nn.attention.flex_attention import BlockMask
+
+    offset = tk - tq
+    own = _own_blocks(torch.arange(offset, tk, device=mask.device), block_q, tk, block_k)
+
+    def as_indices(m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        counts = m.sum(-1).to(torch.int32)
+        order = torch.sort((~m).to(torch.int8), dim=-1, stable=True).indices.to(torch.int32)
+        return counts, order
+
+    def causal(b, h, q_idx, kv_idx):
+        return q_idx + offset >= kv_idx
+
+    partial, full = as_indices(mask & own), as_indices(mask & ~own)
+    return BlockMask.from_kv_blocks(*partial, *full, BLOCK_SIZE=(block_q, block_k), mask_mod=causal, seq_lengths=(tq, tk))
+
+
+_compiled_flex = None
+
+
+def block_sparse_attention_flex(q, k, v, mask: torch.Tensor, block_q: int, block_k: int, compiled: bool = True) -> torch.Tensor:
+    """The same attention through `torch.nn.attention.flex_attention` with a BlockMask, which
+    skips the dropped blocks inside one fused kernel instead of gathering kept blocks.
+    Queries are the last Tq of the Tk keys. Compiled (the fast path; the first call per shape
+    compiles) or eager (slow, for checking)."""
+    global _compiled_flex
+    from torch.nn.attention.flex_attention import flex_attention
+
+    block_mask = _flex_block_mask(mask, q.shape[-2], k.shape[-2], block_q, block_k)
+    if not compiled:
+        return flex_attention(q, k, v, block_mask=block_mask)
+    if _compiled_flex is None:
+        _compiled_flex = torch.compile(flex_attention, dynamic=False)
+    return _compiled_flex(q, k, v, block_mask=block_mask)
