@@ -157,9 +157,9 @@ def block_sparse_attention(
     allowed = (key_pos[..., None, :] <= qpos[None, None, :, :, None]) & (key_pos[..., None, :] < tk)
     allowed &= slot_valid.repeat_interleave(block_k, dim=-1)[..., None, :]
     allowed[..., :, 0] |= ~allowed.any(-1)  # padded query rows: attend to one slot to stay finite
-    queries = F.pad(q, (0, 0, 0, q_pad)).view(b * h, nq, block_q, d)  # 4-D, so SDPA takes its fused kernel
+    queries = F.pad(q, (0, 0, 0, q_pad)).reshape(b * h, nq, block_q, d)  # 4-D, so SDPA takes its fused kernel
     out = F.scaled_dot_product_attention(queries, keys.flatten(0, 1), values.flatten(0, 1), attn_mask=allowed.flatten(0, 1))
-    return out.view(b, h, nq * block_q, d)[:, :, :tq]
+    return out.reshape(b, h, nq * block_q, d)[:, :, :tq]
 
 
 def block_sparsity(mask: torch.Tensor, q_positions: torch.Tensor, block_q: int, n_keys: int, block_k: int) -> float:
