@@ -143,3 +143,14 @@ def test_hybrid_linear_model_with_namo_trains_resumes_and_generates(trained, tmp
     capsys.readouterr()
     assert main(["generate", str(tmp_path / "run"), "--prompt", "alpha", "--max-new-tokens", "8", "--temperature", "0"]) == 0
     assert capsys.readouterr().out.startswith("alpha")
+
+
+def test_distill_into_sparse_attention_and_generate(trained, tmp_path, capsys):
+    args = ["distill", str(trained / "run"), "--out", str(tmp_path / "sparse"), "--layers", "0", "--no-progress",
+            "train.steps=3", "model.sparse_block_q=8", "model.sparse_block_k=8", "model.sparse_top_k=0.2"]
+    assert main(args) == 0
+    assert "distilled into" in capsys.readouterr().out
+    assert main(["generate", str(tmp_path / "sparse"), "--prompt", "alpha", "--max-new-tokens", "6", "--temperature", "0"]) == 0
+    assert capsys.readouterr().out.startswith("alpha")
+    code, _, err = run_cli("distill", trained / "run", "--out", tmp_path / "bad", "--layers", "9")
+    assert code == 2 and "layer 9 does not exist" in err
