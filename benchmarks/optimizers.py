@@ -3,7 +3,8 @@
 Every optimizer trains the same model from the same seed on the same token budget and
 data order with a warmup-stable-decay schedule, for each learning rate of a small sweep
 (the matrix optimizers sweep the learning rate of the hidden matrices; embeddings, head
-and gains keep AdamW at the quickstart rate). Reported per optimizer at its best rate:
+and gains keep AdamW at the quickstart rate). Each sweep spans a factor of 8, so a best
+rate at an end of the range is visible in the per-run lines. Reported per optimizer at its best rate:
 final validation loss, the first step at which the validation loss reaches AdamW's best
 final loss, the share of step time spent in the optimizer, and a confirmation run of the
 best matrix optimizer with 70% of AdamW's steps (its own full schedule). Writes
@@ -23,10 +24,10 @@ from lmforge.train.metrics import read_metrics
 from lmforge.train.trainer import train
 
 SWEEPS = {
-    "adamw": ("lr", [1.5e-3, 3e-3, 6e-3]),
-    "muon": ("matrix_lr", [3e-3, 6e-3, 1.2e-2]),
-    "namo": ("matrix_lr", [3e-3, 6e-3, 1.2e-2]),
-    "namo_d": ("matrix_lr", [3e-3, 6e-3, 1.2e-2]),
+    "adamw": ("lr", [5e-4, 1e-3, 2e-3, 4e-3]),
+    "muon": ("matrix_lr", [2e-3, 4e-3, 8e-3, 1.6e-2]),
+    "namo": ("matrix_lr", [2e-3, 4e-3, 8e-3, 1.6e-2]),
+    "namo_d": ("matrix_lr", [2e-3, 4e-3, 8e-3, 1.6e-2]),
 }
 
 
