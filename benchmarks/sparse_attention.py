@@ -24,6 +24,7 @@ from lmforge.ops.block_sparse import (
     block_sparse_attention,
     block_sparse_attention_flex,
     block_sparsity,
+    lagged_query_means,
     predict_block_mask,
 )
 
@@ -52,23 +53,23 @@ def layer_inputs(model, ids: torch.Tensor):
 @torch.no_grad()
 def mask_quality(models: dict, target: float, t: int, block: int) -> list[dict]:
     rows = []
-    pos = torch.arange(t)
     for name, (model, ids) in models.items():
         errors = {"top-k": [], "top-p": [], "union": []}
         for q, k, v in layer_inputs(model, ids[:, :t]):
             dense = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            summary = lagged_query_means(q, block)
 
             def sparsity(top_k, top_p):
-                return block_sparsity(predict_block_mask(q, k, block, block, top_k, top_p, True), pos, block, t, block)
+                return block_sparsity(predict_block_mask(summary, k, block, block, top_k, top_p, True), t, block, block)
 
             k_only = _bisect(lambda x: sparsity(x, 1e-9), target, 1e-4, 1.0)
             p_only = _bisect(lambda x: sparsity(1e-9, x), target, 1e-6, 1.0)
             p_union = _bisect(lambda x: sparsity(k_only / 2, x), target, 1e-6, 1.0)
             for rule, (top_k, top_p) in {"top-k": (k_only, 1e-9), "top-p": (1e-9, p_only), "union": (k_only / 2, p_union)}.items():
-                mask = predict_block_mask(q, k, block, block, top_k, top_p, True)
+                mask = predict_block_mask(summary, k, block, block, top_k, top_p, True)
                 out = block_sparse_attention(q, k, v, mask, block, block)
                 errors[rule].append(float((out - dense).abs().sum() / dense.abs().sum()))
-                errors.setdefault(f"{rule} sparsity", []).append(block_sparsity(mask, pos, block, t, block))
+                errors.setdefault(f"{rule} sparsity", []).append(block_sparsity(mask, t, block, block))
         row = {"model": name, **{rule: sum(e) / len(e) for rule, e in errors.items()}}
         rows.append(row)
         print(f"  masks {name}: " + ", ".join(f"{r} {row[r]:.4f}" for r in ("top-k", "top-p", "union")), flush=True)
@@ -81,18 +82,19 @@ def speed(quick: bool) -> list[dict]:
     torch.manual_seed(0)
     for t in lengths:
         q, k, v = (torch.randn(1, 8, t, 64) for _ in range(3))
-        pos = torch.arange(t)
+        summary = lagged_query_means(q, BLOCK)
         repeats = 3 if t <= 4096 else 1
         dense_f = median_time(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True), repeats)
         qg, kg, vg = (x.clone().requires_grad_() for x in (q, k, v))
         dense_fb = median_time(lambda: F.scaled_dot_product_attention(qg, kg, vg, is_causal=True).sum().backward(), repeats)
         for target in (0.8, 0.9, 0.95):
-            mask = predict_block_mask(q, k, BLOCK, BLOCK, 1 - target, 1e-9, True)
-            predict = median_time(lambda: predict_block_mask(q, k, BLOCK, BLOCK, 1 - target, 1e-9, True), repeats)
+            mask = predict_block_mask(summary, k, BLOCK, BLOCK, 1 - target, 1e-9, True)
+            predict = median_time(lambda: predict_block_mask(lagged_query_means(q, BLOCK), k, BLOCK, BLOCK, 1 - target, 1e-9, True),
+                                  repeats)
             gather_f = median_time(lambda: block_sparse_attention(q, k, v, mask, BLOCK, BLOCK), repeats)
             gather_fb = median_time(lambda: block_sparse_attention(qg, kg, vg, mask, BLOCK, BLOCK).sum().backward(), repeats)
             flex_f = median_time(lambda: block_sparse_attention_flex(q, k, v, mask, BLOCK, BLOCK), repeats)
-            row = {"T": t, "sparsity": block_sparsity(mask, pos, BLOCK, t, BLOCK), "dense_fwd": dense_f, "dense_fwdbwd": dense_fb,
+            row = {"T": t, "sparsity": block_sparsity(mask, t, BLOCK, BLOCK), "dense_fwd": dense_f, "dense_fwdbwd": dense_fb,
                    "flex_fwd": flex_f, "gather_fwd": gather_f, "gather_fwdbwd": gather_fb, "predict": predict,
                    "flex_speedup_fwd": dense_f / flex_f, "gather_speedup_fwdbwd": dense_fb / gather_fb,
                    "predict_share": predict / min(flex_f, gather_f)}
@@ -134,7 +136,7 @@ def quality(quick: bool, checkpoint: str | None) -> dict:
     def score(model) -> tuple[float, float]:
         result = evaluate(model, windows, token_bytes, batch_size=4)
         masks = [layer.mixer.last_mask for layer in model.layers if getattr(layer.mixer, "last_mask", None) is not None]
-        s = sum(block_sparsity(m, torch.arange(seq), block, seq, block) for m in masks) / len(masks) if masks else 0.0
+        s = sum(block_sparsity(m, seq, block, block) for m in masks) / len(masks) if masks else 0.0
         return result["loss"], s
 
     dense = load_checkpoint(checkpoint)

@@ -67,8 +67,9 @@ def test_bf16_autocast_training_step_is_finite():
     assert torch.isfinite(loss) and all(torch.isfinite(p.grad).all() for p in m.parameters() if p.grad is not None)
 
 
-def test_sparse_mixer_decodes_like_its_block_of_one_training_pass():
-    m = model(["sparse", "softmax"], sparse_block_q=1, sparse_block_k=8, sparse_top_k=0.3, sparse_top_p=0.4)
+@pytest.mark.parametrize("block_q", [1, 8, 5])
+def test_sparse_mixer_decodes_exactly_like_the_training_pass(block_q):
+    m = model(["sparse", "softmax"], sparse_block_q=block_q, sparse_block_k=8, sparse_top_k=0.3, sparse_top_p=0.4)
     x = torch.randint(0, 97, (1, 45))
     full = m(x)
     cache = m.new_cache(1, 64)

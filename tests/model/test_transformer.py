@@ -14,8 +14,10 @@ def tiny(**kw):
     return Transformer(ModelConfig(**cfg)).double()
 
 
-def test_changing_a_future_token_never_changes_past_logits():
-    model = tiny()
+@pytest.mark.parametrize("mixers", [["softmax"], ["mamba2"], ["mamba2s"], ["2mamba"], ["2mamba_e"], ["sparse", "softmax"]])
+def test_changing_a_future_token_never_changes_past_logits(mixers):
+    model = tiny(mixers=mixers, mamba2_state=8, linear_chunk_size=8, second_order_chunk_size=16, sparse_block_q=4,
+                 sparse_block_k=4, sparse_top_k=0.3)
     x = torch.randint(0, 50, (2, 12))
     y = x.clone()
     y[:, 7] = (y[:, 7] + 1) % 50
