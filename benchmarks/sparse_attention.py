@@ -1,9 +1,10 @@
 """SpargeAttention2 block-sparse attention vs dense attention: mask quality, speed, and distillation.
 
 Sections (all by default, or pick with --sections):
-  masks    relative L1 error of the attention output vs dense on real activations (the
-           quickstart model and SmolLM2 at T=2048, every layer), for the top-k rule alone, the
-           top-p rule alone and their union, each tuned to the same block sparsity;
+  masks    relative L1 error of the attention output vs dense on real activations (a
+           quickstart-shaped model: --checkpoint, runs/quickstart, or the quality section's dense
+           model; and SmolLM2; T=2048, every layer), for the top-k rule alone, the top-p rule
+           alone and their union, each tuned to the same block sparsity;
   speed    forward and forward+backward time vs dense SDPA at 80/90/95% sparsity, both sparse
            kernels (gathered blocks through SDPA; compiled FlexAttention, forward only on CPU),
            and the time of mask prediction;
@@ -104,7 +105,8 @@ def speed(quick: bool) -> list[dict]:
     return rows
 
 
-def quality(quick: bool, checkpoint: str | None) -> dict:
+def quality(quick: bool, checkpoint: str | None) -> tuple[dict, Path]:
+    """Dense, sparse-untrained, fine-tuned and distilled validation losses, and the dense checkpoint used."""
     from lmforge.checkpoint import load_checkpoint
     from lmforge.config import load_run_config
     from lmforge.data.loader import eval_windows
@@ -153,16 +155,23 @@ def quality(quick: bool, checkpoint: str | None) -> dict:
     gap = out["sparse_untrained"] - out["dense"]
     for key in ("finetuned", "distilled"):
         out[f"{key}_recovered"] = (out["sparse_untrained"] - out[key]) / gap if gap > 0 else float("nan")
-    return out
+    return out, checkpoint
 
 
 def main() -> None:
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--sections", default="masks,speed,quality")
-    p.add_argument("--checkpoint", default=None, help="quickstart-shaped dense checkpoint for masks/quality (default: runs/quickstart, or train one)")
+    p.add_argument("--checkpoint", default=None, help="quickstart-shaped dense checkpoint for masks and quality (default: train one in the quality section; masks alone use runs/quickstart)")
     args = p.parse_args()
     sections = args.sections.split(",")
     out = {"benchmark": "sparse_attention", "quick": args.quick, "machine": machine()}
+    dense_checkpoint = "runs/quickstart"
+    if "quality" in sections:
+        out["quality"], dense_checkpoint = quality(args.quick, args.checkpoint if args.checkpoint and Path(args.checkpoint).exists() else None)
+        q = out["quality"]
+        print(f"\nvalidation loss at {q['sparsity']:.0%} block sparsity: dense {q['dense']:.4f}, sparse untrained "
+              f"{q['sparse_untrained']:.4f}, fine-tuned {q['finetuned']:.4f} ({q['finetuned_recovered']:.0%} of the gap), "
+              f"distilled {q['distilled']:.4f} ({q['distilled_recovered']:.0%} of the gap)")
     if "masks" in sections:
         from lmforge.data.readers import english_passage, read_stdlib
         from lmforge.interop.load import load_model
@@ -171,7 +180,7 @@ def main() -> None:
         t = 1024 if args.quick else 2048
         block = t // 64  # 64 blocks: a 90% target is above the floor that the diagonal and sink blocks set
         models = {}
-        quickstart = Path(args.checkpoint or "runs/quickstart")
+        quickstart = Path(args.checkpoint or dense_checkpoint)
         if (quickstart / "checkpoint").exists() or (quickstart / "config.json").exists():
             m = load_model(quickstart)
             text = "".join(d.text for _, d in zip(range(60), read_stdlib()))
@@ -193,12 +202,6 @@ def main() -> None:
                                    ("dense_fwdbwd", "dense f+b", ".3f"), ("gather_fwdbwd", "gather f+b", ".3f"),
                                    ("gather_speedup_fwdbwd", "gather f+b x", ".2f"), ("gather_fwd", "gather fwd", ".3f"),
                                    ("predict", "mask s", ".4f"), ("predict_share", "mask share", ".1%")])
-    if "quality" in sections:
-        out["quality"] = quality(args.quick, args.checkpoint if args.checkpoint and Path(args.checkpoint).exists() else None)
-        q = out["quality"]
-        print(f"\nvalidation loss at {q['sparsity']:.0%} block sparsity: dense {q['dense']:.4f}, sparse untrained "
-              f"{q['sparse_untrained']:.4f}, fine-tuned {q['finetuned']:.4f} ({q['finetuned_recovered']:.0%} of the gap), "
-              f"distilled {q['distilled']:.4f} ({q['distilled_recovered']:.0%} of the gap)")
     write_json(args.out, out)
 
 

@@ -76,7 +76,8 @@ def chunked_linear_attention(
 
     causal = torch.ones(chunk, chunk, dtype=torch.bool, device=q.device).tril()
     decay = torch.exp((cum[..., :, None] - cum[..., None, :]).masked_fill(~causal, float("-inf")))
-    y = ((q @ k.mT) ** order * decay) @ v  # within chunks
+    scores = q @ k.mT
+    y = ((scores if order == 1 else scores**order) * decay) @ v  # within chunks
 
     carried = n - 1 + need_state  # chunks whose state later chunks (or the caller) need
     if carried == 0 and initial_state is None:
@@ -88,10 +89,13 @@ def chunked_linear_attention(
     features = kf.shape[-1]
     state = initial_state if initial_state is not None else q.new_zeros(b, h, features, dv)
     from_past = []
+    # unbind, not indexing: the backward of one unbind is one stack, while each index's backward
+    # would scatter into a zero tensor as large as all chunk states (quadratic traffic in n)
+    decays, contributions = chunk_decay.unbind(2), chunk_states.unbind(2)
     for c in range(n):  # a short sequential scan over chunks (n = T / chunk)
         from_past.append(state)
         if c < carried:
-            state = chunk_decay[:, :, c] * state + chunk_states[:, :, c]
+            state = decays[c] * state + contributions[c]
     past = torch.stack(from_past, dim=2)  # [B, H, n, F, dv]: the state entering each chunk
     first = 0 if initial_state is not None else 1  # without an initial state, chunk 0 has no past
     qf = _features(q[:, :, first:], order)

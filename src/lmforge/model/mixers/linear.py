@@ -28,7 +28,12 @@ NORMALISER_EPS = 1e-6
 
 
 class ShortConv(nn.Module):
-    """Causal depthwise convolution over time of width w; decoding keeps the last w-1 inputs."""
+    """Causal depthwise convolution over time of width w; decoding keeps the last w-1 inputs.
+
+    Computed as w shifted multiply-adds in the [B, T, C] layout: for these widths (2 and 4)
+    that is several times faster on CPU, forward and backward, than a grouped conv1d with
+    its transposes.
+    """
 
     def __init__(self, channels: int, width: int):
         super().__init__()
@@ -44,13 +49,16 @@ class ShortConv(nn.Module):
             self.bias.zero_()
 
     def forward(self, x: torch.Tensor, tail: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """x [B, T, C] -> (convolved [B, T, C], the last w-1 inputs [B, C, w-1] for the next call)."""
-        x = x.transpose(1, 2)
+        """x [B, T, C] -> (convolved [B, T, C], the last w-1 inputs [B, w-1, C] for the next call)."""
+        t, past = x.shape[1], self.width - 1
         if tail is None:
-            tail = x.new_zeros(x.shape[0], x.shape[1], self.width - 1)
-        padded = torch.cat([tail.to(x.dtype), x], dim=-1)
-        out = F.conv1d(padded, self.weight.to(x.dtype), self.bias.to(x.dtype), groups=x.shape[1])
-        return out.transpose(1, 2), padded[..., padded.shape[-1] - (self.width - 1) :]
+            tail = x.new_zeros(x.shape[0], past, x.shape[2])
+        padded = torch.cat([tail.to(x.dtype), x], dim=1)
+        taps = self.weight.to(x.dtype)[:, 0]  # [C, w]; tap w-1 multiplies the current token
+        out = x * taps[:, past] + self.bias.to(x.dtype)
+        for i in range(past):
+            out = out + padded[:, i : i + t] * taps[:, i]
+        return out, padded[:, padded.shape[1] - past :]
 
 
 def _decay_bias(n_heads: int, low: float = 1e-3, high: float = 1e-1) -> torch.Tensor:
