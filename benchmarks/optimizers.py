@@ -3,8 +3,9 @@
 Every optimizer trains the same model from the same seed on the same token budget and
 data order with a warmup-stable-decay schedule, for each learning rate of a small sweep
 (the matrix optimizers sweep the learning rate of the hidden matrices; embeddings, head
-and gains keep AdamW at the quickstart rate). Each sweep spans a factor of 8, so a best
-rate at an end of the range is visible in the per-run lines. Reported per optimizer at its best rate:
+and gains keep AdamW at the quickstart rate). Each sweep spans a factor of 4 around the
+expected optimum, so a best rate at an end of the range is visible in the per-run lines.
+Finished runs are kept in --work and reused, so an interrupted benchmark continues. Reported per optimizer at its best rate:
 final validation loss, the first step at which the validation loss reaches AdamW's best
 final loss, the share of step time spent in the optimizer, and a confirmation run of the
 best matrix optimizer with 70% of AdamW's steps (its own full schedule). Writes
@@ -13,6 +14,7 @@ optimizers.png with the validation curves.
 
 from __future__ import annotations
 
+import json
 import tempfile
 from pathlib import Path
 
@@ -20,14 +22,15 @@ from common import machine, parser, print_table, write_json
 
 from lmforge.config import load_run_config
 from lmforge.data.prepare import prepare_or_load
+from lmforge.fileio import write_json as write_json_atomic
 from lmforge.train.metrics import read_metrics
 from lmforge.train.trainer import train
 
 SWEEPS = {
-    "adamw": ("lr", [5e-4, 1e-3, 2e-3, 4e-3]),
-    "muon": ("matrix_lr", [2e-3, 4e-3, 8e-3, 1.6e-2]),
-    "namo": ("matrix_lr", [2e-3, 4e-3, 8e-3, 1.6e-2]),
-    "namo_d": ("matrix_lr", [2e-3, 4e-3, 8e-3, 1.6e-2]),
+    "adamw": ("lr", [1e-3, 2e-3, 4e-3]),
+    "muon": ("matrix_lr", [4e-3, 8e-3, 1.6e-2]),
+    "namo": ("matrix_lr", [4e-3, 8e-3, 1.6e-2]),
+    "namo_d": ("matrix_lr", [4e-3, 8e-3, 1.6e-2]),
 }
 
 
@@ -39,13 +42,18 @@ def run(work: Path, data_dir: Path, optimizer: str, key: str, lr: float, steps: 
         overrides += ["model.d_model=128", "model.n_layers=2", "model.n_heads=2", "train.seq_len=128", "train.batch_size=8",
                       "train.eval_tokens=8192"]
     cfg = load_run_config("quickstart", overrides)
+    done = Path(cfg.train.out) / "benchmark.json"
+    if done.is_file():
+        return json.loads(done.read_text())
     result = train(cfg, overwrite=True, progress=False, log=lambda s: None)
     records = read_metrics(Path(cfg.train.out) / "metrics.jsonl")
     curve = [(r["step"], r["val_loss"]) for r in records if "val_loss" in r and not r.get("final")]
     shares = sorted(r["optimizer_share"] for r in records if "optimizer_share" in r)
-    return {"optimizer": optimizer, "lr": lr, "steps": steps, "final_val_loss": curve[-1][1],
-            "full_val_loss": result.final_eval["loss"], "full_val_bpb": result.final_eval["bpb"], "curve": curve,
-            "optimizer_share": shares[len(shares) // 2], "seconds_per_step": result.train_seconds / steps}
+    out = {"optimizer": optimizer, "lr": lr, "steps": steps, "final_val_loss": curve[-1][1],
+           "full_val_loss": result.final_eval["loss"], "full_val_bpb": result.final_eval["bpb"], "curve": curve,
+           "optimizer_share": shares[len(shares) // 2], "seconds_per_step": result.train_seconds / steps}
+    write_json_atomic(done, out)
+    return out
 
 
 def steps_to_reach(curve: list[tuple[int, float]], target: float) -> int | None:
@@ -75,9 +83,10 @@ def main() -> None:
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--steps", type=int, default=None, help="steps per run (default 300, quick 40)")
     p.add_argument("--plot", default="optimizers.png")
+    p.add_argument("--work", default=None, help="directory for the runs; finished runs found there are reused (default: a new temporary directory)")
     args = p.parse_args()
     steps = args.steps or (40 if args.quick else 300)
-    work = Path(tempfile.mkdtemp(prefix="lmforge-optimizers-"))
+    work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="lmforge-optimizers-"))
     cfg = load_run_config("quickstart")
     data_dir = Path("runs/benchmark-data")
     prepare_or_load(cfg.data, data_dir, progress=False)

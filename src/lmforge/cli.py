@@ -29,6 +29,16 @@ def cmd_prepare(args: argparse.Namespace) -> None:
               f"({s['bytes'] / max(s['tokens'], 1):.2f} bytes/token)")
 
 
+def cmd_data_run(args: argparse.Namespace) -> None:
+    from lmforge.data.pipeline import load_pipeline_config
+    from lmforge.data.run import run_pipeline
+
+    cfg = load_pipeline_config(args.config, args.overrides)
+    data = run_pipeline(cfg, progress=not args.no_progress)
+    for split, s in data.manifest["splits"].items():
+        print(f"  {split:5s} {s['documents']:>8,} documents {s['bytes']:>13,} bytes {s['tokens']:>12,} tokens")
+
+
 def cmd_train(args: argparse.Namespace) -> None:
     from lmforge.config import load_run_config
     from lmforge.train.trainer import train
@@ -147,6 +157,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="e.g. data.corpus=./texts data.vocab_size=4096 data.text_field=content")
     p.add_argument("--out", default=None, help="output directory (default: data.dir, else <train.out>/data)")
     p.set_defaults(func=cmd_prepare)
+
+    p = sub.add_parser("data", help="data pipelines: curate a corpus into token shards")
+    data = p.add_subparsers(dest="data_command", required=True, metavar="DATA")
+    d = data.add_parser("run", help="run a pipeline config: read, filter, dedup, mix, tokenize; writes shards and a report",
+                        description="Run a data pipeline (a TOML file of [[sources]], [[steps]], [mix], [output], [run]). "
+                        "Writes the token shards `lmforge train` reads (point data.dir at output.dir) with report.json "
+                        "and report.html. A run started again after an interruption skips the shards it completed.")
+    d.add_argument("config", help="pipeline TOML file, or a built-in name such as 'stdlib'")
+    d.add_argument("overrides", nargs="*", help="e.g. run.workers=4 run.executor=ray output.dir=runs/mydata mix.strategy=unimax")
+    d.add_argument("--no-progress", action="store_true", help="no progress bars")
+    d.set_defaults(func=cmd_data_run)
 
     p = sub.add_parser("train", help="train a model from a TOML config (prepares the data if needed)")
     p.add_argument("config", help="TOML config file, or a built-in name such as 'quickstart'")

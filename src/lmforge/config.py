@@ -183,6 +183,11 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             except ConfigError as e:
                 errors.append(e)
         raise errors[0]
+    if origin is dict:
+        key_tp, value_tp = typing.get_args(tp)
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a table, got {value!r}")
+        return {_coerce(k, key_tp, key): _coerce(v, value_tp, f"{key}.{k}") for k, v in value.items()}
     if origin is list:
         (item_tp,) = typing.get_args(tp)
         if not isinstance(value, list):
@@ -195,7 +200,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     return value
 
 
-def _section_from_dict(cls: type, values: dict[str, Any], section: str) -> Any:
+def section_from_dict(cls: type, values: dict[str, Any], section: str) -> Any:
+    """One config dataclass from a dict; unknown keys and wrong types are errors naming the key."""
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     kwargs = {}
@@ -221,23 +227,30 @@ def parse_override_value(text: str) -> Any:
         return text
 
 
-def _section_of(key: str, pair: str) -> str:
-    """The section holding a bare key such as `optimizer` (it must be in exactly one)."""
-    hints = typing.get_type_hints(RunConfig)
-    owners = [s for s, cls in hints.items() if key in {f.name for f in dataclasses.fields(cls)}]
+def _section_of(key: str, pair: str, root: type) -> str:
+    """The section of `root` holding a bare key such as `optimizer` (it must be in exactly one)."""
+    hints = typing.get_type_hints(root)
+    owners = [s for s, cls in hints.items() if dataclasses.is_dataclass(cls) and key in {f.name for f in dataclasses.fields(cls)}]
     if len(owners) != 1:
         where = f"it is in {' and '.join(owners)}" if owners else "no section has it"
         raise ConfigError(f"override {pair!r}: give the key as section.key ({where})")
     return owners[0]
 
 
-def parse_overrides(pairs: list[str]) -> dict[str, dict[str, Any]]:
+def _sections(root: type) -> dict[str, type]:
+    """The table sections of a root config: its fields whose type is a dataclass."""
+    return {name: tp for name, tp in typing.get_type_hints(root).items() if dataclasses.is_dataclass(tp)}
+
+
+def parse_overrides(pairs: list[str], root: type | None = None) -> dict[str, dict[str, Any]]:
     """Turn ["train.lr=1e-3", "optimizer=namo", ...] into {"train": {"lr": 0.001, "optimizer": "namo"}}.
 
-    A bare key is accepted when exactly one section has it.
+    Sections are those of `root` (default: RunConfig). A bare key is accepted when exactly
+    one section has it.
     """
+    root = root or RunConfig
     out: dict[str, dict[str, Any]] = {}
-    sections = {f.name for f in dataclasses.fields(RunConfig)}
+    sections = set(_sections(root))
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
@@ -245,7 +258,7 @@ def parse_overrides(pairs: list[str]) -> dict[str, dict[str, Any]]:
         key = key.strip()
         section, dot, name = key.partition(".")
         if not dot:
-            section, name = _section_of(key, pair), key
+            section, name = _section_of(key, pair, root), key
         elif not name:
             raise ConfigError(f"override {pair!r} is not of the form section.key=value (e.g. train.lr=1e-3)")
         if section not in sections:
@@ -254,33 +267,36 @@ def parse_overrides(pairs: list[str]) -> dict[str, dict[str, Any]]:
     return out
 
 
-def resolve_config_path(path: str | Path) -> Path:
-    """A config path, or the name of a built-in config (e.g. `quickstart`)."""
+def resolve_config_path(path: str | Path, kind: str = "") -> Path:
+    """A config path, or the name of a built-in config (e.g. `quickstart`; `stdlib` for kind "data")."""
     p = Path(path)
     if p.is_file():
         return p
-    builtin = BUILTIN_CONFIG_DIR / f"{p.name.removesuffix('.toml')}.toml"
+    builtin_dir = BUILTIN_CONFIG_DIR / kind
+    builtin = builtin_dir / f"{p.name.removesuffix('.toml')}.toml"
     if builtin.is_file():
         return builtin
-    known = ", ".join(sorted(q.stem for q in BUILTIN_CONFIG_DIR.glob("*.toml")))
+    known = ", ".join(sorted(q.stem for q in builtin_dir.glob("*.toml")))
     raise ConfigError(f"config file {str(path)!r} not found (built-in configs: {known})")
+
+
+def read_toml(path: str | Path, kind: str = "") -> dict[str, Any]:
+    """The tables of a TOML config file (or built-in config name); syntax errors name the file."""
+    p = resolve_config_path(path, kind)
+    try:
+        return tomllib.loads(p.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{p}: not valid TOML ({e}); fix the file's syntax") from None
 
 
 def load_run_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
     """Read a TOML run config (or the defaults when `path` is None) and apply overrides."""
-    raw: dict[str, Any] = {}
-    if path is not None:
-        p = resolve_config_path(path)
-        try:
-            raw = tomllib.loads(p.read_text(encoding="utf-8"))
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-            raise ConfigError(f"{p}: not valid TOML ({e}); fix the file's syntax") from None
-    return run_config_from_dict(raw, overrides)
+    return run_config_from_dict(read_toml(path) if path is not None else {}, overrides)
 
 
-def run_config_from_dict(raw: dict[str, Any], overrides: list[str] | None = None) -> RunConfig:
-    """Build a RunConfig from nested dicts (as in TOML or config.json) plus overrides."""
-    sections = {f.name: f.type for f in dataclasses.fields(RunConfig)}
+def config_from_dict(root: type, raw: dict[str, Any], overrides: list[str] | None = None) -> Any:
+    """Build the dataclass `root` from its sections as nested dicts (TOML, JSON) plus overrides."""
+    sections = _sections(root)
     merged: dict[str, dict[str, Any]] = {}
     for name, values in raw.items():
         if name not in sections:
@@ -288,10 +304,14 @@ def run_config_from_dict(raw: dict[str, Any], overrides: list[str] | None = None
         if not isinstance(values, dict):
             raise ConfigError(f"[{name}] must be a table of key = value lines")
         merged[name] = dict(values)
-    for name, values in parse_overrides(overrides or []).items():
+    for name, values in parse_overrides(overrides or [], root).items():
         merged.setdefault(name, {}).update(values)
-    hints = typing.get_type_hints(RunConfig)
-    return RunConfig(**{name: _section_from_dict(hints[name], merged.get(name, {}), name) for name in sections})
+    return root(**{name: section_from_dict(cls, merged.get(name, {}), name) for name, cls in sections.items()})
+
+
+def run_config_from_dict(raw: dict[str, Any], overrides: list[str] | None = None) -> RunConfig:
+    """Build a RunConfig from nested dicts (as in TOML or config.json) plus overrides."""
+    return config_from_dict(RunConfig, raw, overrides)
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

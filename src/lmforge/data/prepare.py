@@ -12,7 +12,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 from tqdm import tqdm
 
@@ -60,7 +60,8 @@ def _documents(cfg: DataConfig, val_ids: set[str], split: str) -> Iterator[Docum
             yield doc
 
 
-def _sample_texts(docs: Iterator[Document], max_bytes: int) -> Iterator[str]:
+def sample_texts(docs: Iterable[Document], max_bytes: int) -> Iterator[str]:
+    """The documents' texts until `max_bytes` of UTF-8 have passed (0: all): the tokenizer's training text."""
     seen = 0
     for doc in docs:
         yield doc.text
@@ -79,33 +80,49 @@ def prepare(cfg: DataConfig, out_dir: str | Path, progress: bool = True) -> Prep
     if not sizes or not any(sizes.values()):
         raise DataError(f"corpus {cfg.corpus!r} has no text; check the path and data.text_field")
     val_ids = choose_validation(sizes.items(), cfg.val_bytes)
-    tokenizer = Tokenizer.train(_sample_texts(_documents(cfg, val_ids, "train"), cfg.tokenizer_sample_bytes), cfg.vocab_size)
-    stats = {}
+    tokenizer = Tokenizer.train(sample_texts(_documents(cfg, val_ids, "train"), cfg.tokenizer_sample_bytes), cfg.vocab_size)
+    splits = {split: (_documents(cfg, val_ids, split),
+                      sum(size for doc_id, size in sizes.items() if (doc_id in val_ids) == (split == "val")))
+              for split in SPLITS}
     with atomic_dir(out_dir) as tmp:
-        tokenizer.save(tmp)
-        for split in SPLITS:
-            writer = ShardWriter(tmp / split, tokenizer.vocab_size)
-            split_bytes = sum(size for doc_id, size in sizes.items() if (doc_id in val_ids) == (split == "val"))
-            bar = tqdm(total=split_bytes, unit="B", unit_scale=True, desc=f"tokenize {split}", disable=not progress, leave=False)
-            docs, batch = 0, []
-            for doc in _documents(cfg, val_ids, split):
-                batch.append(doc.text)
-                if len(batch) == ENCODE_BATCH:
-                    docs += _write_batch(tokenizer, writer, batch, bar)
-            docs += _write_batch(tokenizer, writer, batch, bar)
-            writer.close()
-            bar.close()
-            stats[split] = {"documents": docs, "bytes": split_bytes, "tokens": writer.tokens}
-        manifest = {
-            "format": 1,
-            "vocab_size": tokenizer.vocab_size,
-            "dtype": token_dtype(tokenizer.vocab_size).name,
-            "source": _source(cfg),
-            "splits": stats,
-            "seconds": round(time.perf_counter() - started, 2),
-        }
-        write_json(tmp / MANIFEST, manifest)
+        manifest = write_prepared(tmp, tokenizer, splits, _source(cfg), started, progress)
     return PreparedData(out_dir, manifest, tokenizer)
+
+
+def write_prepared(
+    directory: Path,
+    tokenizer: Tokenizer,
+    splits: dict[str, tuple[Iterable[Document], int]],
+    source: dict,
+    started: float,
+    progress: bool = True,
+) -> dict:
+    """Write the tokenizer, one token shard per split (documents, their byte total for the
+    progress bar) and the manifest into `directory`; return the manifest."""
+    tokenizer.save(directory)
+    stats = {}
+    for split, (docs, split_bytes) in splits.items():
+        writer = ShardWriter(directory / split, tokenizer.vocab_size)
+        bar = tqdm(total=split_bytes, unit="B", unit_scale=True, desc=f"tokenize {split}", disable=not progress, leave=False)
+        count, batch = 0, []
+        for doc in docs:
+            batch.append(doc.text)
+            if len(batch) == ENCODE_BATCH:
+                count += _write_batch(tokenizer, writer, batch, bar)
+        count += _write_batch(tokenizer, writer, batch, bar)
+        writer.close()
+        bar.close()
+        stats[split] = {"documents": count, "bytes": split_bytes, "tokens": writer.tokens}
+    manifest = {
+        "format": 1,
+        "vocab_size": tokenizer.vocab_size,
+        "dtype": token_dtype(tokenizer.vocab_size).name,
+        "source": source,
+        "splits": stats,
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+    write_json(directory / MANIFEST, manifest)
+    return manifest
 
 
 def _write_batch(tokenizer: Tokenizer, writer: ShardWriter, texts: list[str], bar: tqdm) -> int:
@@ -134,10 +151,12 @@ def load_prepared(data_dir: str | Path) -> PreparedData:
 
 
 def prepare_or_load(cfg: DataConfig, data_dir: str | Path, progress: bool = True) -> PreparedData:
-    """Reuse `data_dir` if it was prepared from the same settings, else prepare it."""
+    """Reuse `data_dir` if it was prepared from the same settings or written by a data pipeline
+    (`lmforge data run`, whose config decides its content), else prepare it."""
     data_dir = recover_dir(data_dir)
     if (data_dir / MANIFEST).is_file():
         prepared = load_prepared(data_dir)
-        if prepared.manifest.get("source") == _source(cfg):
+        source = prepared.manifest.get("source", {})
+        if "pipeline" in source or source == _source(cfg):
             return prepared
     return prepare(cfg, data_dir, progress)

@@ -12,6 +12,7 @@ import gzip
 import json
 import sysconfig
 import tokenize
+from itertools import islice
 from pathlib import Path
 from typing import Iterator
 
@@ -132,11 +133,17 @@ def _read_file(path: Path, text_field: str, base: Path | None) -> Iterator[Docum
     return read_text_files([path], base)
 
 
-def read_corpus(spec: str, text_field: str = "text") -> Iterator[Document]:
+def read_corpus(spec: str, text_field: str = "text", shard: int = 0, num_shards: int = 1) -> Iterator[Document]:
     """Documents of a corpus spec: "stdlib" (Python source), "pydoc" (English reference
-    text), a directory (every file, recursively), a glob, or a file."""
+    text), a directory (every file, recursively), a glob, or a file.
+
+    With `num_shards` > 1 only shard `shard`'s part is read: whole files in turn when there
+    are at least as many files as shards, else every num_shards-th document.
+    """
+    if not 0 <= shard < num_shards:
+        raise DataError(f"shard {shard} is not in 0..{num_shards - 1}")
     if spec in BUILTIN_CORPORA:
-        yield from BUILTIN_CORPORA[spec]()
+        yield from islice(BUILTIN_CORPORA[spec](), shard, None, num_shards)
         return
     path = Path(spec).expanduser()
     if path.is_dir():
@@ -150,5 +157,9 @@ def read_corpus(spec: str, text_field: str = "text") -> Iterator[Document]:
         raise DataError(
             f"corpus {spec!r} matches no files; give 'stdlib', 'pydoc', a directory, a glob or a .txt/.jsonl/.parquet file"
         )
-    for f in files:
-        yield from _read_file(f, text_field, base)
+    if len(files) >= num_shards:
+        for f in files[shard::num_shards]:
+            yield from _read_file(f, text_field, base)
+        return
+    docs = (doc for f in files for doc in _read_file(f, text_field, base))
+    yield from islice(docs, shard, None, num_shards)

@@ -1,0 +1,225 @@
+"""`lmforge data run`: execute a pipeline shard by shard, resolve global steps, mix, tokenize.
+
+The steps are cut into stages at each global step (deduplication). Stage j runs, for every
+input shard in parallel: drop the ids the previous global step chose, apply the stage's
+document steps, write the surviving documents (`<work>/stage<j>/<shard>.jsonl.gz`) and a
+summary for the next global step, which the driver then resolves over all shards. After
+the last stage the driver splits validation off by id hash, plans the domain mix, trains
+the tokenizer and writes the token shards `lmforge train` reads, with `report.json` and
+`report.html` beside them.
+
+Every shard result is written atomically, so a run killed midway and started again skips
+the shards it completed and produces the same output. The work directory remembers the
+settings that shape the output; changing them starts the work afresh.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import pickle
+import shutil
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from lmforge.data.document import Document
+from lmforge.data.executors import make_executor
+from lmforge.data.mixing import plan_epochs, repeats
+from lmforge.data.pipeline import PipelineConfig, build_steps
+from lmforge.data.prepare import PreparedData, sample_texts, write_prepared
+from lmforge.data.readers import read_corpus
+from lmforge.data.report import write_report
+from lmforge.data.split import choose_validation
+from lmforge.data.steps import GlobalStep, Step, StepStats, drop_ids, run_steps
+from lmforge.errors import DataError
+from lmforge.fileio import atomic_dir, atomic_path, write_json
+from lmforge.tokenizer import Tokenizer
+
+PLAN = "plan.json"
+
+
+@dataclass
+class Stage:
+    """Steps run per shard (indices into the pipeline's steps), after the ids of `drops_for`
+    (a global step's index) are removed, and the global step this stage summarises for."""
+
+    index: int
+    drops_for: int | None
+    local: list[int]
+    summarises_for: int | None
+
+
+def plan_stages(steps: list[Step]) -> list[Stage]:
+    """Cut the steps at each global step: stage j ends where global step j's summary is needed."""
+    stages, local, drops_for = [], [], None
+    for i, step in enumerate(steps):
+        if isinstance(step, GlobalStep):
+            stages.append(Stage(len(stages), drops_for, local, i))
+            local, drops_for = [], i
+        else:
+            local.append(i)
+    stages.append(Stage(len(stages), drops_for, local, None))
+    return stages
+
+
+class DropIds(Step):
+    """A global step's decision applied to one shard: its chosen ids are dropped."""
+
+    def __init__(self, ids: frozenset[str], reason: str):
+        self.ids, self.reason = ids, reason
+
+    def process(self, docs: Iterator[Document], stats: StepStats) -> Iterator[Document]:
+        return drop_ids(docs, self.ids, self.reason, stats)
+
+
+@dataclass
+class ShardTask:
+    cfg: PipelineConfig
+    stage: Stage
+    shard: int
+    drop: frozenset[str]
+
+
+def write_documents(path: Path, docs: Iterable[Document]) -> None:
+    """Documents as gzipped JSON lines, atomically."""
+    with atomic_path(path) as tmp, gzip.open(tmp, "wt", encoding="utf-8", compresslevel=1) as f:
+        for doc in docs:
+            f.write(json.dumps({"id": doc.id, "text": doc.text, "metadata": doc.metadata}, ensure_ascii=False) + "\n")
+
+
+def read_documents(path: Path) -> Iterator[Document]:
+    """Documents written by `write_documents`."""
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        for line in f:
+            record = json.loads(line)
+            yield Document(record["text"], record["id"], record["metadata"])
+
+
+def source_documents(cfg: PipelineConfig, shard: int) -> Iterator[Document]:
+    """Shard `shard` of every source, each document labelled with its domain (ids prefixed by
+    the source's index when there are several sources, so they stay unique)."""
+    for i, source in enumerate(cfg.sources):
+        for doc in read_corpus(source.corpus, source.text_field, shard, cfg.run.shards):
+            doc.metadata["domain"] = source.domain or doc.metadata.get("domain") or "default"
+            if len(cfg.sources) > 1:
+                doc.id = f"{i}/{doc.id}"
+            yield doc
+
+
+def _stage_dir(cfg: PipelineConfig, stage: int) -> Path:
+    return cfg.work_dir / f"stage{stage}"
+
+
+def run_shard(task: ShardTask) -> dict[str, Any]:
+    """One stage on one shard: documents in, steps applied, documents and summary out."""
+    cfg, stage = task.cfg, task.stage
+    out_dir = _stage_dir(cfg, stage.index)
+    result_path = out_dir / f"{task.shard:05d}.pkl"
+    if result_path.is_file():  # completed by an earlier, interrupted run
+        return pickle.loads(result_path.read_bytes())
+    steps = build_steps(cfg.steps)
+    if stage.index == 0:
+        docs = source_documents(cfg, task.shard)
+    else:
+        docs = read_documents(_stage_dir(cfg, stage.index - 1) / f"{task.shard:05d}.jsonl.gz")
+    chain = [steps[i] for i in stage.local]
+    if stage.drops_for is not None:
+        chain.insert(0, DropIds(task.drop, steps[stage.drops_for].reason))
+    docs, stats = run_steps(chain, docs)
+    kept = list(docs)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_documents(out_dir / f"{task.shard:05d}.jsonl.gz", kept)
+    indices = ([stage.drops_for] if stage.drops_for is not None else []) + stage.local
+    result = {
+        "stats": dict(zip(indices, (s.to_dict() for s in stats))),
+        "summary": steps[stage.summarises_for].summarize(kept) if stage.summarises_for is not None else None,
+        "listing": [(doc.id, len(doc.text.encode("utf-8")), doc.metadata.get("domain", "default"),
+                     doc.metadata.get("language")) for doc in kept],
+    }
+    with atomic_path(result_path) as tmp:
+        tmp.write_bytes(pickle.dumps(result))
+    return result
+
+
+def _output_shaping(cfg: PipelineConfig) -> dict:
+    """The settings that decide the work directory's content (not how it is executed)."""
+    plan = cfg.to_dict()
+    plan["run"] = {"shards": cfg.run.shards, "seed": cfg.run.seed}
+    return plan
+
+
+def _open_work_dir(cfg: PipelineConfig) -> None:
+    work, plan = cfg.work_dir, _output_shaping(cfg)
+    plan_path = work / PLAN
+    if work.exists() and (not plan_path.is_file() or json.loads(plan_path.read_text(encoding="utf-8")) != plan):
+        shutil.rmtree(work)
+    work.mkdir(parents=True, exist_ok=True)
+    write_json(plan_path, plan)
+
+
+def _final_documents(cfg: PipelineConfig, last: int) -> Iterator[Document]:
+    for shard in range(cfg.run.shards):
+        yield from read_documents(_stage_dir(cfg, last) / f"{shard:05d}.jsonl.gz")
+
+
+def run_pipeline(cfg: PipelineConfig, progress: bool = True, log=print) -> PreparedData:
+    """Run the whole pipeline; return the prepared data directory it wrote."""
+    started = time.perf_counter()
+    if cfg.output.vocab_size < 259:
+        raise DataError(f"output.vocab_size={cfg.output.vocab_size} is below the minimum of 259 (256 bytes + 3 special tokens)")
+    steps = build_steps(cfg.steps)
+    stages = plan_stages(steps)
+    _open_work_dir(cfg)
+    totals = [StepStats() for _ in steps]
+    executor = make_executor(cfg.run.executor, cfg.run.workers, cfg.run.ray_address)
+    drop: frozenset[str] = frozenset()
+    try:
+        for stage in stages:
+            tasks = [ShardTask(cfg, stage, shard, drop) for shard in range(cfg.run.shards)]
+            results = executor.map(run_shard, tasks, desc=f"stage {stage.index + 1}/{len(stages)}", progress=progress)
+            for result in results:
+                for i, s in result["stats"].items():
+                    totals[i].merge(StepStats.from_dict(s))
+            if stage.summarises_for is not None:
+                step = steps[stage.summarises_for]
+                drop = frozenset(step.resolve([r["summary"] for r in results], totals[stage.summarises_for]))
+    finally:
+        executor.close()
+    listing = [row for r in results for row in r["listing"]]
+    if len(listing) < 2:
+        raise DataError(f"only {len(listing)} document(s) survived the pipeline; at least 2 are needed (see the drop counts in the config's steps)")
+    val_ids = choose_validation(((doc_id, size) for doc_id, size, _, _ in listing), cfg.output.val_bytes)
+    before = Counter()
+    for doc_id, size, domain, _ in listing:
+        if doc_id not in val_ids:
+            before[domain] += size
+    epochs = plan_epochs(cfg.mix, dict(before))
+    after = Counter()
+    for doc_id, size, domain, _ in listing:
+        if doc_id not in val_ids:
+            after[domain] += size * repeats(doc_id, epochs.get(domain, 0.0), cfg.run.seed)
+
+    last = stages[-1].index
+    train_docs = (d for d in _final_documents(cfg, last) if d.id not in val_ids)
+    tokenizer = Tokenizer.train(sample_texts(train_docs, cfg.output.tokenizer_sample_bytes), cfg.output.vocab_size)
+
+    def mixed_train() -> Iterator[Document]:
+        for doc in _final_documents(cfg, last):
+            if doc.id not in val_ids:
+                for _ in range(repeats(doc.id, epochs.get(doc.metadata.get("domain", "default"), 0.0), cfg.run.seed)):
+                    yield doc
+
+    val_bytes = sum(size for doc_id, size, _, _ in listing if doc_id in val_ids)
+    splits = {"train": (mixed_train(), sum(after.values())),
+              "val": ((d for d in _final_documents(cfg, last) if d.id in val_ids), val_bytes)}
+    with atomic_dir(cfg.output.dir) as tmp:
+        manifest = write_prepared(tmp, tokenizer, splits, {"pipeline": cfg.to_dict()}, started, progress)
+        languages = Counter(lang for _, _, _, lang in listing if lang)
+        write_report(tmp, cfg, totals, {"before": dict(before), "after": dict(after), "epochs": epochs},
+                     dict(languages), manifest)
+    log(f"wrote {cfg.output.dir}: {manifest['splits']['train']['tokens']:,} train and "
+        f"{manifest['splits']['val']['tokens']:,} validation tokens; report in {Path(cfg.output.dir) / 'report.html'}")
+    return PreparedData(Path(cfg.output.dir), manifest, tokenizer)
