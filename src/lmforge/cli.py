@@ -39,6 +39,24 @@ def cmd_data_run(args: argparse.Namespace) -> None:
         print(f"  {split:5s} {s['documents']:>8,} documents {s['bytes']:>13,} bytes {s['tokens']:>12,} tokens")
 
 
+def cmd_data_train_classifier(args: argparse.Namespace) -> None:
+    from lmforge.data.classify import evaluate_classifier, save_classifier, train_classifier
+    from lmforge.data.readers import read_corpus
+    from lmforge.data.split import id_hash
+
+    def split(spec: str) -> tuple[list[str], list[str]]:
+        docs = list(read_corpus(spec, args.text_field))
+        held = [d.text for d in docs if id_hash(d.id) % 10 == 0]
+        return [d.text for d in docs if id_hash(d.id) % 10 != 0], held
+
+    (pos, pos_held), (neg, neg_held) = split(args.positive), split(args.negative)
+    weights, bias = train_classifier(pos, neg, epochs=args.epochs, seed=args.seed)
+    save_classifier(args.out, weights, bias)
+    train_acc = evaluate_classifier(weights, bias, pos, neg)
+    held = f", held-out {evaluate_classifier(weights, bias, pos_held, neg_held):.1%}" if pos_held and neg_held else ""
+    print(f"wrote {args.out}: {len(pos)} positive and {len(neg)} negative training texts; accuracy train {train_acc:.1%}{held}")
+
+
 def cmd_train(args: argparse.Namespace) -> None:
     from lmforge.config import load_run_config
     from lmforge.train.trainer import train
@@ -168,6 +186,16 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("overrides", nargs="*", help="e.g. run.workers=4 run.executor=ray output.dir=runs/mydata mix.strategy=unimax")
     d.add_argument("--no-progress", action="store_true", help="no progress bars")
     d.set_defaults(func=cmd_data_run)
+    d = data.add_parser("train-classifier", help="train a quality classifier (hashed n-gram logistic regression) on example texts",
+                        description="Train the model the quality_classifier step uses, from positive and negative example "
+                        "corpora (any corpus spec: a directory, a .jsonl, ...). A tenth of each, chosen by id hash, is held out.")
+    d.add_argument("--positive", required=True, help="corpus of texts to keep (e.g. ./good_docs)")
+    d.add_argument("--negative", required=True, help="corpus of texts to drop (e.g. ./bad_docs)")
+    d.add_argument("--out", required=True, help="model file to write (.npz)")
+    d.add_argument("--text-field", default="text", help="field holding the text in .jsonl/.parquet inputs")
+    d.add_argument("--epochs", type=int, default=20)
+    d.add_argument("--seed", type=int, default=0)
+    d.set_defaults(func=cmd_data_train_classifier)
 
     p = sub.add_parser("train", help="train a model from a TOML config (prepares the data if needed)")
     p.add_argument("config", help="TOML config file, or a built-in name such as 'quickstart'")

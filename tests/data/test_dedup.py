@@ -15,7 +15,6 @@ from hypothesis import strategies as st
 from lmforge.data import dedup
 from lmforge.data.decontaminate import Decontaminate, read_eval_texts
 from lmforge.data.dedup import (
-    DropIds,
     ExactDedup,
     MinHashConfig,
     MinHashDedup,
@@ -31,7 +30,7 @@ from lmforge.data.dedup import (
 )
 from lmforge.data.document import Document
 from lmforge.data.readers import read_pydoc
-from lmforge.data.steps import StepStats
+from lmforge.data.steps import StepStats, drop_ids
 from lmforge.errors import ConfigError, DataError
 
 
@@ -140,7 +139,7 @@ def test_exact_dedup_keeps_first_of_identical_after_normalisation():
 
 def test_minhash_finds_planted_near_duplicates():
     docs, near, far, originals = planted()
-    assert len(near) >= 150 and len(far) >= 50
+    assert len(near) >= 120 and len(far) >= 40
     index = {d.id: i for i, d in enumerate(docs)}
     roots = cluster_roots(len(docs), candidate_pairs(band_keys(minhash_signatures([d.text for d in docs]))))
     predicted = {(a, b) for a, b in combinations(sorted(index), 2) if roots[index[a]] == roots[index[b]]}
@@ -166,19 +165,23 @@ def test_verification_cuts_candidates_below_threshold():
     assert (estimated.max(axis=1) >= 0.9).all()  # every dropped document has a twin above the threshold
 
 
-def test_phase_functions_give_the_step_survivors():
+def test_sharded_phases_give_the_single_stream_survivors():
     docs = planted()[0]
-    config = MinHashConfig(threshold=0.5)
     shards = [docs[i::3] for i in range(3)]  # three workers; stream order is shard by shard
     stream = [d for shard in shards for d in shard]
-    sigs = [minhash_signatures([d.text for d in shard], config) for shard in shards]
-    keys = np.concatenate([band_keys(s, config) for s in sigs])
-    drop, clusters = near_duplicates(keys, np.concatenate(sigs), config.threshold)
-    dropper = DropIds(stream[i].id for i in drop)
-    phased = [d.id for shard in shards for d in run(dropper, shard)[0]]
-    out, stats = run(MinHashDedup(threshold=0.5, batch_size=100), stream)
+    step = MinHashDedup(threshold=0.5, batch_size=100)
+    phase_stats = StepStats()
+    drop = step.resolve([step.summarize(shard) for shard in shards], phase_stats)
+    phased = [d.id for shard in shards for d in drop_ids(shard, drop, step.reason, phase_stats)]
+    out, stats = run(step, stream)
     assert phased == [d.id for d in out]
-    assert stats.dropped["near_duplicate"] == len(drop) > 0 and stats.changed["duplicate_clusters"] == clusters
+    assert stats.dropped == phase_stats.dropped and stats.dropped["near_duplicate"] > 0
+    assert stats.changed["duplicate_clusters"] == phase_stats.changed["duplicate_clusters"] > 0
+    # and the phases are the functions a driver can call directly
+    config = MinHashConfig(threshold=0.5)
+    sigs = [minhash_signatures([d.text for d in shard], config) for shard in shards]
+    direct, _ = near_duplicates(np.concatenate([band_keys(s, config) for s in sigs]), np.concatenate(sigs), 0.5)
+    assert {stream[i].id for i in direct} == drop
 
 
 def test_chained_clusters_keep_exactly_one():
@@ -222,22 +225,22 @@ def test_empty_and_short_documents(texts):
     for t in texts:
         n_words = len(words(t))
         assert len(ngram_hashes(t, 5)) == (n_words - 4 if n_words >= 5 else min(n_words, 1))
-    assert len(run(Decontaminate(texts), docs)[0]) <= len(docs)
+    assert len(run(Decontaminate(texts=[*texts, ""]), docs)[0]) <= len(docs)
 
 
 def test_decontamination_drops_13_gram_overlap_only():
     eval_text = paragraphs()[10]
-    ws = eval_text.split()
+    ws = words(eval_text)
     filler = paragraphs()[11]
     doc13 = f"{filler} {' '.join(ws[3:16]).upper()}! {filler}"
     doc12 = f"{filler} {' '.join(ws[3:15])} {filler}"
     short = "The capital of France."
     docs = [Document(t, i) for t, i in [(doc13, "13"), (doc12, "12"), ("the capital, of france", "short"),
                                          ("The capital of France is Paris.", "longer"), ("", "empty")]]
-    out, stats = run(Decontaminate([eval_text, short, ""]), docs)
+    out, stats = run(Decontaminate(texts=[eval_text, short, ""]), docs)
     assert [d.id for d in out] == ["12", "longer", "empty"]
     assert stats.dropped["contaminated"] == 2
-    assert [d.id for d in run(Decontaminate([eval_text], n=12), docs)[0]] == ["short", "longer", "empty"]
+    assert [d.id for d in run(Decontaminate(texts=[eval_text], n=12), docs)[0]] == ["short", "longer", "empty"]
 
 
 def test_decontamination_reads_files_and_directories(tmp_path):
@@ -247,14 +250,14 @@ def test_decontamination_reads_files_and_directories(tmp_path):
     (tmp_path / "b.jsonl").write_text(json.dumps({"question": "What is the capital of France?"}) + "\n")
     (tmp_path / "ignored.csv").write_text(paragraphs()[12])
     assert list(read_eval_texts(tmp_path, "question")) == ["What is the capital of France?", eval_text]
-    step = Decontaminate.from_path(tmp_path, text_field="question")
+    step = Decontaminate(path=str(tmp_path), text_field="question")
     docs = [Document(eval_text, "a"), Document("what is the capital of france", "b"), Document(paragraphs()[12], "c")]
     assert [d.id for d in run(step, docs)[0]] == ["c"]
     with pytest.raises(DataError, match="does not exist"):
-        Decontaminate.from_path(tmp_path / "missing")
+        Decontaminate(path=str(tmp_path / "missing"))
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="no .txt or .jsonl"):
-        Decontaminate.from_path(tmp_path / "empty")
+        Decontaminate(path=str(tmp_path / "empty"))
 
 
 def test_bad_parameters_are_config_errors():
@@ -263,4 +266,4 @@ def test_bad_parameters_are_config_errors():
     with pytest.raises(ConfigError, match="threshold"):
         MinHashConfig(threshold=1.5)
     with pytest.raises(ConfigError, match="n-gram"):
-        Decontaminate(["x"], n=0)
+        Decontaminate(texts=["x"], n=0)

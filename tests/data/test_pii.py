@@ -40,7 +40,7 @@ REDACTED = [
     ('SLACK = "xoxb-123456789012-1234567890123-AbCdEfGhIjKlMnOpQrStUvWx"', 'SLACK = "<SECRET>"'),
     (f"jwt: {JWT}", "jwt: <SECRET>"),
     (f"headers = {{'Authorization': 'Bearer {JWT}'}}", "headers = {'Authorization': 'Bearer <SECRET>'}"),
-    ('curl -H "Authorization: Basic dXNlcjpwYXNzd29yZA==" https://h', 'curl -H "Authorization: Basic <SECRET>" https://h'),
+    ('curl -H "Authorization: Basic dXNlcjpwYXNzd29yZA=="', 'curl -H "Authorization: Basic <SECRET>"'),
     ("Bearer sk8Xa9Zq2Lm4Np6Rt0Vw", "Bearer <SECRET>"),
     ('api_key = "9f8e7d6c5b4a39281706f5e4d3c2b1a0"', 'api_key = "<SECRET>"'),
     ('{"client_secret": "Zx8Qw2Er4Ty6Ui8Op0As"}', '{"client_secret": "<SECRET>"}'),
@@ -93,7 +93,7 @@ def test_step_counts_per_kind_into_stats_and_metadata():
 def test_kinds_select_what_is_redacted_and_bad_kinds_fail():
     text = f"a@gmail.com 81.2.69.160 +1 415 555 2671 {GITHUB_TOKEN}"
     assert redact(text, ["email"])[0] == f"<EMAIL> 81.2.69.160 +1 415 555 2671 {GITHUB_TOKEN}"
-    assert redact(text, ["ip_address", "secret"])[0] == f"a@gmail.com <IP_ADDRESS> +1 415 555 2671 <SECRET>"
+    assert redact(text, ["ip_address", "secret"])[0] == "a@gmail.com <IP_ADDRESS> +1 415 555 2671 <SECRET>"
     assert redact(text)[0] == "<EMAIL> <IP_ADDRESS> <PHONE> <SECRET>"
     with pytest.raises(ConfigError, match="ssn"):
         RedactPII(kinds=["email", "ssn"])

@@ -77,11 +77,11 @@ def test_interrupted_run_resumes_from_completed_shards(tmp_path, monkeypatch):
     read = run_module.source_documents
     calls = []
 
-    def crash_on_last_shard(cfg, shard):
+    def crash_on_last_shard(cfg, shard, skipped):
         calls.append(shard)
         if shard == 2 and calls.count(2) == 1:
             raise KeyboardInterrupt
-        return read(cfg, shard)
+        return read(cfg, shard, skipped)
 
     monkeypatch.setattr(run_module, "source_documents", crash_on_last_shard)
     with pytest.raises(KeyboardInterrupt):

@@ -1,7 +1,10 @@
 import gzip
+import io
 import json
+from collections import Counter
 
 import pytest
+from helpers import write_corpus
 
 from lmforge.data.readers import TEST_DIRS, read_corpus, stdlib_files, stdlib_root
 from lmforge.errors import DataError
@@ -45,9 +48,16 @@ def test_parquet(tmp_path):
     import pyarrow.parquet as pq
 
     pq.write_table(pa.table({"text": ["a", None, "c"]}), tmp_path / "t.parquet")
-    assert [d.text for d in read_corpus(str(tmp_path / "t.parquet"))] == ["a", "c"]
+    with pytest.raises(DataError, match="row 1 has no text"):
+        list(read_corpus(str(tmp_path / "t.parquet")))
+    skipped = Counter()
+    assert [d.text for d in read_corpus(str(tmp_path / "t.parquet"), skipped=skipped)] == ["a", "c"]
+    assert skipped == {"missing_text_field": 1}
     with pytest.raises(DataError, match="no column 'body'"):
         list(read_corpus(str(tmp_path / "t.parquet"), text_field="body"))
+    skipped = Counter()
+    assert list(read_corpus(str(tmp_path / "t.parquet"), text_field="body", skipped=skipped)) == []
+    assert skipped == {"missing_text_column": 1}
 
 
 @pytest.mark.parametrize("content, message", [
@@ -66,3 +76,46 @@ def test_missing_corpus_and_binary_file(tmp_path):
     (tmp_path / "bin.dat").write_bytes(b"\xff\xfe\x00\x81")
     with pytest.raises(DataError, match="not UTF-8"):
         list(read_corpus(str(tmp_path / "bin.dat")))
+
+
+def test_counting_mode_skips_and_counts_every_bad_record(tmp_path):
+    (tmp_path / "a.jsonl").write_bytes(b'{"text": "ok"}\n{broken\n{"body": 1}\n{"text": "fine"}\n')
+    (tmp_path / "b.txt").write_bytes(b"\xff\xfe not utf-8")
+    (tmp_path / "c.txt").write_text("")
+    (tmp_path / "d.jsonl").write_bytes(b'{"text": "before"}\n\xff\xff\n')
+    skipped = Counter()
+    docs = list(read_corpus(str(tmp_path), skipped=skipped))
+    assert [d.text for d in docs] == ["ok", "fine", "", "before"]
+    assert skipped == {"malformed_json": 1, "missing_text_field": 1, "undecodable": 2}
+
+
+def test_zstd_jsonl(tmp_path):
+    zstandard = pytest.importorskip("zstandard")
+    (tmp_path / "d.jsonl.zst").write_bytes(zstandard.ZstdCompressor().compress(b'{"text": "one"}\n{"text": "two"}\n'))
+    assert [d.text for d in read_corpus(str(tmp_path / "d.jsonl.zst"))] == ["one", "two"]
+
+
+def test_warc_html_responses(tmp_path):
+    pytest.importorskip("warcio")
+    from warcio.statusandheaders import StatusAndHeaders
+    from warcio.warcwriter import WARCWriter
+
+    with open(tmp_path / "crawl.warc.gz", "wb") as f:
+        writer = WARCWriter(f, gzip=True)
+        pages = [("http://a.example/", "text/html; charset=utf-8", "<p>caf\u00e9</p>".encode()),
+                 ("http://b.example/x.png", "image/png", b"\x89PNG"),
+                 ("http://c.example/", "text/html; charset=latin-1", "<p>na\u00efve</p>".encode("latin-1"))]
+        for url, content_type, body in pages:
+            headers = StatusAndHeaders("200 OK", [("Content-Type", content_type)], protocol="HTTP/1.1")
+            writer.write_record(writer.create_warc_record(url, "response", payload=io.BytesIO(body), http_headers=headers))
+    docs = list(read_corpus(str(tmp_path / "crawl.warc.gz")))
+    assert [d.text for d in docs] == ["<p>caf\u00e9</p>", "<p>na\u00efve</p>"]
+    assert docs[0].metadata["url"] == "http://a.example/" and docs[0].metadata["format"] == "html"
+
+
+def test_sharded_reading_partitions_the_corpus(tmp_path):
+    write_corpus(tmp_path / "c", 7)
+    whole = [d.id for d in read_corpus(str(tmp_path / "c"))]
+    for shards in (3, 10):  # fewer files than shards reads every n-th document
+        parts = [[d.id for d in read_corpus(str(tmp_path / "c"), shard=i, num_shards=shards)] for i in range(shards)]
+        assert sorted(sum(parts, [])) == sorted(whole)

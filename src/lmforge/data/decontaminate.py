@@ -14,7 +14,8 @@ texts inside longer documents would drop every document that contains a common p
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -47,26 +48,29 @@ def read_eval_texts(path: str | Path, text_field: str = "text") -> Iterator[str]
             yield file.read_text(encoding="utf-8")
 
 
+@dataclass
 class Decontaminate(Filter):
     """Drops documents sharing any word n-gram (default 13) with the evaluation texts, reason
-    "contaminated". Build it from a list of strings, or from files with `from_path`."""
+    "contaminated". The texts come from `path` (see `read_eval_texts`), `texts`, or both."""
+
+    path: str = ""
+    texts: list[str] = field(default_factory=list)
+    n: int = 13
+    text_field: str = "text"
 
     name = "decontaminate"
 
-    def __init__(self, eval_texts: Iterable[str], n: int = 13):
-        if n < 1:
-            raise ConfigError(f"decontamination n-gram size must be at least 1, got {n}")
-        self.n = n
-        texts = iter(eval_texts)
+    def __post_init__(self) -> None:
+        if self.n < 1:
+            raise ConfigError(f"decontamination n-gram size must be at least 1, got {self.n}")
+        if not self.path and not self.texts:
+            raise ConfigError("decontaminate needs path = a file or directory of evaluation texts (or texts = [...])")
+        texts = itertools.chain(self.texts, read_eval_texts(self.path, self.text_field) if self.path else ())
         parts = [np.zeros(0, np.uint64)]
         while batch := list(itertools.islice(texts, 4096)):
-            parts.append(np.unique(ngram_hashes_batch(batch, n)[0]))
+            parts.append(np.unique(ngram_hashes_batch(batch, self.n)[0]))
         self.hashes = np.unique(np.concatenate(parts))
-
-    @classmethod
-    def from_path(cls, path: str | Path, n: int = 13, text_field: str = "text") -> Decontaminate:
-        """Evaluation texts read by `read_eval_texts`."""
-        return cls(read_eval_texts(path, text_field), n)
+        self.texts = []  # only the hashes are needed from here on (and pickled to workers)
 
     def reject(self, doc: Document) -> str | None:
         grams = ngram_hashes(doc.text, self.n)

@@ -32,18 +32,16 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-import pickle
 import re
-import tempfile
 import unicodedata
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
 
 from lmforge.data.document import Document
-from lmforge.data.steps import Filter, Step, StepStats
+from lmforge.data.steps import GlobalStep, StepStats
 from lmforge.errors import ConfigError
 
 MERSENNE31 = np.uint64((1 << 31) - 1)
@@ -258,73 +256,64 @@ def near_duplicates(keys: np.ndarray, signatures: np.ndarray | None = None,
     return drop, len(np.unique(roots[drop]))
 
 
-class ExactDedup(Step):
+@dataclass
+class ExactDedup(GlobalStep):
     """Keeps the first document of each normalised text (see `normalize`), drops the rest."""
 
     name = "exact_dedup"
+    reason = "exact_duplicate"
 
-    def process(self, docs: Iterator[Document], stats: StepStats) -> Iterator[Document]:
+    def summarize(self, docs: list[Document]) -> list[tuple[str, bytes]]:
+        return [(doc.id, text_hash(doc.text)) for doc in docs]
+
+    def resolve(self, summaries: list[list[tuple[str, bytes]]], stats: StepStats) -> set[str]:
         seen: set[bytes] = set()
-        for doc in docs:
-            key = text_hash(doc.text)
-            if key in seen:
-                stats.dropped["exact_duplicate"] += 1
-            else:
-                seen.add(key)
-                yield doc
+        drop = set()
+        for summary in summaries:
+            for doc_id, key in summary:
+                if key in seen:
+                    drop.add(doc_id)
+                else:
+                    seen.add(key)
+        return drop
 
 
-class MinHashDedup(Step):
-    """Near-duplicate removal by MinHash-LSH in one stream: keeps the first document of each
-    cluster of candidate pairs, in stream order.
+@dataclass
+class MinHashDedup(GlobalStep):
+    """Near-duplicate removal by MinHash-LSH: keeps the first document (in shard, then stream
+    order) of each cluster of candidate pairs. Workers compute band keys (and signatures when
+    `threshold` > 0) of their shard; the driver clusters them all at once."""
 
-    It must see every signature before it knows which documents survive, so documents wait in
-    an anonymous temporary file while memory holds only band keys (plus signatures when
-    `threshold` > 0); they are re-yielded from it in stream order."""
+    bands: int = 14
+    rows: int = 8
+    ngram: int = 5
+    seed: int = 0
+    threshold: float = 0.0  # > 0: a candidate pair must also have this estimated Jaccard
+    batch_size: int = 8192  # documents hashed at once (bounds the signature memory of a shard)
 
     name = "minhash_dedup"
+    reason = "near_duplicate"
 
-    def __init__(self, bands: int = 14, rows: int = 8, ngram: int = 5, seed: int = 0, threshold: float = 0.0,
-                 batch_size: int = 8192):
-        self.config = MinHashConfig(bands, rows, ngram, seed, threshold)
-        self.batch_size = batch_size
+    def __post_init__(self) -> None:
+        self.config = MinHashConfig(self.bands, self.rows, self.ngram, self.seed, self.threshold)
 
-    def process(self, docs: Iterator[Document], stats: StepStats) -> Iterator[Document]:
+    def summarize(self, docs: list[Document]) -> tuple[list[str], np.ndarray, np.ndarray | None]:
         keys, signatures = [], []
-        with tempfile.TemporaryFile() as spill:
-            while batch := list(itertools.islice(docs, self.batch_size)):
-                sig = minhash_signatures([d.text for d in batch], self.config)
-                keys.append(band_keys(sig, self.config))
-                if self.config.threshold > 0:
-                    signatures.append(sig)
-                pickle.dump(batch, spill, pickle.HIGHEST_PROTOCOL)
-            if not keys:
-                return
-            all_keys = np.concatenate(keys)
-            drop, clusters = near_duplicates(all_keys, np.concatenate(signatures) if signatures else None,
-                                             self.config.threshold)
-            stats.dropped["near_duplicate"] += len(drop)
-            stats.changed["duplicate_clusters"] += clusters
-            keep = np.ones(len(all_keys), bool)
-            keep[drop] = False
-            spill.seek(0)
-            index = 0
-            for _ in keys:  # one pickled batch per key array
-                for doc in pickle.load(spill):
-                    if keep[index]:
-                        yield doc
-                    index += 1
+        for start in range(0, len(docs), self.batch_size):
+            sig = minhash_signatures([d.text for d in docs[start : start + self.batch_size]], self.config)
+            keys.append(band_keys(sig, self.config))
+            if self.threshold > 0:
+                signatures.append(sig)
+        empty = np.zeros((0, self.bands), np.uint64)
+        return ([d.id for d in docs], np.concatenate(keys) if keys else empty,
+                np.concatenate(signatures) if signatures else None)
 
-
-class DropIds(Filter):
-    """Drops the documents whose id is in `ids`: the workers' last phase of a sharded dedup,
-    given the ids the driver resolved (ids must be unique across the corpus)."""
-
-    name = "drop_ids"
-
-    def __init__(self, ids: Iterable[str], reason: str = "near_duplicate"):
-        self.ids = frozenset(ids)
-        self.reason = reason
-
-    def reject(self, doc: Document) -> str | None:
-        return self.reason if doc.id in self.ids else None
+    def resolve(self, summaries: list[tuple[list[str], np.ndarray, np.ndarray | None]], stats: StepStats) -> set[str]:
+        ids = [doc_id for summary in summaries for doc_id in summary[0]]
+        if not ids:
+            return set()
+        keys = np.concatenate([summary[1] for summary in summaries])
+        signatures = np.concatenate([summary[2] for summary in summaries]) if self.threshold > 0 else None
+        drop, clusters = near_duplicates(keys, signatures, self.threshold)
+        stats.changed["duplicate_clusters"] += clusters
+        return {ids[i] for i in drop}

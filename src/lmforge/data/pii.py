@@ -48,8 +48,8 @@ import ipaddress
 import math
 import re
 from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator
 
 from lmforge.data.document import Document
 from lmforge.data.steps import Step, StepStats
@@ -75,7 +75,11 @@ def _contains(*needles: str) -> Callable[[str], bool]:
 
 
 def _contains_folded(*needles: str) -> Callable[[str], bool]:
-    return lambda text: any(needle in text.lower() for needle in needles)
+    def test(text: str) -> bool:
+        folded = text.lower()
+        return any(needle in folded for needle in needles)
+
+    return test
 
 
 def _cased(*words: str) -> str:
@@ -130,8 +134,8 @@ def _assigned_secret(m: re.Match[str]) -> bool:
 _TOKEN = r"[A-Za-z0-9._~+/-]{8,}=*(?![\w.~+/=(-])"
 
 _SECRET_RULES = (
-    _Rule(re.compile(r"-----BEGIN[A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----"
-                     r"(?:.*?-----END[A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----|(?:(?:\s|\\[nr])+[A-Za-z0-9+/=]{8,})*)", re.S),
+    _Rule(re.compile(r"-----BEGIN[A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----(?:.*?-----END[A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----"
+                     r"|(?:(?:\s|\\[nr])+[A-Za-z0-9+/=]{8,})*)", re.DOTALL),
           _contains("PRIVATE KEY")),
     _Rule(re.compile(r"(?<![A-Za-z0-9])(?:A3T[A-Z0-9]|AKIA|ASIA|ABIA|ACCA)[A-Z0-9]{16}(?![A-Za-z0-9])"),
           _contains("AKIA", "ASIA", "ABIA", "ACCA", "A3T")),
@@ -141,15 +145,17 @@ _SECRET_RULES = (
     _Rule(re.compile(r"(?<![A-Za-z0-9_])(?:gh[pousr]_[A-Za-z0-9]{36}|github_pat_[A-Za-z0-9_]{22,255})(?![A-Za-z0-9_])"),
           _contains("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_")),
     _Rule(re.compile(r"(?<![A-Za-z0-9])xox[abposr]-[A-Za-z0-9-]{10,250}"), _contains("xox")),
-    _Rule(re.compile(r"(?<![A-Za-z0-9_-])eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*"), _contains("eyJ")),
-    _Rule(re.compile(rf"{_cased('authorization')}[\"']?\s*[:=]\s*[\"']?(?:({_cased('bearer', 'basic', 'token', 'digest')})\s+)?"
-                     rf"({_TOKEN})"), group=2, accept=_auth_credential),
+    _Rule(re.compile(r"(?<![A-Za-z0-9_-])eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*"),
+          _contains("eyJ")),
+    _Rule(re.compile(rf"{_cased('authorization')}[\"']?\s*[:=]\s*[\"']?"
+                     rf"(?:({_cased('bearer', 'basic', 'token', 'digest')})\s+)?({_TOKEN})"),
+          group=2, accept=_auth_credential),
     _Rule(re.compile(rf"({_cased('bearer')})\s+({_TOKEN})"), group=2, accept=_auth_credential),
     _Rule(re.compile(r"[:=][=>]?\s*[rbufRBUF]{0,2}([\"'])([^\"'\s\\]{12,256})\1"), group=2, accept=_assigned_secret),
 )
 
-_EMAIL = re.compile(r"(?<![\w.%+-])[A-Za-z0-9_][A-Za-z0-9._%+-]{0,63}@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+"
-                    r"[A-Za-z]{2,24}(?![\w-]|\.[A-Za-z0-9])")
+_EMAIL = re.compile(r"(?<![\w.%+-])[A-Za-z0-9_][A-Za-z0-9._%+-]{0,63}@"
+                    r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,24}(?![\w-]|\.[A-Za-z0-9])")
 _EMAIL_HINT = re.compile(r"[A-Za-z0-9_]@[A-Za-z0-9]")
 _EXAMPLE_DOMAINS = ("example.com", "example.net", "example.org", "example", "test", "invalid", "localhost")
 
@@ -163,7 +169,7 @@ def _personal_email(m: re.Match[str]) -> bool:
 # `ipaddress` validates: the engine then skips fast to the next digit
 _IPV4 = re.compile(r"[0-9](?<![\w.][0-9])[0-9]{0,2}(?:\.[0-9]{1,3}){3}(?!\w|\.[0-9])")
 _IPV6 = re.compile(r"[23](?<![\w:.][23])[0-9A-Fa-f]{3}:[0-9A-Fa-f:]{2,35}[0-9A-Fa-f](?![\w:]|\.[0-9])")
-_VERSION_CUE = re.compile(r"(?:\b(?:version|release|ver|rev|build|v)\.?|[=<>~!]=)\s*\Z", re.I)
+_VERSION_CUE = re.compile(r"(?:\b(?:version|release|ver|rev|build|v)\.?|[=<>~!]=)\s*\Z", re.IGNORECASE)
 _GLOBAL_UNICAST = ipaddress.IPv6Network("2000::/3")
 
 
@@ -211,8 +217,8 @@ def _cued_phone(m: re.Match[str]) -> bool:
             and bool(_PHONE_GROUPS.fullmatch(number.replace("(", "").replace(")", ""))))
 
 
-_PHONE_CUES = _cased("tel", "tél", "telephone", "téléphone", "telefon", "telefono", "teléfono", "phone", "fax", "mobile",
-                     "handy")
+_PHONE_CUES = _cased("tel", "tél", "telephone", "téléphone", "telefon", "telefono", "teléfono", "phone", "fax",
+                     "mobile", "handy")
 
 _PHONE_RULES = (
     _Rule(re.compile(r"\+(?<![\w+]\+)[1-9][0-9]{0,2}(?:[ .-]?\([0-9]{1,4}\))?[ .-]?[0-9]{1,4}(?:[ .-]?[0-9]{2,4}){1,4}"

@@ -46,6 +46,8 @@ STEP_TYPES = {
     "exact_dedup": "lmforge.data.dedup:ExactDedup",
     "minhash_dedup": "lmforge.data.dedup:MinHashDedup",
     "decontaminate": "lmforge.data.decontaminate:Decontaminate",
+    "quality_classifier": "lmforge.data.classify:QualityClassifier",
+    "tag_domain": "lmforge.data.classify:TagDomain",
 }
 EXECUTORS = ("local", "ray")
 

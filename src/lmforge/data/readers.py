@@ -1,4 +1,4 @@
-"""Corpus readers: the built-in `stdlib` corpus, text files, JSON lines and Parquet.
+"""Corpus readers: the built-in `stdlib` corpus, text files, JSON lines, Parquet and WARC.
 
 `read_corpus(spec)` picks the reader from the spec: the word "stdlib", a directory, a glob,
 or a file whose extension names its format. Every reader yields Documents in a
@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import glob
 import gzip
+import io
 import json
 import sysconfig
 import tokenize
+from collections import Counter
 from itertools import islice
 from pathlib import Path
 from typing import Iterator
 
 from lmforge.data.document import Document
+from lmforge.data.websample import read_websample
 from lmforge.errors import DataError
 
 TEST_DIRS = frozenset({"test", "tests", "idle_test"})
@@ -70,75 +73,143 @@ def english_passage(min_chars: int) -> str:
     return "\n\n".join(paragraphs)
 
 
-def read_text_files(paths: list[Path], base: Path | None = None) -> Iterator[Document]:
-    """One document per UTF-8 text file; files that are not UTF-8 text are an error."""
+def _skip(skipped: Counter | None, reason: str, message: str) -> None:
+    """Count a bad record under `reason` when counting, else stop with `message`."""
+    if skipped is None:
+        raise DataError(message)
+    skipped[reason] += 1
+
+
+def read_text_files(paths: list[Path], base: Path | None = None, skipped: Counter | None = None) -> Iterator[Document]:
+    """One document per UTF-8 text file; a file that is not UTF-8 is an error (or counted as
+    "undecodable" and skipped, when counting)."""
     for path in paths:
         try:
             text = path.read_text(encoding="utf-8")
         except UnicodeDecodeError:
-            raise DataError(f"{path} is not UTF-8 text; convert it or remove it from the corpus") from None
+            _skip(skipped, "undecodable", f"{path} is not UTF-8 text; convert it or remove it from the corpus")
+            continue
         doc_id = path.relative_to(base).as_posix() if base else path.as_posix()
         yield Document(text, doc_id, {"source": str(path)})
 
 
-def read_jsonl(path: Path, text_field: str = "text") -> Iterator[Document]:
-    """Documents from a JSON-lines file (optionally .gz): the text in `text_field`, the id in `id` if present."""
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as f:
-        for line_no, line in enumerate(f, 1):
+def _open_binary(path: Path):
+    """A byte stream of a file, decompressing .gz and .zst."""
+    if path.name.endswith(".gz"):
+        return gzip.open(path, "rb")
+    if path.name.endswith(".zst"):
+        try:
+            import zstandard
+        except ImportError:
+            raise DataError(f"reading {path} needs zstandard: pip install 'lmforge[web]'") from None
+        return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(open(path, "rb"), closefd=True))
+    return open(path, "rb")
+
+
+def read_jsonl(path: Path, text_field: str = "text", skipped: Counter | None = None) -> Iterator[Document]:
+    """Documents from a JSON-lines file (optionally .gz or .zst): the text in `text_field`, the id
+    in `id` if present. Undecodable lines, malformed lines and lines without the text field are
+    errors, or counted and skipped when counting."""
+    with _open_binary(path) as f:
+        for line_no, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                _skip(skipped, "undecodable", f"{path}:{line_no}: not UTF-8; fix or remove that line")
+                continue
             if not line.strip():
                 continue
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as e:
-                raise DataError(f"{path}:{line_no}: not valid JSON ({e.msg}); fix or remove that line") from None
+                _skip(skipped, "malformed_json", f"{path}:{line_no}: not valid JSON ({e.msg}); fix or remove that line")
+                continue
             text = record.get(text_field) if isinstance(record, dict) else None
             if not isinstance(text, str):
-                raise DataError(
-                    f"{path}:{line_no}: no string field {text_field!r}; set data.text_field to the field holding the text"
-                )
+                _skip(skipped, "missing_text_field",
+                      f"{path}:{line_no}: no string field {text_field!r}; set data.text_field to the field holding the text")
+                continue
             doc_id = str(record.get("id", f"{path.name}:{line_no}"))
             yield Document(text, doc_id, {"source": str(path)})
 
 
-def read_parquet(path: Path, text_field: str = "text") -> Iterator[Document]:
-    """Documents from a Parquet file's `text_field` column, read batch by batch."""
+def read_parquet(path: Path, text_field: str = "text", skipped: Counter | None = None) -> Iterator[Document]:
+    """Documents from a Parquet file's `text_field` column, read batch by batch. A file without
+    that column is an error (or counted as "missing_text_column", when counting)."""
     try:
         import pyarrow.parquet as pq
     except ImportError:
         raise DataError("reading .parquet needs pyarrow: pip install 'lmforge[parquet]'") from None
     pf = pq.ParquetFile(path)
     if text_field not in pf.schema_arrow.names:
-        raise DataError(f"{path} has no column {text_field!r} (columns: {', '.join(pf.schema_arrow.names)}); set data.text_field")
+        _skip(skipped, "missing_text_column",
+              f"{path} has no column {text_field!r} (columns: {', '.join(pf.schema_arrow.names)}); set data.text_field")
+        return
     has_id = "id" in pf.schema_arrow.names
     row = 0
     for batch in pf.iter_batches(columns=[text_field] + (["id"] if has_id else [])):
         texts = batch.column(text_field).to_pylist()
         ids = batch.column("id").to_pylist() if has_id else [None] * len(texts)
         for text, doc_id in zip(texts, ids):
-            if text is not None:
+            if isinstance(text, str):
                 yield Document(text, str(doc_id) if doc_id is not None else f"{path.name}:{row}", {"source": str(path)})
+            else:
+                _skip(skipped, "missing_text_field", f"{path}: row {row} has no text in {text_field!r}")
             row += 1
 
 
-BUILTIN_CORPORA = {"stdlib": read_stdlib, "pydoc": read_pydoc}
+def read_warc(path: Path, skipped: Counter | None = None) -> Iterator[Document]:
+    """HTML responses of a WARC file (optionally .gz), decoded by their declared charset (else
+    UTF-8, undecodable bytes replaced and the document counted as "undecodable_bytes");
+    metadata url and format "html" for the extraction step."""
+    try:
+        from warcio.archiveiterator import ArchiveIterator
+    except ImportError:
+        raise DataError(f"reading {path} needs warcio: pip install 'lmforge[web]'") from None
+    with open(path, "rb") as f:
+        for record in ArchiveIterator(f):
+            if record.rec_type != "response" or record.http_headers is None:
+                continue
+            content_type = record.http_headers.get_header("Content-Type") or ""
+            if "html" not in content_type:
+                continue
+            charset = content_type.partition("charset=")[2].split(";")[0].strip() or "utf-8"
+            body = record.content_stream().read()
+            try:
+                text = body.decode(charset)
+            except (UnicodeDecodeError, LookupError):
+                text = body.decode("utf-8", errors="replace")
+                if skipped is not None:
+                    skipped["undecodable_bytes"] += 1
+            url = record.rec_headers.get_header("WARC-Target-URI") or ""
+            doc_id = record.rec_headers.get_header("WARC-Record-ID") or f"{path.name}:{url}"
+            yield Document(text, doc_id, {"source": str(path), "url": url, "format": "html"})
 
 
-def _read_file(path: Path, text_field: str, base: Path | None) -> Iterator[Document]:
+BUILTIN_CORPORA = {"stdlib": read_stdlib, "pydoc": read_pydoc, "websample": read_websample}
+JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".json.gz", ".ndjson", ".jsonl.zst")
+
+
+def _read_file(path: Path, text_field: str, base: Path | None, skipped: Counter | None) -> Iterator[Document]:
     name = path.name
-    if name.endswith((".jsonl", ".jsonl.gz", ".json.gz", ".ndjson")):
-        return read_jsonl(path, text_field)
+    if name.endswith(JSONL_SUFFIXES):
+        return read_jsonl(path, text_field, skipped)
     if name.endswith(".parquet"):
-        return read_parquet(path, text_field)
-    return read_text_files([path], base)
+        return read_parquet(path, text_field, skipped)
+    if name.endswith((".warc", ".warc.gz")):
+        return read_warc(path, skipped)
+    return read_text_files([path], base, skipped)
 
 
-def read_corpus(spec: str, text_field: str = "text", shard: int = 0, num_shards: int = 1) -> Iterator[Document]:
+def read_corpus(
+    spec: str, text_field: str = "text", shard: int = 0, num_shards: int = 1, skipped: Counter | None = None
+) -> Iterator[Document]:
     """Documents of a corpus spec: "stdlib" (Python source), "pydoc" (English reference
-    text), a directory (every file, recursively), a glob, or a file.
+    text), "websample" (generated web pages around pydoc prose), a directory (every file, recursively), a glob, or a file.
 
     With `num_shards` > 1 only shard `shard`'s part is read: whole files in turn when there
-    are at least as many files as shards, else every num_shards-th document.
+    are at least as many files as shards, else every num_shards-th document. With a `skipped`
+    counter, bad records are counted there by reason instead of stopping the read.
     """
     if not 0 <= shard < num_shards:
         raise DataError(f"shard {shard} is not in 0..{num_shards - 1}")
@@ -159,7 +230,7 @@ def read_corpus(spec: str, text_field: str = "text", shard: int = 0, num_shards:
         )
     if len(files) >= num_shards:
         for f in files[shard::num_shards]:
-            yield from _read_file(f, text_field, base)
+            yield from _read_file(f, text_field, base, skipped)
         return
-    docs = (doc for f in files for doc in _read_file(f, text_field, base))
+    docs = (doc for f in files for doc in _read_file(f, text_field, base, skipped))
     yield from islice(docs, shard, None, num_shards)

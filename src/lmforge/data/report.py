@@ -19,9 +19,10 @@ def _shares(sizes: dict[str, int]) -> dict[str, float]:
     return {k: v / total for k, v in sizes.items()}
 
 
-def report_dict(cfg, totals: list[StepStats], mix: dict, languages: dict, manifest: dict) -> dict:
+def report_dict(cfg, read: StepStats, totals: list[StepStats], mix: dict, languages: dict, manifest: dict) -> dict:
     """Everything the run counted, as plain JSON-ready data."""
     return {
+        "read": {"documents": read.docs_out, "skipped": dict(read.dropped)},
         "steps": [{"type": spec["type"], **stats.to_dict()} for spec, stats in zip(cfg.steps, totals)],
         "domains": {"bytes_before": mix["before"], "bytes_after": mix["after"], "share_before": _shares(mix["before"]),
                     "share_after": _shares(mix["after"]), "epochs": mix["epochs"], "strategy": cfg.mix.strategy},
@@ -74,10 +75,10 @@ def _table(header: list[str], rows: list[list]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def write_report(directory: Path, cfg, totals: list[StepStats], mix: dict, languages: dict,
+def write_report(directory: Path, cfg, read: StepStats, totals: list[StepStats], mix: dict, languages: dict,
                  manifest: dict) -> dict:
     """Write report.json, report.html and its plots into `directory`; return the report."""
-    report = report_dict(cfg, totals, mix, languages, manifest)
+    report = report_dict(cfg, read, totals, mix, languages, manifest)
     write_json(directory / "report.json", report)
     plots = _plot(report, directory)
     step_rows = [[i + 1, s["type"], s["docs_in"], s["docs_out"], s["chars_in"], s["chars_out"],
@@ -92,7 +93,8 @@ def write_report(directory: Path, cfg, totals: list[StepStats], mix: dict, langu
         "<style>body{font-family:sans-serif;max-width:60em;margin:2em auto}table{border-collapse:collapse;margin:1em 0}"
         "td,th{border:1px solid #ccc;padding:.2em .6em;text-align:right}</style>",
         f"<h1>Data pipeline report</h1><p>{report['seconds']} s; output {html.escape(cfg.output.dir)}</p>",
-        "<h2>Steps</h2>",
+        f"<h2>Steps</h2><p>read {report['read']['documents']:,} documents; skipped bad records: "
+        f"{html.escape(', '.join(f'{k}: {v}' for k, v in report['read']['skipped'].items()) or 'none')}</p>",
         _table(["#", "step", "docs in", "docs out", "chars in", "chars out", "dropped", "changed"], step_rows),
         f"<h2>Domains (strategy {html.escape(d['strategy'])})</h2>",
         _table(["domain", "bytes before", "share", "bytes after", "share", "epochs"], domain_rows),

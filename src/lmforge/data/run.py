@@ -98,11 +98,12 @@ def read_documents(path: Path) -> Iterator[Document]:
             yield Document(record["text"], record["id"], record["metadata"])
 
 
-def source_documents(cfg: PipelineConfig, shard: int) -> Iterator[Document]:
+def source_documents(cfg: PipelineConfig, shard: int, skipped: Counter) -> Iterator[Document]:
     """Shard `shard` of every source, each document labelled with its domain (ids prefixed by
-    the source's index when there are several sources, so they stay unique)."""
+    the source's index when there are several sources, so they stay unique); bad records are
+    counted in `skipped` by reason."""
     for i, source in enumerate(cfg.sources):
-        for doc in read_corpus(source.corpus, source.text_field, shard, cfg.run.shards):
+        for doc in read_corpus(source.corpus, source.text_field, shard, cfg.run.shards, skipped):
             doc.metadata["domain"] = source.domain or doc.metadata.get("domain") or "default"
             if len(cfg.sources) > 1:
                 doc.id = f"{i}/{doc.id}"
@@ -121,8 +122,9 @@ def run_shard(task: ShardTask) -> dict[str, Any]:
     if result_path.is_file():  # completed by an earlier, interrupted run
         return pickle.loads(result_path.read_bytes())
     steps = build_steps(cfg.steps)
+    read = StepStats()
     if stage.index == 0:
-        docs = source_documents(cfg, task.shard)
+        docs = source_documents(cfg, task.shard, read.dropped)
     else:
         docs = read_documents(_stage_dir(cfg, stage.index - 1) / f"{task.shard:05d}.jsonl.gz")
     chain = [steps[i] for i in stage.local]
@@ -130,10 +132,12 @@ def run_shard(task: ShardTask) -> dict[str, Any]:
         chain.insert(0, DropIds(task.drop, steps[stage.drops_for].reason))
     docs, stats = run_steps(chain, docs)
     kept = list(docs)
+    read.docs_out = stats[0].docs_in if stats else len(kept)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_documents(out_dir / f"{task.shard:05d}.jsonl.gz", kept)
     indices = ([stage.drops_for] if stage.drops_for is not None else []) + stage.local
     result = {
+        "read": read.to_dict(),
         "stats": dict(zip(indices, (s.to_dict() for s in stats))),
         "summary": steps[stage.summarises_for].summarize(kept) if stage.summarises_for is not None else None,
         "listing": [(doc.id, len(doc.text.encode("utf-8")), doc.metadata.get("domain", "default"),
@@ -174,6 +178,7 @@ def run_pipeline(cfg: PipelineConfig, progress: bool = True, log=print) -> Prepa
     stages = plan_stages(steps)
     _open_work_dir(cfg)
     totals = [StepStats() for _ in steps]
+    read = StepStats()
     executor = make_executor(cfg.run.executor, cfg.run.workers, cfg.run.ray_address)
     drop: frozenset[str] = frozenset()
     try:
@@ -181,6 +186,8 @@ def run_pipeline(cfg: PipelineConfig, progress: bool = True, log=print) -> Prepa
             tasks = [ShardTask(cfg, stage, shard, drop) for shard in range(cfg.run.shards)]
             results = executor.map(run_shard, tasks, desc=f"stage {stage.index + 1}/{len(stages)}", progress=progress)
             for result in results:
+                if stage.index == 0:
+                    read.merge(StepStats.from_dict(result["read"]))
                 for i, s in result["stats"].items():
                     totals[i].merge(StepStats.from_dict(s))
             if stage.summarises_for is not None:
@@ -218,7 +225,7 @@ def run_pipeline(cfg: PipelineConfig, progress: bool = True, log=print) -> Prepa
     with atomic_dir(cfg.output.dir) as tmp:
         manifest = write_prepared(tmp, tokenizer, splits, {"pipeline": cfg.to_dict()}, started, progress)
         languages = Counter(lang for _, _, _, lang in listing if lang)
-        write_report(tmp, cfg, totals, {"before": dict(before), "after": dict(after), "epochs": epochs},
+        write_report(tmp, cfg, read, totals, {"before": dict(before), "after": dict(after), "epochs": epochs},
                      dict(languages), manifest)
     log(f"wrote {cfg.output.dir}: {manifest['splits']['train']['tokens']:,} train and "
         f"{manifest['splits']['val']['tokens']:,} validation tokens; report in {Path(cfg.output.dir) / 'report.html'}")
