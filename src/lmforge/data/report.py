@@ -33,6 +33,16 @@ def report_dict(cfg, read: StepStats, totals: list[StepStats], mix: dict, langua
     }
 
 
+def _save(fig, path: Path) -> str:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return path.name
+
+
 def _plot(report: dict, directory: Path) -> list[str]:
     import matplotlib
 
@@ -47,11 +57,7 @@ def _plot(report: dict, directory: Path) -> list[str]:
         ax.barh(labels, [s["docs_out"] for s in report["steps"]][::-1], color="#3a7", label="documents out")
         ax.set_xlabel("documents")
         ax.legend(loc="lower right")
-        fig.tight_layout()
-        with atomic_path(directory / "steps.png") as tmp:
-            fig.savefig(tmp, format="png")
-        plt.close(fig)
-        names.append("steps.png")
+        names.append(_save(fig, directory / "steps.png"))
     domains = sorted(set(report["domains"]["share_before"]) | set(report["domains"]["share_after"]))
     if domains:
         fig, ax = plt.subplots(figsize=(7, 0.8 + 0.5 * len(domains)), dpi=110)
@@ -61,11 +67,7 @@ def _plot(report: dict, directory: Path) -> list[str]:
         ax.set_yticks(list(y), domains)
         ax.set_xlabel("share of training bytes")
         ax.legend(loc="lower right")
-        fig.tight_layout()
-        with atomic_path(directory / "domains.png") as tmp:
-            fig.savefig(tmp, format="png")
-        plt.close(fig)
-        names.append("domains.png")
+        names.append(_save(fig, directory / "domains.png"))
     return names
 
 

@@ -49,11 +49,11 @@ def _edit(paragraphs: list[str], rate: float, rng: random.Random) -> list[str]:
     return out
 
 
-def _page(site: str, title: str, body: list[str], rng: random.Random, contact: str = "") -> str:
+def _page(site: str, title: str, body: list[str], rng: random.Random) -> str:
     nav = "".join(f"<li><a href='/{n.lower()}'>{n}</a></li>" for n in NAV)
     side = "".join(f"<li><a href='/t/{rng.randrange(999)}'>Related post {rng.randrange(99)}</a></li>" for _ in range(6))
     paragraphs = "".join(f"<p>{html.escape(p)}</p>" for p in body)
-    footer = f"<p>Copyright {rng.randrange(2015, 2027)} {site}. All rights reserved.</p>{contact}"
+    footer = f"<p>Copyright {rng.randrange(2015, 2027)} {site}. All rights reserved.</p>"
     return (f"<!doctype html><html><head><title>{html.escape(title)} | {site}</title></head><body>"
             f"<div class='cookie'>{COOKIE}</div><nav><ul>{nav}</ul></nav>"
             f"<main><article><h1>{html.escape(title)}</h1>{paragraphs}</article></main>"
@@ -61,10 +61,12 @@ def _page(site: str, title: str, body: list[str], rng: random.Random, contact: s
 
 
 def _contact(rng: random.Random) -> str:
+    """A closing paragraph of the article with an author's contact details."""
     name = rng.choice(("maria", "j.smith", "support", "webmaster", "li.wei"))
-    return (f"<p>Questions? Write to {name}@{rng.choice(('mailhost.org', 'corp-mail.net', 'inbox.io'))} or call "
-            f"+44 20 7946 {rng.randrange(1000, 9999)}. Server {rng.randrange(11, 99)}.{rng.randrange(10, 250)}."
-            f"{rng.randrange(10, 250)}.{rng.randrange(10, 250)}.</p>")
+    return (f"If you have questions about this article, write to {name}@"
+            f"{rng.choice(('mailhost.org', 'corp-mail.net', 'inbox.io'))} or call the author on +44 20 7946 "
+            f"{rng.randrange(1000, 9999)}; the examples run on our server at {rng.randrange(11, 99)}."
+            f"{rng.randrange(10, 250)}.{rng.randrange(10, 250)}.{rng.randrange(10, 250)}.")
 
 
 def read_websample(pages: int = 400, seed: int = 0) -> Iterator[Document]:
@@ -75,7 +77,6 @@ def read_websample(pages: int = 400, seed: int = 0) -> Iterator[Document]:
     for i in range(pages):
         site = rng.choice(SITES)
         roll = rng.random()
-        contact = ""
         if roll < 0.10 and made:
             title, body = rng.choice(made)
             body, kind = _edit(body, 0.03, rng), "near_duplicate"
@@ -94,6 +95,6 @@ def read_websample(pages: int = 400, seed: int = 0) -> Iterator[Document]:
             body, kind = body[start : start + rng.randint(3, 8)], "article"
             made.append((title, body))
             if rng.random() < 0.3:
-                contact, kind = _contact(rng), "article_with_contact"
+                body, kind = [*body, _contact(rng)], "article_with_contact"
         url = f"https://{site}/{title.lower().replace(' ', '-')}/{i}"
-        yield Document(_page(site, title, body, rng, contact), url, {"url": url, "format": "html", "kind": kind})
+        yield Document(_page(site, title, body, rng), url, {"url": url, "format": "html", "kind": kind})
