@@ -218,3 +218,15 @@ def test_builtin_web_pipeline_runs_end_to_end(tmp_path):
     assert steps["exact_dedup"]["dropped"]["exact_duplicate"] > 0  # the planted mirrors
     assert steps["minhash_dedup"]["dropped"]["near_duplicate"] > 0  # the planted rewrites
     assert load_prepared(out).shard("train").tokens.size > 0
+
+
+def test_bad_records_are_counted_in_the_report_not_fatal(tmp_path):
+    write_corpus(tmp_path / "corpus", 12)
+    (tmp_path / "corpus" / "bad.jsonl").write_bytes(b'{"text": "a fine line of text here"}\n{oops\n{"body": 1}\n\xff\xfe\n')
+    (tmp_path / "corpus" / "empty.txt").write_text("")
+    raw = {"sources": [{"corpus": str(tmp_path / "corpus")}],
+           "output": {"dir": str(tmp_path / "out"), "vocab_size": 300, "val_bytes": 2000}, "run": {"workers": 1, "shards": 2}}
+    run_pipeline(pipeline_config_from_dict(raw), progress=False, log=lambda s: None)
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["read"]["skipped"] == {"malformed_json": 1, "missing_text_field": 1, "undecodable": 1, "empty_file": 1}
+    assert report["read"]["documents"] == 13

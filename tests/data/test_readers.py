@@ -85,8 +85,8 @@ def test_counting_mode_skips_and_counts_every_bad_record(tmp_path):
     (tmp_path / "d.jsonl").write_bytes(b'{"text": "before"}\n\xff\xff\n')
     skipped = Counter()
     docs = list(read_corpus(str(tmp_path), skipped=skipped))
-    assert [d.text for d in docs] == ["ok", "fine", "", "before"]
-    assert skipped == {"malformed_json": 1, "missing_text_field": 1, "undecodable": 2}
+    assert [d.text for d in docs] == ["ok", "fine", "before"]
+    assert skipped == {"malformed_json": 1, "missing_text_field": 1, "undecodable": 2, "empty_file": 1}
 
 
 def test_zstd_jsonl(tmp_path):

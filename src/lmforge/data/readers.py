@@ -191,6 +191,9 @@ JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".json.gz", ".ndjson", ".jsonl.zst")
 
 
 def _read_file(path: Path, text_field: str, base: Path | None, skipped: Counter | None) -> Iterator[Document]:
+    if skipped is not None and path.stat().st_size == 0:
+        skipped["empty_file"] += 1
+        return iter(())
     name = path.name
     if name.endswith(JSONL_SUFFIXES):
         return read_jsonl(path, text_field, skipped)
