@@ -154,3 +154,28 @@ def test_distill_into_sparse_attention_and_generate(trained, tmp_path, capsys):
     assert capsys.readouterr().out.startswith("alpha")
     code, _, err = run_cli("distill", trained / "run", "--out", tmp_path / "bad", "--layers", "9")
     assert code == 2 and "layer 9 does not exist" in err
+
+
+def test_quantize_generate_evaluate_and_export(trained, tmp_path, capsys):
+    run, q = trained / "run", tmp_path / "q4"
+    assert main(["quantize", str(run), "--method", "gptq", "--group-size", "32", "--calib", str(trained / "corpus"),
+                 "--calib-seqs", "4", "--calib-len", "32", "--out", str(q), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "gptq int4 g32" in out and "MB float" in out
+    assert main(["generate", str(q), "--prompt", "alpha", "--max-new-tokens", "8", "--temperature", "0"]) == 0
+    quantized = capsys.readouterr().out
+    assert quantized.startswith("alpha") and len(quantized) > len("alpha\n")
+    assert main(["eval", "perplexity", str(q), "--data", str(trained / "corpus"), "--seq-len", "32", "--max-tokens", "300"]) == 0
+    assert "perplexity" in capsys.readouterr().out
+    assert main(["export", str(q), "--format", "gguf", "--out", str(tmp_path / "q4.gguf")]) == 0
+    assert main(["generate", str(tmp_path / "q4.gguf"), "--prompt", "alpha", "--max-new-tokens", "8", "--temperature", "0"]) == 0
+    cases = [
+        (["quantize", q, "--method", "rtn", "--out", tmp_path / "again"], "already quantized"),
+        (["quantize", run, "--group-size", "12", "--out", tmp_path / "again"], "multiple of 8"),
+        (["quantize", run, "--calib", tmp_path / "no-such-corpus", "--out", tmp_path / "again"], "matches no files"),
+    ]
+    for args, message in cases:
+        code, out, err = run_cli(*args)
+        assert code == 2, (args, err)
+        assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "again").exists()

@@ -20,6 +20,7 @@ from lmforge.config import ModelConfig, RunConfig, run_config_from_dict, to_dict
 from lmforge.errors import CheckpointError, LmforgeError
 from lmforge.fileio import atomic_dir, recover_dir, write_json
 from lmforge.model.transformer import Transformer
+from lmforge.quant.layout import apply_layout, derived_tensors, is_quantized, layout_of, tie_quantized_head
 from lmforge.tokenizer import Tokenizer
 
 CONFIG, WEIGHTS = "config.json", "model.safetensors"
@@ -78,13 +79,23 @@ def save_checkpoint(
     tokenizer: Tokenizer,
     training_state: dict | None = None,
     trainer_state: dict | None = None,
+    quantization: dict | None = None,
 ) -> Path:
-    """Write a checkpoint directory atomically; training state files only when given."""
+    """Write a checkpoint directory atomically; training state files only when given.
+
+    A quantized model also records `quantization` (how it was made) and the layout of its
+    quantized modules in config.json, so `load_checkpoint` rebuilds it exactly.
+    """
     path = Path(path)
+    skip: set[str] = set()
     with atomic_dir(path) as tmp:
         config = {**hf_config(run_cfg.model, tokenizer), "lmforge": to_dict(run_cfg)}
+        if is_quantized(model):
+            config.pop("architectures", None)  # packed weights: not loadable as a plain Llama
+            config["quantization"] = {**(quantization or {}), "modules": layout_of(model)}
+            skip = derived_tensors(model)
         write_json(tmp / CONFIG, config)
-        weights = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+        weights = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items() if k not in skip}
         save_file(weights, str(tmp / WEIGHTS), metadata={"format": "pt"})
         tokenizer.save(tmp)
         if training_state is not None:
@@ -109,18 +120,23 @@ def resolve_checkpoint_dir(path: str | Path) -> Path:
 
 def read_run_config(ckpt_dir: Path) -> RunConfig:
     """The run config stored in a checkpoint's config.json."""
+    return _read_config(ckpt_dir)[0]
+
+
+def _read_config(ckpt_dir: Path) -> tuple[RunConfig, dict | None]:
     try:
         raw = json.loads((ckpt_dir / CONFIG).read_text(encoding="utf-8"))
-        return run_config_from_dict(raw["lmforge"])
-    except (json.JSONDecodeError, KeyError, TypeError, LmforgeError) as e:
+        return run_config_from_dict(raw["lmforge"]), raw.get("quantization")
+    except (json.JSONDecodeError, KeyError, TypeError, AttributeError, LmforgeError) as e:
         raise CheckpointError(f"{ckpt_dir / CONFIG} is corrupt or not an lmforge config ({e})") from None
 
 
-def copy_tensors(model: Transformer, tensors: Iterable[tuple[str, torch.Tensor]], source: str | Path) -> None:
+def copy_tensors(model: Transformer, tensors: Iterable[tuple[str, torch.Tensor]], source: str | Path,
+                 derived: set[str] = frozenset()) -> None:
     """Copy named tensors into `model` one at a time, checking names, shapes and dtypes.
 
     Only one source tensor is alive at a time, so loading needs the model plus one tensor
-    of memory, whatever the file format.
+    of memory, whatever the file format. `derived` names are computed after loading, not read.
     """
     expected = model.state_dict()
     seen: set[str] = set()
@@ -133,21 +149,21 @@ def copy_tensors(model: Transformer, tensors: Iterable[tuple[str, torch.Tensor]]
             raise CheckpointError(
                 f"{source}: {name} has shape {tuple(tensor.shape)}, the config expects {tuple(target.shape)}{hint}"
             )
-        if tensor.is_floating_point() != target.is_floating_point():
+        if tensor.is_floating_point() != target.is_floating_point() or (not tensor.is_floating_point() and tensor.dtype != target.dtype):
             raise CheckpointError(f"{source}: {name} has dtype {tensor.dtype}, expected a {target.dtype} tensor")
         with torch.no_grad():
             target.copy_(tensor)
         seen.add(name)
-    missing = sorted(set(expected) - seen)
+    missing = sorted(set(expected) - seen - derived)
     if missing:
         raise CheckpointError(f"{source} lacks {len(missing)} tensor(s) the model needs, e.g. {missing[0]}")
 
 
-def load_weights(model: Transformer, weights_path: Path) -> None:
+def load_weights(model: Transformer, weights_path: Path, derived: set[str] = frozenset()) -> None:
     """Copy the tensors of an lmforge `model.safetensors` into `model`."""
     try:
         with safe_open(str(weights_path), framework="pt", device="cpu") as f:
-            copy_tensors(model, ((name, f.get_tensor(name)) for name in f.keys()), weights_path)
+            copy_tensors(model, ((name, f.get_tensor(name)) for name in f.keys()), weights_path, derived)
     except (SafetensorError, OSError) as e:
         raise CheckpointError(f"{weights_path} is truncated or corrupt ({e}); restore it or train again") from None
 
@@ -155,7 +171,7 @@ def load_weights(model: Transformer, weights_path: Path) -> None:
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Checkpoint:
     """Load model, tokenizer and config from a checkpoint (or training run) directory."""
     ckpt_dir = resolve_checkpoint_dir(path)
-    run_cfg = read_run_config(ckpt_dir)
+    run_cfg, quantization = _read_config(ckpt_dir)
     tokenizer = Tokenizer.load(ckpt_dir)
     if tokenizer.vocab_size != run_cfg.model.vocab_size:
         raise CheckpointError(
@@ -166,7 +182,12 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Che
     if not weights.is_file():
         raise CheckpointError(f"{weights} is missing; the checkpoint is incomplete")
     model = Transformer(run_cfg.model)
-    load_weights(model, weights)
+    derived: set[str] = set()
+    if quantization is not None:
+        apply_layout(model, quantization.get("modules", {}))
+        derived = derived_tensors(model)
+    load_weights(model, weights, derived)
+    tie_quantized_head(model)
     return Checkpoint(model.to(device), tokenizer, run_cfg, ckpt_dir)
 
 

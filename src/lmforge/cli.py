@@ -130,13 +130,44 @@ def cmd_export(args: argparse.Namespace) -> None:
     from lmforge.interop.gguf_file import export_gguf
     from lmforge.interop.hf import export_hf
     from lmforge.interop.load import load_model
+    from lmforge.quant.layout import dequantize_model, is_quantized
 
     loaded = load_model(args.model)
     if args.format == "hf":
+        if is_quantized(loaded.model):
+            print("note: Hugging Face directories hold float weights; writing the dequantized model")
+            dequantize_model(loaded.model)
         out = export_hf(loaded.model, loaded.tokenizer, args.out)
     else:
         out = export_gguf(loaded.model, loaded.tokenizer, args.out, args.dtype)
     print(f"wrote {out}")
+
+
+def cmd_quantize(args: argparse.Namespace) -> None:
+    from lmforge.checkpoint import WEIGHTS, save_checkpoint
+    from lmforge.eval.perplexity import evaluation_texts
+    from lmforge.interop.load import load_model
+    from lmforge.quant.calibration import calibration_windows
+    from lmforge.quant.quantize import CALIBRATED, QuantSpec, quantize_model
+
+    group = None if args.group_size == 0 else args.group_size or (128 if args.bits == 4 else None)
+    spec = QuantSpec(args.method, args.bits, group, args.head_bits, args.act_order)
+    loaded = load_model(args.model)
+    float_bytes = sum(t.numel() * t.element_size() for t in loaded.model.state_dict().values())
+    calibration, info = None, {}
+    if spec.method in CALIBRATED:
+        texts = evaluation_texts(args.calib)
+        calibration = calibration_windows(loaded.tokenizer, texts, args.calib_seqs, args.calib_len, args.seed)
+        info = {"data": args.calib, "sequences": calibration.shape[0], "tokens_per_sequence": calibration.shape[1],
+                "seed": args.seed}
+    stats = quantize_model(loaded.model, spec, calibration, progress=not args.no_progress)
+    meta = {**spec.to_dict(), "calibration": info or None, "seconds": round(stats["seconds"], 2)}
+    out = save_checkpoint(args.out, loaded.model, loaded.config, loaded.tokenizer, quantization=meta)
+    size = (out / WEIGHTS).stat().st_size
+    grid = f"int{spec.bits} " + (f"g{group}" if group else "per-channel")
+    print(f"quantized {args.model} with {spec.method} {grid} in {stats['seconds']:.1f} s "
+          f"(mean relative weight error {stats['mean_relative_weight_error']:.4f}); "
+          f"{float_bytes / 2**20:.1f} MB float -> {size / 2**20:.1f} MB; wrote {out}")
 
 
 def cmd_eval_perplexity(args: argparse.Namespace) -> None:
@@ -239,8 +270,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help=MODEL_HELP)
     p.add_argument("--format", choices=("hf", "gguf"), required=True)
     p.add_argument("--out", required=True, help="output directory (hf) or .gguf file (gguf)")
-    p.add_argument("--dtype", choices=("f32", "f16", "q8_0"), default="f16", help="GGUF tensor type (default f16)")
+    p.add_argument("--dtype", choices=("f32", "f16", "q8_0", "q4_0", "q4_1"), default=None,
+                   help="GGUF matrix type (default: f16 for a float model; a quantized model keeps its own grid, "
+                        "8-bit as Q8_0 and 4-bit as Q4_1, written from its codes)")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("quantize", help="quantize a model's weights to int8 or int4 (RTN, GPTQ, AWQ, HQQ) into a checkpoint",
+                       description="Quantize every linear layer of a model's blocks (and the output head) to packed "
+                                   "integer weights; generate, eval and export load the result.")
+    p.add_argument("model", help=MODEL_HELP)
+    p.add_argument("--out", required=True, help="checkpoint directory to write")
+    p.add_argument("--method", choices=("rtn", "gptq", "awq", "hqq"), default="gptq",
+                   help="rtn: round to nearest; gptq, awq: use calibration data; hqq: calibration-free (default gptq)")
+    p.add_argument("--bits", type=int, choices=(4, 8), default=4)
+    p.add_argument("--group-size", type=int, default=None,
+                   help="input columns sharing a scale (default 128 for 4 bits, per output channel for 8; 0: per channel); "
+                        "a width that is not a multiple gets a shorter last group")
+    p.add_argument("--calib", default="stdlib",
+                   help="calibration corpus for gptq/awq: 'stdlib' (its validation split), 'pydoc', or a file/directory/glob")
+    p.add_argument("--calib-seqs", type=int, default=128, help="calibration sequences (default 128)")
+    p.add_argument("--calib-len", type=int, default=512, help="tokens per calibration sequence (default 512)")
+    p.add_argument("--act-order", action="store_true", help="gptq: quantize columns by decreasing activation energy")
+    p.add_argument("--head-bits", type=int, choices=(0, 4, 8), default=8,
+                   help="output head (and tied embedding) precision, RTN; 0 keeps it float (default 8)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the calibration sample")
+    p.set_defaults(func=cmd_quantize)
 
     p = sub.add_parser("eval", help="evaluate a model")
     evals = p.add_subparsers(dest="eval_command", required=True, metavar="EVAL")
@@ -255,7 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--device", default="auto")
     e.set_defaults(func=cmd_eval_perplexity)
 
-    for name in ("quickstart", "prepare", "train", "distill"):
+    for name in ("quickstart", "prepare", "train", "distill", "quantize"):
         sub.choices[name].add_argument("--no-progress", action="store_true", help="no progress bars")
     return parser
 

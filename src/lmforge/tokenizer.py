@@ -174,6 +174,13 @@ class Tokenizer:
         """Token ids of many texts, encoded in parallel by the Rust backend."""
         return [e.ids for e in self.hf.encode_batch(texts, add_special_tokens=False)]
 
+    def encode_documents(self, texts: list[str]) -> list[int]:
+        """One token stream of whole documents: each after BOS (when the tokenizer adds one), ended by end-of-text."""
+        stream: list[int] = []
+        for ids in self.encode_batch(texts):
+            stream += ([self.bos_id] if self.add_bos else []) + ids + [self.eos_id]
+        return stream
+
     def encode_bytes(self, data: bytes) -> list[int]:
         """Token ids of arbitrary bytes: valid UTF-8 runs as text, other bytes as byte tokens."""
         ids: list[int] = []

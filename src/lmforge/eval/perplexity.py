@@ -78,9 +78,6 @@ def perplexity(
     Each text is encoded (after BOS when the tokenizer adds one) and ended with end-of-text;
     the stream is scored in windows of `seq_len` (capped at the model's context).
     """
-    stream: list[int] = []
-    for ids in tokenizer.encode_batch(texts):
-        stream += ([tokenizer.bos_id] if tokenizer.add_bos else []) + ids + [tokenizer.eos_id]
     seq_len = min(seq_len, model.cfg.max_seq_len - 1)
-    windows = eval_windows(np.asarray(stream, dtype=np.int64), seq_len, max_tokens)
+    windows = eval_windows(np.asarray(tokenizer.encode_documents(texts), dtype=np.int64), seq_len, max_tokens)
     return evaluate(model, windows, tokenizer.token_byte_lengths(), batch_size, autocast)

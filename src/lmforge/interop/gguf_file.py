@@ -20,10 +20,13 @@ from lmforge.fileio import atomic_path
 from lmforge.interop.gguf_tokenizer import add_tokenizer_to_gguf, tokenizer_from_gguf
 from lmforge.interop.names import GGUF, external_names, from_llama_cpp_rows, to_llama_cpp_rows
 from lmforge.model.transformer import Transformer
+from lmforge.quant.gguf_blocks import BLOCK_TYPES, exact_blocks, to_blocks
+from lmforge.quant.layout import quantized_modules
+from lmforge.quant.linear import QuantLinear
 from lmforge.tokenizer import Tokenizer
 
 SUPPORTED_ARCHITECTURES = ("llama", "qwen2")
-EXPORT_TYPES = ("f32", "f16", "q8_0")
+EXPORT_TYPES = ("f32", "f16", "q8_0", "q4_0", "q4_1")
 _PERMUTED = {"attn_q.weight": "n_heads", "attn_k.weight": "n_kv_heads"}
 
 
@@ -116,15 +119,23 @@ def load_gguf(path: str | Path, device: str | torch.device = "cpu") -> Checkpoin
     return Checkpoint(model.to(device), tokenizer, RunConfig(model=cfg), path)
 
 
-def export_gguf(model: Transformer, tokenizer: Tokenizer, path: str | Path, dtype: str = "f16", name: str = "lmforge") -> Path:
-    """Write a softmax model as a GGUF file that llama.cpp runs (`dtype`: f32, f16 or q8_0)."""
+def export_gguf(model: Transformer, tokenizer: Tokenizer, path: str | Path, dtype: str | None = None,
+                name: str = "lmforge") -> Path:
+    """Write a softmax model as a GGUF file that llama.cpp runs.
+
+    `dtype` (f32, f16, q8_0, q4_0, q4_1) is the type of every matrix; None means f16 for
+    a float model and, for a quantized one, each layer's own grid (8-bit -> Q8_0, 4-bit ->
+    Q4_1), written from its codes without re-rounding where the grids coincide.
+    """
     import gguf
 
     cfg = model.cfg
     if not is_softmax_only(cfg):
         raise CheckpointError("only models whose every layer is softmax attention can be written as GGUF")
-    if dtype not in EXPORT_TYPES:
+    if dtype is not None and dtype not in EXPORT_TYPES:
         raise CheckpointError(f"GGUF export type {dtype!r} is not supported here (choose {', '.join(EXPORT_TYPES)})")
+    quantized = quantized_modules(model)
+    file_dtype = dtype or ("q4_1" if any(m.grid.bits == 4 for m in quantized.values()) else "q8_0" if quantized else "f16")
     arch = "qwen2" if cfg.attention_bias else "llama"
     path = Path(path)
     with atomic_path(path) as tmp:
@@ -142,18 +153,21 @@ def export_gguf(model: Transformer, tokenizer: Tokenizer, path: str | Path, dtyp
         writer.add_rope_freq_base(cfg.rope_theta)
         writer.add_layer_norm_rms_eps(cfg.norm_eps)
         writer.add_vocab_size(cfg.vocab_size)
-        file_type = {"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16, "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}
-        writer.add_file_type(file_type[dtype])
+        writer.add_file_type(getattr(gguf.LlamaFileType, FILE_TYPES[file_dtype]))
         writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
         add_tokenizer_to_gguf(writer, tokenizer)
         names = external_names(cfg.n_layers, GGUF)
-        for ours, tensor in model.state_dict().items():
+        for ours, tensor in _export_tensors(model, quantized):
             theirs = names[ours]
-            w = tensor.detach().float().cpu()
             suffix = theirs.split(".", 2)[-1]
-            if arch == "llama" and suffix in _PERMUTED:
-                w = to_llama_cpp_rows(w, getattr(cfg, _PERMUTED[suffix]))
-            _add_tensor(writer, theirs, w.numpy(), dtype)
+            rows = getattr(cfg, _PERMUTED[suffix]) if arch == "llama" and suffix in _PERMUTED else None
+            if isinstance(tensor, QuantLinear):
+                _add_quantized(writer, theirs, tensor, dtype, rows)
+            else:
+                w = tensor.detach().float().cpu()
+                if rows is not None:
+                    w = to_llama_cpp_rows(w, rows)
+                _add_tensor(writer, theirs, w.numpy(), dtype or "f16")
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()
@@ -161,13 +175,50 @@ def export_gguf(model: Transformer, tokenizer: Tokenizer, path: str | Path, dtyp
     return path
 
 
+FILE_TYPES = {"f32": "ALL_F32", "f16": "MOSTLY_F16", "q8_0": "MOSTLY_Q8_0", "q4_0": "MOSTLY_Q4_0", "q4_1": "MOSTLY_Q4_1"}
+
+
+def _export_tensors(model: Transformer, quantized: dict[str, QuantLinear]):
+    """(lmforge tensor name, float tensor or QuantLinear) for every tensor GGUF stores; a tied quantized
+    head is written once, as the embedding, which llama.cpp then also uses as the output layer."""
+    tied_head = model.cfg.tie_embeddings and "head" in quantized
+    for name, tensor in model.state_dict().items():
+        module, _, leaf = name.rpartition(".")
+        if module in quantized:
+            if leaf == "qweight" and not (tied_head and module == "head"):
+                yield f"{module}.weight", quantized[module]
+            elif leaf == "bias":
+                yield name, tensor
+        elif name == "embed.weight" and tied_head:
+            yield name, quantized["head"]
+        else:
+            yield name, tensor
+
+
+def _add_quantized(writer, name: str, layer: QuantLinear, dtype: str | None, permute_heads: int | None) -> None:
+    import gguf
+
+    qtype = dtype or ("q8_0" if layer.grid.bits == 8 else "q4_1")
+    if qtype in BLOCK_TYPES and exact_blocks(layer, qtype):
+        codes, scales, zeros = layer.codes(), layer.scales, layer.zeros
+        if permute_heads is not None:
+            codes, scales, zeros = (to_llama_cpp_rows(t, permute_heads) for t in (codes, scales, zeros))
+        blocks = to_blocks(codes, scales, zeros, layer.grid.group_len(layer.in_features), qtype)
+        writer.add_tensor(name, blocks, raw_dtype=getattr(gguf.GGMLQuantizationType, qtype.upper()))
+        return
+    w = layer.dequantize()
+    if permute_heads is not None:
+        w = to_llama_cpp_rows(w, permute_heads)
+    _add_tensor(writer, name, w.numpy(), qtype)
+
+
 def _add_tensor(writer, name: str, values: np.ndarray, dtype: str) -> None:
     import gguf
 
-    qtype = gguf.GGMLQuantizationType.Q8_0
+    qtype = getattr(gguf.GGMLQuantizationType, dtype.upper(), None)
     if values.ndim == 1 or dtype == "f32":  # llama.cpp keeps norms and biases in fp32
         writer.add_tensor(name, values.astype(np.float32))
-    elif dtype == "f16" or values.shape[-1] % gguf.GGML_QUANT_SIZES[qtype][0]:  # rows Q8_0 cannot block
+    elif dtype == "f16" or values.shape[-1] % gguf.GGML_QUANT_SIZES[qtype][0]:  # rows the block type cannot cut
         writer.add_tensor(name, values.astype(np.float16))
     else:
         writer.add_tensor(name, gguf.quants.quantize(values, qtype), raw_dtype=qtype)

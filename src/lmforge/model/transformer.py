@@ -118,7 +118,9 @@ class Transformer(nn.Module):
 
     def logits(self, normed: torch.Tensor) -> torch.Tensor:
         """Output-head logits of final-norm outputs (also used for the logit lens)."""
-        return nn.functional.linear(normed, self.output_weight)
+        if self.head is None:
+            return nn.functional.linear(normed, self.embed.weight)
+        return self.head(normed)  # a module, so a quantized head runs its own kernel
 
 
 def matmul_dtype(x: torch.Tensor) -> torch.dtype:

@@ -1,0 +1,142 @@
+"""AWQ: activation-aware weight quantization (Lin, Tang, Tang et al., "AWQ", arXiv 2306.00978).
+
+Weights that meet large activations matter most. For each group of linears sharing an
+input, scale their input columns by s = mean|x|^ratio (normalised by sqrt(max s * min s)),
+with the ratio picked from a grid to minimise the output error of the quantized block,
+and fold 1/s into whatever produces that input (the RMSNorm gain or the previous
+linear's rows), so the float model computes exactly the same function. Then search,
+per output channel and group, how far to shrink the grid's range (clipping), by the
+same output error. Llama's groups: attention norm -> q, k, v; v -> o (when the shapes
+match, i.e. no grouped KV heads); MLP norm -> gate, up; up -> down. q and k are not
+clipped (attention scores are sensitive to them).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lmforge.quant.grid import Grid, fake_quantize
+
+N_GRID = 20
+MAX_SHRINK = 0.5
+CLIP_TOKENS = 512
+
+
+@dataclass
+class ScaleGroup:
+    """Linears that read one input, the module producing it, and the function whose output error is judged."""
+
+    prev: nn.Module  # RMSNorm or nn.Linear whose output feeds `linears`
+    linears: list[str]  # names inside the block
+    inspect: Callable[[torch.Tensor], torch.Tensor]
+
+
+def llama_scale_groups(block: nn.Module, positions: torch.Tensor) -> list[ScaleGroup]:
+    """AWQ's scaling groups of one block; attention groups only when the mixer has q/k/v/o projections."""
+    groups = []
+    mixer = block.mixer
+    if all(hasattr(mixer, name) for name in ("q_proj", "k_proj", "v_proj", "o_proj")):
+        groups.append(ScaleGroup(block.mixer_norm, ["mixer.q_proj", "mixer.k_proj", "mixer.v_proj"],
+                                 lambda x: mixer(x, positions[: x.shape[0], : x.shape[1]], None)))
+        if mixer.v_proj.out_features == mixer.o_proj.in_features:
+            groups.append(ScaleGroup(mixer.v_proj, ["mixer.o_proj"], mixer.o_proj))
+    mlp = block.mlp
+    groups.append(ScaleGroup(block.mlp_norm, ["mlp.gate_proj", "mlp.up_proj"], mlp))
+    groups.append(ScaleGroup(mlp.up_proj, ["mlp.down_proj"], mlp.down_proj))
+    return groups
+
+
+@torch.no_grad()
+def search_scales(x: torch.Tensor, linears: list[nn.Linear], inspect: Callable, grid: Grid,
+                  mean_abs: torch.Tensor) -> torch.Tensor:
+    """The input-column scales s [K] minimising the error of `inspect(x)` with linears quantized as (W s) / s."""
+    reference = inspect(x)
+    originals = [lin.weight.detach().clone() for lin in linears]
+    best, best_loss = torch.ones_like(mean_abs), float("inf")
+    try:
+        for step in range(N_GRID):
+            s = mean_abs.pow(step / N_GRID).clamp(min=1e-4)
+            s = s / (s.max() * s.min()).sqrt()
+            for lin, w in zip(linears, originals):
+                lin.weight.copy_(fake_quantize(w * s, grid) / s)
+            loss = float((inspect(x) - reference).float().pow(2).mean())
+            if loss < best_loss:
+                best, best_loss = s, loss
+    finally:
+        for lin, w in zip(linears, originals):
+            lin.weight.copy_(w)
+    return best
+
+
+@torch.no_grad()
+def fold_scales(prev: nn.Module, linears: list[nn.Linear], s: torch.Tensor) -> None:
+    """Divide prev's output by s and multiply the linears' input columns by s: the float function is unchanged."""
+    if isinstance(prev, nn.Linear):
+        prev.weight.div_(s[:, None])
+        if prev.bias is not None:
+            prev.bias.div_(s)
+    else:  # RMSNorm: its gain scales each output channel
+        prev.weight.div_(s)
+    for lin in linears:
+        lin.weight.mul_(s[None, :])
+
+
+@torch.no_grad()
+def search_clip(w: torch.Tensor, x: torch.Tensor, grid: Grid) -> torch.Tensor:
+    """Per (output channel, group) range shrink factors [N, G] minimising the group's output error on inputs x [n, K]."""
+    k = w.shape[1]
+    group = grid.group_len(k)
+    x = x.reshape(-1, k)
+    x = x[:: max(1, x.shape[0] // CLIP_TOKENS)][:CLIP_TOKENS].float()
+    w = w.float()
+    reference = group_outputs(w, x, group)
+    best = torch.ones(w.shape[0], grid.n_groups(k))
+    best_err = torch.full_like(best, float("inf"))
+    for step in range(int(MAX_SHRINK * N_GRID)):
+        shrink = 1 - step / N_GRID
+        err = (group_outputs(fake_quantize(w, grid, shrink), x, group) - reference).pow(2).mean(dim=1).t()
+        better = err < best_err
+        best_err = torch.where(better, err, best_err)
+        best[better] = shrink
+    return best
+
+
+def group_outputs(w: torch.Tensor, x: torch.Tensor, group: int) -> torch.Tensor:
+    """Each input group's share of x W^T, [G, n_tokens, N] (summed over G it is the layer output)."""
+    k = w.shape[1]
+    padded = -(-k // group) * group
+    xg = F.pad(x, (0, padded - k)).reshape(x.shape[0], -1, group).transpose(0, 1)  # [G, n, group]
+    wg = F.pad(w, (0, padded - k)).reshape(w.shape[0], -1, group).permute(1, 2, 0)  # [G, group, N]
+    return torch.bmm(xg, wg)
+
+
+@torch.no_grad()
+def awq_block(block: nn.Module, inputs: dict[str, torch.Tensor], positions: torch.Tensor, grid: Grid,
+              search_rows: int) -> dict[str, torch.Tensor]:
+    """Scale (folded into the block) and clip one block's linears; returns each linear's range shrink [N, G].
+
+    `inputs` maps linear names to their calibration inputs [n, T, K] (updated in place for
+    the folded scales); the scale search judges the first `search_rows` sequences.
+    """
+    groups = llama_scale_groups(block, positions)
+    modules = dict(block.named_modules())
+    chosen = []
+    for g in groups:
+        x = inputs[g.linears[0]]
+        mean_abs = x.reshape(-1, x.shape[-1]).abs().float().mean(0)
+        chosen.append(search_scales(x[:search_rows], [modules[n] for n in g.linears], g.inspect, grid, mean_abs))
+    for g, s in zip(groups, chosen):  # every search saw the float block; now fold them all
+        fold_scales(g.prev, [modules[n] for n in g.linears], s)
+        for name in g.linears:
+            inputs[name] = inputs[name] / s
+    shrinks = {}
+    for name, x in inputs.items():
+        if name.endswith(("q_proj", "k_proj")):
+            continue
+        shrinks[name] = search_clip(modules[name].weight, x, grid)
+    return shrinks

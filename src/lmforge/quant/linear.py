@@ -1,0 +1,138 @@
+"""`QuantLinear`: a drop-in for `nn.Linear` holding packed integer weights.
+
+Stored (and saved) form: `qweight` codes (uint8 [N, K] for 8 bits, two per byte
+[N, ceil(K/2)] for 4 bits), `scales` and `zeros` float16 [N, G] (see `grid.py`).
+
+Compute: decoding multiplies one or a few rows by the weight, which is memory-bound, so
+for small batches the layer runs PyTorch's packed CPU kernels on the compact weight
+(`_weight_int8pack_mm`, `_weight_int4pack_mm_for_cpu`); both are fast only with bf16
+activations on these CPUs (fp32 activations hit a slow path, measured in
+benchmarks/quantization.py), so the input is cast to bf16 for them. Larger batches
+(prefill, evaluation) are compute-bound and faster as one float matrix product on the
+dequantized weight, which is also the reference the kernels are tested against.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lmforge.quant.grid import Grid, dequantize, expand_groups
+from lmforge.quant.pack import pack_int4, unpack_int4
+
+KERNEL_MAX_ROWS = 16  # above this many input rows the dequantized float product is faster (measured)
+INT4_KERNEL_GROUPS = (32, 64, 128, 256)
+
+
+class QuantLinear(nn.Module):
+    """y = x W^T + b with W = (u - z) * s stored as integer codes u (see module docstring)."""
+
+    def __init__(self, in_features: int, out_features: int, grid: Grid, bias: bool = False):
+        super().__init__()
+        self.in_features, self.out_features, self.grid = in_features, out_features, grid
+        n_groups = grid.n_groups(in_features)
+        width = in_features if grid.bits == 8 else -(-in_features // 2)
+        self.register_buffer("qweight", torch.zeros(out_features, width, dtype=torch.uint8))
+        self.register_buffer("scales", torch.ones(out_features, n_groups, dtype=torch.float16))
+        self.register_buffer("zeros", torch.zeros(out_features, n_groups, dtype=torch.float16))
+        self.register_buffer("bias", torch.zeros(out_features) if bias else None)
+        self._kernel: tuple | None = None
+
+    @classmethod
+    def from_codes(cls, codes: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor, grid: Grid,
+                   bias: torch.Tensor | None = None) -> "QuantLinear":
+        """A layer from codes [N, K] (uint8) and group parameters [N, G]."""
+        n, k = codes.shape
+        layer = cls(k, n, grid, bias is not None)
+        layer.qweight.copy_(codes if grid.bits == 8 else pack_int4(codes))
+        layer.scales.copy_(scales)
+        layer.zeros.copy_(zeros)
+        if bias is not None:
+            layer.bias.copy_(bias.detach())
+        return layer
+
+    def codes(self) -> torch.Tensor:
+        """Integer codes [N, K] (uint8)."""
+        return self.qweight if self.grid.bits == 8 else unpack_int4(self.qweight, self.in_features)
+
+    def dequantize(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """The float weight [N, K] this layer stands for."""
+        return dequantize(self.codes(), self.scales, self.zeros, self.grid, dtype)
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The dequantized float32 weight (for code that reads `.weight`, such as the loss head)."""
+        return self.dequantize()
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        self._kernel = None  # new codes: repack for the kernel on next use
+        super()._load_from_state_dict(*args, **kwargs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x.reshape(-1, self.in_features)
+        if rows.shape[0] <= KERNEL_MAX_ROWS and self.kernel_supported(x):
+            out = self.kernel_forward(rows).to(x.dtype)
+        else:
+            out = F.linear(rows, self.dequantize(x.dtype))
+        if self.bias is not None:
+            out = out + self.bias.to(out.dtype)
+        return out.reshape(*x.shape[:-1], self.out_features)
+
+    def kernel_supported(self, x: torch.Tensor) -> bool:
+        """Whether a packed CPU kernel computes this layer (CPU, no autograd, a grid the kernel takes)."""
+        if x.device.type != "cpu" or (torch.is_grad_enabled() and x.requires_grad):
+            return False
+        if self.grid.bits == 8:
+            return self.grid.group_size is None
+        return self.grid.group_len(self.in_features) in INT4_KERNEL_GROUPS and self.out_features % 16 == 0
+
+    def kernel_forward(self, rows: torch.Tensor) -> torch.Tensor:
+        """x W^T with the packed kernel, bf16 activations, fp32 result."""
+        if self._kernel is None:
+            self._kernel = self._prepare_kernel()
+        x = rows.to(torch.bfloat16)
+        if self.grid.bits == 8:
+            signed, ones, scale, offset = self._kernel
+            out = torch.ops.aten._weight_int8pack_mm(x, signed, ones).float()
+            # sum_k x_k (u - z) s = s (x . (u - 128)) - s (z - 128) sum_k x_k
+            return out * scale - x.float().sum(-1, keepdim=True) * offset
+        packed, group, scale_zeros, padded_k = self._kernel
+        if padded_k != self.in_features:
+            x = F.pad(x, (0, padded_k - self.in_features))
+        return torch.ops.aten._weight_int4pack_mm_for_cpu(x, packed, group, scale_zeros).float()
+
+    def _prepare_kernel(self) -> tuple:
+        scales, zeros = self.scales.float(), self.zeros.float()
+        if self.grid.bits == 8:
+            signed = (self.qweight.to(torch.int16) - 128).to(torch.int8)
+            ones = torch.ones(self.out_features, dtype=torch.bfloat16)
+            return signed, ones, scales[:, 0], scales[:, 0] * (zeros[:, 0] - 128)
+        group = self.grid.group_len(self.in_features)
+        padded_k = self.grid.n_groups(self.in_features) * group
+        codes = F.pad(self.codes(), (0, padded_k - self.in_features)).to(torch.int32)
+        packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes, 2)
+        # the kernel computes (u - 8) * s + m per group, so m = (8 - z) * s
+        scale_zeros = torch.stack([scales.t(), ((8 - zeros) * scales).t()], dim=-1).to(torch.bfloat16).contiguous()
+        return packed, group, scale_zeros, padded_k
+
+    def extra_repr(self) -> str:
+        group = self.grid.group_size or "channel"
+        return f"in_features={self.in_features}, out_features={self.out_features}, bits={self.grid.bits}, group={group}"
+
+
+def kernel_reference(layer: QuantLinear, rows: torch.Tensor) -> torch.Tensor:
+    """What the packed kernel computes, in float64: bf16-rounded inputs (and, for int4, bf16-rounded
+    group scales and offsets) times the integer codes. The kernel must match this up to its bf16 output."""
+    x = rows.to(torch.bfloat16).double()
+    codes = layer.codes().double()
+    k = layer.in_features
+    group = layer.grid.group_len(k)
+    scales, zeros = layer.scales.double(), layer.zeros.double()
+    if layer.grid.bits == 8:
+        w = (codes - expand_groups(zeros, group, k)) * expand_groups(scales, group, k)
+    else:
+        s_bf16 = scales.to(torch.bfloat16).double()
+        m_bf16 = ((8 - zeros) * scales).float().to(torch.bfloat16).double()
+        w = (codes - 8) * expand_groups(s_bf16, group, k) + expand_groups(m_bf16, group, k)
+    return x @ w.t()

@@ -1,0 +1,158 @@
+"""GPTQ, AWQ and HQQ each beat round-to-nearest on what they optimise; AWQ's folding is exact."""
+
+import copy
+
+import pytest
+import torch
+
+from lmforge.config import ModelConfig
+from lmforge.model.transformer import Transformer
+from lmforge.quant.awq import awq_block, fold_scales, llama_scale_groups, search_clip
+from lmforge.quant.gptq import Hessian, gptq
+from lmforge.quant.grid import Grid, dequantize, fake_quantize, grid_params, rtn
+from lmforge.quant.hqq import hqq, shrink_lp
+
+
+def correlated_inputs(n: int, k: int, seed: int = 0) -> torch.Tensor:
+    """Activations with a few loud channels and correlated directions, like a real layer's inputs."""
+    g = torch.Generator().manual_seed(seed)
+    mix = torch.randn(k, k, generator=g) / k**0.5
+    x = torch.randn(n, k, generator=g) @ mix
+    x[:, :4] *= 20
+    return x
+
+
+def output_error(w, w_hat, x):
+    return float(((x @ (w - w_hat).t()) ** 2).mean())
+
+
+@pytest.mark.parametrize("grid", [Grid(4, 32), Grid(4, 128), Grid(8, None, True), Grid(4, 64)])
+@pytest.mark.parametrize("act_order", [False, True])
+def test_gptq_beats_rtn_on_the_layer_output(grid, act_order):
+    torch.manual_seed(0)
+    w = torch.randn(64, 192) * 0.05
+    x = correlated_inputs(2048, 192)
+    h = Hessian(192)
+    for chunk in x.split(500):  # accumulated batch by batch
+        h.add(chunk)
+    torch.testing.assert_close(h.h, 2 * x.double().t() @ x.double() / len(x))
+    codes, scales, zeros = gptq(w, h.h, grid, act_order=act_order)
+    w_gptq = dequantize(codes, scales, zeros, grid)
+    w_rtn = dequantize(*rtn(w, grid), grid)
+    assert output_error(w, w_gptq, x) < 0.7 * output_error(w, w_rtn, x)
+
+
+def test_gptq_handles_dead_inputs():
+    torch.manual_seed(0)
+    w = torch.randn(16, 64)
+    x = correlated_inputs(256, 64)
+    x[:, 5] = 0  # an input that never fires
+    h = Hessian(64)
+    h.add(x)
+    codes, scales, zeros = gptq(w, h.h, Grid(4, 32))
+    w_hat = dequantize(codes, scales, zeros, Grid(4, 32))
+    assert torch.isfinite(w_hat).all() and (w_hat[:, 5] == 0).all()
+
+
+def test_gptq_with_an_identity_hessian_is_rtn():
+    torch.manual_seed(0)
+    w = torch.randn(8, 64)
+    codes, scales, zeros = gptq(w, torch.eye(64), Grid(4, 32))
+    ref_codes, ref_scales, ref_zeros = rtn(w, Grid(4, 32))
+    assert torch.equal(codes, ref_codes) and torch.equal(scales, ref_scales) and torch.equal(zeros, ref_zeros)
+
+
+def test_hqq_lowers_the_lp_error_of_heavy_tailed_weights():
+    torch.manual_seed(0)
+    w = torch.distributions.StudentT(3.0).sample((64, 256)) * 0.02
+    grid = Grid(4, 64)
+    w_hqq = dequantize(*hqq(w, grid), grid)
+    w_rtn = dequantize(*rtn(w, grid), grid)
+    lp = lambda e: float(e.abs().pow(0.7).mean())  # noqa: E731
+    assert lp(w - w_hqq) < lp(w - w_rtn)
+    assert float((w - w_hqq).abs().mean()) < float((w - w_rtn).abs().mean())
+
+
+def test_shrink_lp_is_hqqs_generalised_soft_threshold():
+    x = torch.linspace(-3, 3, 61, dtype=torch.float64)
+    beta, p = 2.0, 0.7
+    out = shrink_lp(x, beta, p)
+    assert (out.abs() <= x.abs()).all() and (torch.sign(out) * torch.sign(x) >= 0).all()
+    threshold = x.abs() ** (p - 1) / beta
+    assert (out[x.abs() <= threshold] == 0).all()  # small errors are treated as noise and dropped
+    kept = x.abs() > threshold
+    torch.testing.assert_close(out[kept], torch.sign(x[kept]) * (x[kept].abs() - threshold[kept]))
+
+
+def tiny_block(seed=0, n_kv_heads=4):
+    torch.manual_seed(seed)
+    model = Transformer(ModelConfig(vocab_size=64, d_model=64, n_layers=1, n_heads=4, n_kv_heads=n_kv_heads,
+                                    max_seq_len=64)).double()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.dim() == 1:
+                p.copy_(torch.rand_like(p) + 0.5)
+    return model.layers[0]
+
+
+@pytest.mark.parametrize("n_kv_heads", [4, 2])
+def test_awq_folding_leaves_the_float_block_unchanged(n_kv_heads):
+    block = tiny_block(n_kv_heads=n_kv_heads)
+    x = torch.randn(2, 16, 64, dtype=torch.float64)
+    positions = torch.arange(16).expand(2, -1)
+    before = block(x, positions, None)
+    modules = dict(block.named_modules())
+    groups = llama_scale_groups(block, positions)
+    assert (len(groups) == 4) == (n_kv_heads == 4)  # v -> o only without grouped KV heads
+    for g in groups:
+        fold_scales(g.prev, [modules[n] for n in g.linears], torch.rand(64 if "down" not in g.linears[0] else 192,
+                                                                        dtype=torch.float64) + 0.5)
+    torch.testing.assert_close(block(x, positions, None), before, rtol=1e-12, atol=1e-12)
+
+
+def test_awq_clip_search_never_hurts_the_output():
+    torch.manual_seed(0)
+    w = torch.distributions.StudentT(2.0).sample((32, 128)) * 0.02
+    x = correlated_inputs(1024, 128)
+    grid = Grid(4, 32)
+    shrink = search_clip(w, x, grid)
+    assert ((shrink > 0.5) & (shrink <= 1)).all() and (shrink < 1).any()
+    clipped = fake_quantize(w, grid, shrink)
+    assert output_error(w, clipped, x) < output_error(w, fake_quantize(w, grid), x)
+
+
+def test_awq_block_beats_rtn_on_the_block_output():
+    block = tiny_block().float()
+    reference = copy.deepcopy(block)
+    positions = torch.arange(32).expand(8, -1)
+    x = torch.randn(8, 32, 64)
+    x[..., :3] *= 15  # loud channels, AWQ's premise
+    grid = Grid(4, 32)
+    names = ["mixer.q_proj", "mixer.k_proj", "mixer.v_proj", "mixer.o_proj", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"]
+    modules = dict(block.named_modules())
+    seen = {}
+    hooks = [modules[n].register_forward_pre_hook(lambda m, a, n=n: seen.__setitem__(n, a[0])) for n in names]
+    with torch.no_grad():
+        target = block(x, positions, None)
+    for h in hooks:
+        h.remove()
+    shrinks = awq_block(block, seen, positions, grid, search_rows=8)
+
+    def quantized_output(b, shrink):
+        b = copy.deepcopy(b)
+        with torch.no_grad():
+            for n in names:
+                lin = dict(b.named_modules())[n]
+                lin.weight.copy_(fake_quantize(lin.weight, grid, shrink.get(n, 1.0)))
+            return b(x, positions, None)
+
+    awq_err = float((quantized_output(block, shrinks) - target).pow(2).mean())
+    rtn_err = float((quantized_output(reference, {}) - target).pow(2).mean())
+    assert awq_err < 0.8 * rtn_err
+
+
+def test_grid_params_shrink_narrows_the_range():
+    w = torch.randn(4, 64)
+    s1, _ = grid_params(w, Grid(4, 32))
+    s2, _ = grid_params(w, Grid(4, 32), 0.5)
+    torch.testing.assert_close(s2, s1 / 2, rtol=2e-3, atol=0)
