@@ -111,10 +111,13 @@ def round_codes(w: torch.Tensor, s: torch.Tensor, z: torch.Tensor, max_code: int
 def dequantize(codes: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor, grid: Grid,
                dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Float weight (u - z) * s [N, K] from codes [N, K] and group parameters [N, G]."""
-    k = codes.shape[1]
+    n, k = codes.shape
     group = grid.group_len(k)
-    s, z = expand_groups(scales.float(), group, k), expand_groups(zeros.float(), group, k)
-    return ((codes.float() - z) * s).to(dtype)
+    if k % group == 0:  # broadcast over whole groups: no [N, K] copies of the parameters
+        grouped = codes.view(n, k // group, group).to(dtype)
+        return ((grouped - zeros.to(dtype)[..., None]) * scales.to(dtype)[..., None]).view(n, k)
+    s, z = expand_groups(scales.to(dtype), group, k), expand_groups(zeros.to(dtype), group, k)
+    return (codes.to(dtype) - z) * s
 
 
 def fake_quantize(w: torch.Tensor, grid: Grid, max_shrink: torch.Tensor | float = 1.0) -> torch.Tensor:

@@ -85,7 +85,14 @@ class QuantLinear(nn.Module):
             return False
         if self.grid.bits == 8:
             return self.grid.group_size is None
-        return self.grid.group_len(self.in_features) in INT4_KERNEL_GROUPS and self.out_features % 16 == 0
+        return self.kernel_group() is not None and self.out_features % 16 == 0
+
+    def kernel_group(self) -> int | None:
+        """The int4 kernel's group length: the longest it takes that divides both our group and the width
+        (SmolLM2's 576 columns at g128 run as groups of 64 with each scale repeated, so nothing is padded)."""
+        group = self.grid.group_len(self.in_features)
+        fits = [g for g in INT4_KERNEL_GROUPS if group % g == 0 and self.in_features % g == 0]
+        return max(fits, default=None)
 
     def kernel_forward(self, rows: torch.Tensor) -> torch.Tensor:
         """x W^T with the packed kernel, bf16 activations, fp32 result."""
@@ -94,12 +101,10 @@ class QuantLinear(nn.Module):
         x = rows.to(torch.bfloat16)
         if self.grid.bits == 8:
             signed, ones, scale, offset = self._kernel
-            out = torch.ops.aten._weight_int8pack_mm(x, signed, ones).float()
+            out = torch.ops.aten._weight_int8pack_mm(x, signed, ones).float() * scale
             # sum_k x_k (u - z) s = s (x . (u - 128)) - s (z - 128) sum_k x_k
-            return out * scale - x.float().sum(-1, keepdim=True) * offset
-        packed, group, scale_zeros, padded_k = self._kernel
-        if padded_k != self.in_features:
-            x = F.pad(x, (0, padded_k - self.in_features))
+            return out if offset is None else out - x.float().sum(-1, keepdim=True) * offset
+        packed, group, scale_zeros = self._kernel
         return torch.ops.aten._weight_int4pack_mm_for_cpu(x, packed, group, scale_zeros).float()
 
     def _prepare_kernel(self) -> tuple:
@@ -107,14 +112,15 @@ class QuantLinear(nn.Module):
         if self.grid.bits == 8:
             signed = (self.qweight.to(torch.int16) - 128).to(torch.int8)
             ones = torch.ones(self.out_features, dtype=torch.bfloat16)
-            return signed, ones, scales[:, 0], scales[:, 0] * (zeros[:, 0] - 128)
-        group = self.grid.group_len(self.in_features)
-        padded_k = self.grid.n_groups(self.in_features) * group
-        codes = F.pad(self.codes(), (0, padded_k - self.in_features)).to(torch.int32)
-        packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes, 2)
+            offset = None if bool((zeros == 128).all()) else scales[:, 0] * (zeros[:, 0] - 128)
+            return signed, ones, scales[:, 0], offset
+        k, group = self.in_features, self.kernel_group()
+        packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(self.codes().to(torch.int32), 2)
+        own = self.grid.group_len(k)
+        scales, zeros = expand_groups(scales, own, k)[:, ::group], expand_groups(zeros, own, k)[:, ::group]
         # the kernel computes (u - 8) * s + m per group, so m = (8 - z) * s
         scale_zeros = torch.stack([scales.t(), ((8 - zeros) * scales).t()], dim=-1).to(torch.bfloat16).contiguous()
-        return packed, group, scale_zeros, padded_k
+        return packed, group, scale_zeros
 
     def extra_repr(self) -> str:
         group = self.grid.group_size or "channel"
@@ -128,11 +134,11 @@ def kernel_reference(layer: QuantLinear, rows: torch.Tensor) -> torch.Tensor:
     codes = layer.codes().double()
     k = layer.in_features
     group = layer.grid.group_len(k)
-    scales, zeros = layer.scales.double(), layer.zeros.double()
+    scales, zeros = layer.scales.float(), layer.zeros.float()
     if layer.grid.bits == 8:
-        w = (codes - expand_groups(zeros, group, k)) * expand_groups(scales, group, k)
+        w = (codes - expand_groups(zeros.double(), group, k)) * expand_groups(scales.double(), group, k)
     else:
         s_bf16 = scales.to(torch.bfloat16).double()
-        m_bf16 = ((8 - zeros) * scales).float().to(torch.bfloat16).double()
+        m_bf16 = ((8 - zeros) * scales).to(torch.bfloat16).double()
         w = (codes - 8) * expand_groups(s_bf16, group, k) + expand_groups(m_bf16, group, k)
     return x @ w.t()
