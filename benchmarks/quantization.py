@@ -42,7 +42,7 @@ from lmforge.quant.calibration import calibration_windows
 from lmforge.quant.quantize import QuantSpec, quantize_model
 from lmforge.serve.generate import SamplingParams, generate
 
-METHODS = ("rtn", "gptq", "awq", "hqq")
+METHODS = ("rtn", "gptq", "gptq-ltr", "awq", "hqq")  # gptq-ltr: GPTQ without act-order (columns left to right)
 GRIDS = (("int8", 8, None), ("int4 g128", 4, 128), ("int4 g32", 4, 32))
 SMOLLM2_SHAPES = ((576, 576), (576, 192), (576, 1536), (1536, 576), (576, 49152))
 
@@ -83,7 +83,7 @@ def quality(name: str, loaded, args) -> list[dict]:
         print(f"  {name} float: perplexity {ref['ppl']:.3f} over {ref['tokens']} tokens", flush=True)
         for grid_name, bits, group in GRIDS:
             for method in METHODS:
-                spec = QuantSpec(method, bits, group)
+                spec = QuantSpec(method.split("-")[0], bits, group, act_order=method != "gptq-ltr")
                 model = copy.deepcopy(base)
                 stats = quantize_model(model, spec, calib, progress=False)
                 r = evaluate(model, windows, token_bytes, batch_size=4)

@@ -151,7 +151,7 @@ def cmd_quantize(args: argparse.Namespace) -> None:
     from lmforge.quant.quantize import CALIBRATED, QuantSpec, quantize_model
 
     group = None if args.group_size == 0 else args.group_size or (128 if args.bits == 4 else None)
-    spec = QuantSpec(args.method, args.bits, group, args.head_bits, args.act_order)
+    spec = QuantSpec(args.method, args.bits, group, args.head_bits, not args.no_act_order)
     loaded = load_model(args.model)
     float_bytes = sum(t.numel() * t.element_size() for t in loaded.model.state_dict().values())
     calibration, info = None, {}
@@ -290,7 +290,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="calibration corpus for gptq/awq: 'stdlib' (its validation split), 'pydoc', or a file/directory/glob")
     p.add_argument("--calib-seqs", type=int, default=128, help="calibration sequences (default 128)")
     p.add_argument("--calib-len", type=int, default=512, help="tokens per calibration sequence (default 512)")
-    p.add_argument("--act-order", action="store_true", help="gptq: quantize columns by decreasing activation energy")
+    p.add_argument("--no-act-order", action="store_true",
+                   help="gptq: quantize columns left to right instead of by decreasing activation energy (the default)")
     p.add_argument("--head-bits", type=int, choices=(0, 4, 8), default=8,
                    help="output head (and tied embedding) precision, RTN; 0 keeps it float (default 8)")
     p.add_argument("--seed", type=int, default=0, help="seed of the calibration sample")
