@@ -119,7 +119,7 @@ def quality(quick: bool, checkpoint: str | None) -> tuple[dict, Path]:
     from lmforge.train.trainer import train
 
     work = Path(tempfile.mkdtemp(prefix="lmforge-sparse-"))
-    seq, steps, tune = (256, 40, 10) if quick else (1024, 300, 100)
+    seq, steps, tune = (256, 40, 10) if quick else (1024, 300, 300)
     block, top_k, top_p = (16, 0.06 if quick else 0.03, 0.05)  # about 90% block sparsity at these lengths
     data_dir = Path("runs/benchmark-data")
     data = prepare_or_load(load_run_config("quickstart").data, data_dir, progress=False)
@@ -132,7 +132,7 @@ def quality(quick: bool, checkpoint: str | None) -> tuple[dict, Path]:
         train(load_run_config("quickstart", shape + [f"train.out={checkpoint}", f"train.steps={steps}"]),
               overwrite=True, progress=False, log=lambda s: None)
     sparse = [f"model.sparse_block_q={block}", f"model.sparse_block_k={block}", f"model.sparse_top_k={top_k}",
-              f"model.sparse_top_p={top_p}", f"train.steps={tune}", "train.lr=1e-3", f"train.warmup_steps={tune // 10}",
+              f"model.sparse_top_p={top_p}", f"train.steps={tune}", "train.lr=2e-3", f"train.warmup_steps={tune // 10}",
               f"train.seq_len={seq}", "train.batch_size=4", "train.eval_every=0"]
     windows = eval_windows(data.shard("val").tokens, seq, 32 * seq if quick else 0)
     token_bytes = data.tokenizer.token_byte_lengths()
