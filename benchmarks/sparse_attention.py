@@ -119,7 +119,7 @@ def quality(quick: bool, checkpoint: str | None) -> tuple[dict, Path]:
     from lmforge.train.trainer import train
 
     work = Path(tempfile.mkdtemp(prefix="lmforge-sparse-"))
-    seq, steps, tune = (256, 40, 10) if quick else (1024, 300, 300)
+    seq, steps, tune = (256, 40, 10) if quick else (1024, 300, 1000)
     block, top_k, top_p = (16, 0.06 if quick else 0.03, 0.05)  # about 90% block sparsity at these lengths
     data_dir = Path("runs/benchmark-data")
     data = prepare_or_load(load_run_config("quickstart").data, data_dir, progress=False)
