@@ -18,7 +18,7 @@ from safetensors.torch import save_file
 
 from lmforge.config import ModelConfig, RunConfig, run_config_from_dict, to_dict
 from lmforge.errors import CheckpointError, LmforgeError
-from lmforge.fileio import atomic_dir, recover_dir, write_json
+from lmforge.fileio import OutputKind, atomic_dir, recover_dir, write_json
 from lmforge.model.transformer import Transformer
 from lmforge.quant.layout import apply_layout, derived_tensors, is_quantized, layout_of, tie_quantized_head
 from lmforge.tokenizer import Tokenizer
@@ -26,6 +26,8 @@ from lmforge.tokenizer import Tokenizer
 CONFIG, WEIGHTS = "config.json", "model.safetensors"
 OPTIMIZER, TRAINER = "optimizer.pt", "trainer.json"
 RUN_CHECKPOINT = "checkpoint"  # a training run's checkpoint lives in <out>/checkpoint
+CHECKPOINT_OUTPUT = OutputKind("lmforge checkpoint", CONFIG, "lmforge",
+                               frozenset({CONFIG, WEIGHTS, OPTIMIZER, TRAINER, "tokenizer.json", "tokenizer_config.json"}))
 
 
 @dataclass

@@ -23,3 +23,7 @@ class CheckpointError(LmforgeError):
 
 class GenerationError(LmforgeError):
     """A generation request cannot be served (prompt too long, token ids out of vocabulary)."""
+
+
+class OutputError(LmforgeError):
+    """An output path cannot be written, or writing it would destroy files lmforge did not write."""

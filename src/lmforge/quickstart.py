@@ -28,7 +28,7 @@ def run_quickstart(out: str | Path = "runs/quickstart", overrides: list[str] | N
     out = Path(out)
     cfg = load_run_config("quickstart", [f"train.out={out}", *(overrides or [])])
     log(f"preparing the stdlib corpus ({cfg.data.vocab_size}-token BPE) in {cfg.data_dir()}")
-    data = prepare_or_load(cfg.data, cfg.data_dir(), progress)
+    data = prepare_or_load(cfg.data, cfg.data_dir(), progress, rebuild=not cfg.data.dir)
     prepare_seconds = time.perf_counter() - started
     split = data.manifest["splits"]
     log(f"  train {split['train']['tokens']:,} tokens, val {split['val']['tokens']:,} tokens ({prepare_seconds:.0f} s)")

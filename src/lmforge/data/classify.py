@@ -26,7 +26,7 @@ import numpy as np
 from lmforge.data.document import Document
 from lmforge.data.steps import Filter, Step, StepStats
 from lmforge.errors import ConfigError, DataError
-from lmforge.fileio import atomic_path
+from lmforge.fileio import OutputKind, atomic_path
 
 WORD = re.compile(r"\w+")
 DEFAULT_BUCKETS = 1 << 18
@@ -82,6 +82,9 @@ def evaluate_classifier(weights: np.ndarray, bias: float, positive: Iterable[str
     right = [_score(weights, bias, features(t, len(weights))) >= 0.5 for t in positive]
     right += [_score(weights, bias, features(t, len(weights))) < 0.5 for t in negative]
     return sum(right) / max(len(right), 1)
+
+
+CLASSIFIER_OUTPUT = OutputKind("quality classifier (.npz)", magic=b"PK\x03\x04")
 
 
 def save_classifier(path: str | Path, weights: np.ndarray, bias: float) -> None:

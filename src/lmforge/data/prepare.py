@@ -2,7 +2,8 @@
 
 The output directory is built aside and swapped into place whole, so an interrupted run
 never leaves a half-prepared directory. A directory prepared from the same settings is
-reused as is.
+reused as is; one prepared from other settings is replaced only when asked, and a
+directory lmforge did not write is never touched.
 """
 
 from __future__ import annotations
@@ -18,17 +19,20 @@ from tqdm import tqdm
 
 from lmforge.config import DataConfig, to_dict
 from lmforge.data.document import Document
-from lmforge.data.readers import BUILTIN_CORPORA, read_corpus
+from lmforge.data.readers import BUILTIN_CORPORA, corpus_paths, read_corpus
 from lmforge.data.shards import ShardWriter, TokenShard, token_dtype
 from lmforge.data.split import choose_validation
 from lmforge.errors import DataError
-from lmforge.fileio import atomic_dir, recover_dir, write_json
+from lmforge.fileio import OutputKind, atomic_dir, claim_output, recover_dir, write_json
 from lmforge.tokenizer import Tokenizer
 
 MANIFEST = "manifest.json"
 SPLITS = ("train", "val")
 MIN_VOCAB = 256 + 3  # the byte alphabet plus the special tokens
 ENCODE_BATCH = 64
+PREPARED = OutputKind("prepared data directory", MANIFEST, "splits", frozenset({
+    MANIFEST, "tokenizer.json", "tokenizer_config.json", "report.json", "report.html",
+    *(f"{split}{suffix}" for split in SPLITS for suffix in (".bin", ".idx.npy"))}))
 
 
 @dataclass
@@ -38,6 +42,7 @@ class PreparedData:
     dir: Path
     manifest: dict
     tokenizer: Tokenizer
+    reused: bool = False  # found prepared from the same settings, not written now
 
     def shard(self, split: str) -> TokenShard:
         """The token shard of `split` ("train" or "val")."""
@@ -70,11 +75,15 @@ def sample_texts(docs: Iterable[Document], max_bytes: int) -> Iterator[str]:
             return
 
 
-def prepare(cfg: DataConfig, out_dir: str | Path, progress: bool = True) -> PreparedData:
-    """Split the corpus, train the tokenizer on the train split, and write both splits as shards."""
+def prepare(cfg: DataConfig, out_dir: str | Path, progress: bool = True, overwrite: bool = False) -> PreparedData:
+    """Split the corpus, train the tokenizer on the train split, and write both splits as shards.
+
+    `out_dir` must be new or empty, or hold prepared data (replaced only with `overwrite`);
+    it must not be, contain or lie inside the corpus.
+    """
     if cfg.vocab_size < MIN_VOCAB:
         raise DataError(f"data.vocab_size={cfg.vocab_size} is below the minimum of {MIN_VOCAB} (256 bytes + 3 special tokens)")
-    out_dir = Path(out_dir)
+    out_dir = claim_output(recover_dir(out_dir), PREPARED, corpus_paths(cfg.corpus), overwrite)
     started = time.perf_counter()
     sizes = {doc.id: len(doc.text.encode("utf-8")) for doc in read_corpus(cfg.corpus, cfg.text_field)}
     if not sizes or not any(sizes.values()):
@@ -150,13 +159,30 @@ def load_prepared(data_dir: str | Path) -> PreparedData:
     return PreparedData(data_dir, manifest, tokenizer)
 
 
-def prepare_or_load(cfg: DataConfig, data_dir: str | Path, progress: bool = True) -> PreparedData:
+def settings_difference(saved: dict, wanted: dict) -> str | None:
+    """The first data setting that differs between a manifest's source and the config's, as a phrase."""
+    for key in sorted(set(saved) | set(wanted)):
+        if saved.get(key) != wanted.get(key):
+            return f"data.{key} is {wanted.get(key)!r} in the config but {saved.get(key)!r} in the shards"
+    return None
+
+
+def prepare_or_load(cfg: DataConfig, data_dir: str | Path, progress: bool = True, rebuild: bool = False) -> PreparedData:
     """Reuse `data_dir` if it was prepared from the same settings or written by a data pipeline
-    (`lmforge data run`, whose config decides its content), else prepare it."""
+    (`lmforge data run`, whose config decides its content); prepare it if it is new or empty.
+
+    Shards prepared from other settings are replaced only with `rebuild` (a run starting
+    over in a directory it created); otherwise this stops and says what differs.
+    """
     data_dir = recover_dir(data_dir)
     if (data_dir / MANIFEST).is_file():
         prepared = load_prepared(data_dir)
         source = prepared.manifest.get("source", {})
-        if "pipeline" in source or source == _source(cfg):
+        difference = None if "pipeline" in source else settings_difference(source, _source(cfg))
+        if difference is None:
+            prepared.reused = True
             return prepared
-    return prepare(cfg, data_dir, progress)
+        if not rebuild:
+            raise DataError(f"{data_dir} holds shards prepared from other settings ({difference}); point data.dir "
+                            f"elsewhere, or prepare it again with `lmforge prepare ... --out {data_dir} --overwrite`")
+    return prepare(cfg, data_dir, progress, overwrite=rebuild)

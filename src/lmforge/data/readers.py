@@ -204,6 +204,22 @@ def _read_file(path: Path, text_field: str, base: Path | None, skipped: Counter 
     return read_text_files([path], base, skipped)
 
 
+def corpus_paths(spec: str) -> list[Path]:
+    """The files or directories a corpus spec reads (a glob's fixed leading directory), for
+    refusing an output that would overwrite its own input. Built-in corpora read none."""
+    if spec in BUILTIN_CORPORA:
+        return []
+    path = Path(spec).expanduser()
+    if path.exists() or not glob.has_magic(spec):
+        return [path]
+    fixed = []
+    for part in path.parts:
+        if glob.has_magic(part):
+            break
+        fixed.append(part)
+    return [Path(*fixed) if fixed else Path(".")]
+
+
 def read_corpus(
     spec: str, text_field: str = "text", shard: int = 0, num_shards: int = 1, skipped: Counter | None = None
 ) -> Iterator[Document]:

@@ -16,7 +16,7 @@ import torch
 from lmforge.checkpoint import Checkpoint, copy_tensors, is_softmax_only
 from lmforge.config import ModelConfig, RunConfig
 from lmforge.errors import CheckpointError
-from lmforge.fileio import atomic_path
+from lmforge.fileio import OutputKind, atomic_path, claim_output
 from lmforge.interop.gguf_tokenizer import add_tokenizer_to_gguf, tokenizer_from_gguf
 from lmforge.interop.names import GGUF, external_names, from_llama_cpp_rows, to_llama_cpp_rows
 from lmforge.model.transformer import Transformer
@@ -119,13 +119,17 @@ def load_gguf(path: str | Path, device: str | torch.device = "cpu") -> Checkpoin
     return Checkpoint(model.to(device), tokenizer, RunConfig(model=cfg), path)
 
 
+GGUF_OUTPUT = OutputKind("GGUF file", magic=b"GGUF")
+
+
 def export_gguf(model: Transformer, tokenizer: Tokenizer, path: str | Path, dtype: str | None = None,
-                name: str = "lmforge") -> Path:
+                name: str = "lmforge", overwrite: bool = False) -> Path:
     """Write a softmax model as a GGUF file that llama.cpp runs.
 
     `dtype` (f32, f16, q8_0, q4_0, q4_1) is the type of every matrix; None means f16 for
     a float model and, for a quantized one, each layer's own grid (8-bit -> Q8_0, 4-bit ->
-    Q4_1), written from its codes without re-rounding where the grids coincide.
+    Q4_1), written from its codes without re-rounding where the grids coincide. An existing
+    file is replaced only if it is a GGUF file and `overwrite` is set.
     """
     import gguf
 
@@ -137,7 +141,7 @@ def export_gguf(model: Transformer, tokenizer: Tokenizer, path: str | Path, dtyp
     quantized = quantized_modules(model)
     file_dtype = dtype or ("q4_1" if any(m.grid.bits == 4 for m in quantized.values()) else "q8_0" if quantized else "f16")
     arch = "qwen2" if cfg.attention_bias else "llama"
-    path = Path(path)
+    path = claim_output(path, GGUF_OUTPUT, overwrite=overwrite)
     with atomic_path(path) as tmp:
         writer = gguf.GGUFWriter(tmp, arch)
         writer.add_name(name)

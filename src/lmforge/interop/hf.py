@@ -18,7 +18,7 @@ from safetensors.torch import save_file
 from lmforge.checkpoint import Checkpoint, copy_tensors, hf_config, is_softmax_only
 from lmforge.config import ModelConfig, RunConfig
 from lmforge.errors import CheckpointError
-from lmforge.fileio import atomic_dir, write_json
+from lmforge.fileio import OutputKind, atomic_dir, claim_output, write_json
 from lmforge.interop.names import HF, external_names
 from lmforge.model.transformer import Transformer
 from lmforge.tokenizer import Tokenizer
@@ -109,13 +109,20 @@ def load_hf(directory: str | Path, device: str | torch.device = "cpu") -> Checkp
     return Checkpoint(model.to(device), tokenizer, RunConfig(model=cfg), directory)
 
 
-def export_hf(model: Transformer, tokenizer: Tokenizer, directory: str | Path) -> Path:
-    """Write a Hugging Face directory (config.json, model.safetensors, tokenizer files) for a softmax model."""
+HF_OUTPUT = OutputKind("Hugging Face model directory", "config.json", "architectures", frozenset({
+    "config.json", "generation_config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"}))
+
+
+def export_hf(model: Transformer, tokenizer: Tokenizer, directory: str | Path, overwrite: bool = False) -> Path:
+    """Write a Hugging Face directory (config.json, model.safetensors, tokenizer files) for a softmax model.
+
+    An existing directory is replaced only if it holds such an export and `overwrite` is set.
+    """
     cfg = model.cfg
     if not is_softmax_only(cfg):
         raise CheckpointError("only models whose every layer is softmax attention can be exported to Hugging Face format")
     names = external_names(cfg.n_layers, HF)
-    directory = Path(directory)
+    directory = claim_output(directory, HF_OUTPUT, overwrite=overwrite)
     with atomic_dir(directory) as tmp:
         write_json(tmp / "config.json", hf_config(cfg, tokenizer))
         write_json(tmp / "generation_config.json", {"bos_token_id": tokenizer.bos_id, "eos_token_id": tokenizer.eos_id})

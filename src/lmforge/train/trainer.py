@@ -31,7 +31,8 @@ from lmforge.data.prepare import PreparedData, prepare_or_load
 from lmforge.device import autocast, measure_peak_flops, resolve_device, resolve_precision
 from lmforge.errors import CheckpointError, ConfigError
 from lmforge.eval.perplexity import evaluate
-from lmforge.fileio import recover_dir
+from lmforge.data.readers import corpus_paths
+from lmforge.fileio import recover_dir, refuse_overlap
 from lmforge.model.transformer import Transformer, count_parameters, flops_per_token
 from lmforge.optim import build_optimizer
 from lmforge.train.metrics import MetricsLog, plot_loss
@@ -79,8 +80,10 @@ class _StopRequest:
 
 def _check_resumable(saved: RunConfig, cfg: RunConfig, ckpt_dir: Path) -> None:
     for section in ("model", "data"):
+        derived = {f.name for f in dataclasses.fields(getattr(cfg, section)) if f.default is None}
         a, b = to_dict(getattr(saved, section)), to_dict(getattr(cfg, section))
-        diff = sorted(k for k in a if a[k] != b.get(k) and k != "dir")
+        # a key the user sets comes before one derived from it (d_ff follows d_model)
+        diff = sorted((k for k in a if a[k] != b.get(k) and k != "dir"), key=lambda k: (k in derived, k))
         if diff:
             raise CheckpointError(
                 f"cannot resume from {ckpt_dir}: {section}.{diff[0]} is {b[diff[0]]!r} now but was {a[diff[0]]!r}; "
@@ -116,11 +119,13 @@ def train(
         raise CheckpointError(f"{out} already holds a checkpoint; pass --resume to continue it or --overwrite to start over")
     if resume and not ckpt_dir.exists():
         raise CheckpointError(f"nothing to resume: {ckpt_dir} does not exist")
+    refuse_overlap(out, corpus_paths(cfg.data.corpus))
 
     torch.manual_seed(tc.seed)
     device = resolve_device(tc.device)
     precision = resolve_precision(tc.precision, device)
-    data: PreparedData = prepare_or_load(cfg.data, cfg.data_dir(), progress)
+    # a run starting over may rebuild the data directory it created itself, never one it was pointed at
+    data: PreparedData = prepare_or_load(cfg.data, cfg.data_dir(), progress, rebuild=overwrite and not cfg.data.dir)
     vocab = data.tokenizer.vocab_size
     if cfg.model.vocab_size is None:
         cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, vocab_size=vocab))
@@ -144,6 +149,9 @@ def train(
         scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["torch_rng"])
         step, tokens_seen, train_seconds = trainer_state["step"], trainer_state["tokens"], trainer_state["train_seconds"]
+        if step >= tc.steps:
+            raise CheckpointError(f"the run in {out} already finished its {tc.steps} steps; nothing to resume "
+                                  "(raise train.steps to train further)")
         log(f"resumed from {ckpt_dir} at step {step}")
 
     loader = WindowLoader(data.shard("train").tokens, tc.seq_len, tc.batch_size, tc.seed)
