@@ -4,26 +4,84 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass
+from typing import NoReturn
 
 from lmforge import __version__
+from lmforge.config import MAX_SEED, Range, field_range
 from lmforge.errors import LmforgeError
 
 MODEL_HELP = "a pulled model name (see `lmforge pull --list`), a .gguf file, a Hugging Face directory, or an lmforge checkpoint/run directory"
 OVERRIDE_HELP = "overrides of the config, e.g. train.steps=500 model.d_model=128 data.corpus=./texts"
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with the project's one-line errors, `lmforge CMD: error: ...`, and exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+@dataclass(frozen=True)
+class Number:
+    """An argparse type: the flag's text as `tp`, refused when outside `bounds`, or outside the
+    range SamplingParams declares for its field `sampling` when that is given."""
+
+    tp: type
+    bounds: Range = Range()
+    sampling: str = ""  # looked up on use: importing SamplingParams imports torch
+
+    @property
+    def range(self) -> Range:
+        """The range the flag's values must lie in."""
+        if not self.sampling:
+            return self.bounds
+        from lmforge.serve.generate import SamplingParams
+
+        return field_range(SamplingParams, self.sampling)
+
+    def __call__(self, text: str) -> int | float:
+        try:
+            value = self.tp(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'an integer' if self.tp is int else 'a number'}, got {text!r}") from None
+        problem = self.range.problem(value)
+        if problem:
+            raise argparse.ArgumentTypeError(problem)
+        return value
+
+
+SEED = Number(int, Range(0, MAX_SEED))
+
+
+def layer_list(text: str) -> list[int] | None:
+    """argparse type of --layers: "all" (None) or comma-separated layer indices."""
+    if text == "all":
+        return None
+    try:
+        return [int(i) for i in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'all' or comma-separated layer indices such as 0,2, got {text!r}") from None
+
+
 def cmd_prepare(args: argparse.Namespace) -> None:
     from lmforge.config import load_run_config
-    from lmforge.data.prepare import prepare
+    from lmforge.data.prepare import prepare, prepare_or_load
 
     config, overrides = args.config, args.overrides
     if config is not None and "=" in config:  # no config file given, only overrides
         config, overrides = None, [config, *overrides]
     cfg = load_run_config(config, overrides)
     out = args.out or cfg.data_dir()
-    data = prepare(cfg.data, out, progress=not args.no_progress)
+    if args.overwrite:
+        data = prepare(cfg.data, out, progress=not args.no_progress, overwrite=True)
+    else:
+        data = prepare_or_load(cfg.data, out, progress=not args.no_progress)
     m = data.manifest
-    print(f"prepared {out} in {m['seconds']:.1f} s: vocabulary {m['vocab_size']}, {m['dtype']} tokens")
+    if data.reused:
+        print(f"{out} is already prepared from these settings; reusing it (pass --overwrite to prepare it again)")
+    else:
+        print(f"prepared {out} in {m['seconds']:.1f} s: vocabulary {m['vocab_size']}, {m['dtype']} tokens")
     for split, s in m["splits"].items():
         print(f"  {split:5s} {s['documents']:>8,} documents {s['bytes']:>13,} bytes {s['tokens']:>12,} tokens "
               f"({s['bytes'] / max(s['tokens'], 1):.2f} bytes/token)")
@@ -34,14 +92,15 @@ def cmd_data_run(args: argparse.Namespace) -> None:
     from lmforge.data.run import run_pipeline
 
     cfg = load_pipeline_config(args.config, args.overrides)
-    data = run_pipeline(cfg, progress=not args.no_progress)
+    data = run_pipeline(cfg, progress=not args.no_progress, overwrite=args.overwrite)
     for split, s in data.manifest["splits"].items():
         print(f"  {split:5s} {s['documents']:>8,} documents {s['bytes']:>13,} bytes {s['tokens']:>12,} tokens")
 
 
 def cmd_data_train_classifier(args: argparse.Namespace) -> None:
-    from lmforge.data.classify import evaluate_classifier, save_classifier, train_classifier
-    from lmforge.data.readers import read_corpus
+    from lmforge.data.classify import CLASSIFIER_OUTPUT, evaluate_classifier, save_classifier, train_classifier
+    from lmforge.data.readers import corpus_paths, read_corpus
+    from lmforge.fileio import claim_output
     from lmforge.data.split import id_hash
 
     def split(spec: str) -> tuple[list[str], list[str]]:
@@ -49,6 +108,7 @@ def cmd_data_train_classifier(args: argparse.Namespace) -> None:
         held = [d.text for d in docs if id_hash(d.id) % 10 == 0]
         return [d.text for d in docs if id_hash(d.id) % 10 != 0], held
 
+    claim_output(args.out, CLASSIFIER_OUTPUT, [*corpus_paths(args.positive), *corpus_paths(args.negative)], args.overwrite)
     (pos, pos_held), (neg, neg_held) = split(args.positive), split(args.negative)
     weights, bias = train_classifier(pos, neg, epochs=args.epochs, seed=args.seed)
     save_classifier(args.out, weights, bias)
@@ -72,8 +132,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 def cmd_distill(args: argparse.Namespace) -> None:
     from lmforge.train.distill import distill
 
-    layers = None if args.layers in (None, "all") else [int(i) for i in args.layers.split(",")]
-    result = distill(args.checkpoint, args.out, args.mixer, layers, args.loss, args.mse, args.overrides, args.resume,
+    result = distill(args.checkpoint, args.out, args.mixer, args.layers, args.loss, args.mse, args.overrides, args.resume,
                      progress=not args.no_progress)
     final = result.final_eval
     if final:
@@ -127,25 +186,28 @@ def cmd_pull(args: argparse.Namespace) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> None:
-    from lmforge.interop.gguf_file import export_gguf
-    from lmforge.interop.hf import export_hf
+    from lmforge.fileio import claim_output
+    from lmforge.interop.gguf_file import GGUF_OUTPUT, export_gguf
+    from lmforge.interop.hf import HF_OUTPUT, export_hf
     from lmforge.interop.load import load_model
     from lmforge.quant.layout import dequantize_model, is_quantized
 
     loaded = load_model(args.model)
+    claim_output(args.out, HF_OUTPUT if args.format == "hf" else GGUF_OUTPUT, [loaded.path], args.overwrite)
     if args.format == "hf":
         if is_quantized(loaded.model):
             print("note: Hugging Face directories hold float weights; writing the dequantized model")
             dequantize_model(loaded.model)
-        out = export_hf(loaded.model, loaded.tokenizer, args.out)
+        out = export_hf(loaded.model, loaded.tokenizer, args.out, args.overwrite)
     else:
-        out = export_gguf(loaded.model, loaded.tokenizer, args.out, args.dtype)
+        out = export_gguf(loaded.model, loaded.tokenizer, args.out, args.dtype, overwrite=args.overwrite)
     print(f"wrote {out}")
 
 
 def cmd_quantize(args: argparse.Namespace) -> None:
-    from lmforge.checkpoint import WEIGHTS, save_checkpoint
+    from lmforge.checkpoint import CHECKPOINT_OUTPUT, WEIGHTS, save_checkpoint
     from lmforge.eval.perplexity import evaluation_texts
+    from lmforge.fileio import claim_output
     from lmforge.interop.load import load_model
     from lmforge.quant.calibration import calibration_windows
     from lmforge.quant.quantize import CALIBRATED, QuantSpec, quantize_model
@@ -153,6 +215,7 @@ def cmd_quantize(args: argparse.Namespace) -> None:
     group = None if args.group_size == 0 else args.group_size or (128 if args.bits == 4 else None)
     spec = QuantSpec(args.method, args.bits, group, args.head_bits, not args.no_act_order)
     loaded = load_model(args.model)
+    claim_output(args.out, CHECKPOINT_OUTPUT, [loaded.path], args.overwrite)
     float_bytes = sum(t.numel() * t.element_size() for t in loaded.model.state_dict().values())
     calibration, info = None, {}
     if spec.method in CALIBRATED:
@@ -192,7 +255,7 @@ def cmd_quickstart(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lmforge", description="Make a language model efficient from end to end.")
+    parser = Parser(prog="lmforge", description="Make a language model efficient from end to end.")
     parser.add_argument("--version", action="version", version=f"lmforge {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -205,6 +268,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", nargs="?", default=None, help="TOML config whose [data] section to use (default: built-in defaults)")
     p.add_argument("overrides", nargs="*", help="e.g. data.corpus=./texts data.vocab_size=4096 data.text_field=content")
     p.add_argument("--out", default=None, help="output directory (default: data.dir, else <train.out>/data)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the output directory if it already holds prepared data (never other files)")
     p.set_defaults(func=cmd_prepare)
 
     p = sub.add_parser("data", help="data pipelines: curate a corpus into token shards")
@@ -215,6 +280,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "and report.html. A run started again after an interruption skips the shards it completed.")
     d.add_argument("config", help="pipeline TOML file, or a built-in name such as 'stdlib'")
     d.add_argument("overrides", nargs="*", help="e.g. run.workers=4 run.executor=ray output.dir=runs/mydata mix.strategy=unimax")
+    d.add_argument("--overwrite", action="store_true",
+                   help="replace output.dir if it holds the output of an earlier run (never other files)")
     d.add_argument("--no-progress", action="store_true", help="no progress bars")
     d.set_defaults(func=cmd_data_run)
     d = data.add_parser("train-classifier", help="train a quality classifier (hashed n-gram logistic regression) on example texts",
@@ -223,9 +290,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--positive", required=True, help="corpus of texts to keep (e.g. ./good_docs)")
     d.add_argument("--negative", required=True, help="corpus of texts to drop (e.g. ./bad_docs)")
     d.add_argument("--out", required=True, help="model file to write (.npz)")
+    d.add_argument("--overwrite", action="store_true", help="replace --out if it holds an earlier classifier")
     d.add_argument("--text-field", default="text", help="field holding the text in .jsonl/.parquet inputs")
-    d.add_argument("--epochs", type=int, default=20)
-    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--epochs", type=Number(int, Range(1)), default=20)
+    d.add_argument("--seed", type=SEED, default=0)
     d.set_defaults(func=cmd_data_train_classifier)
 
     p = sub.add_parser("train", help="train a model from a TOML config (prepares the data if needed)")
@@ -233,7 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help=OVERRIDE_HELP)
     p.add_argument("--resume", action="store_true", help="continue the run in train.out from its checkpoint")
     p.add_argument("--overwrite", action="store_true", help="start over even if train.out holds a checkpoint")
-    p.add_argument("--until-step", type=int, default=None, help="save and stop after this step (resume later with --resume)")
+    p.add_argument("--until-step", type=Number(int, Range(1)), default=None, help="save and stop after this step (resume later with --resume)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("distill", help="fine-tune a copy of a checkpoint with other mixers (e.g. sparse) to match it")
@@ -241,10 +309,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="e.g. train.steps=200 model.sparse_top_k=0.1 model.sparse_top_p=0.5")
     p.add_argument("--out", required=True, help="run directory of the student")
     p.add_argument("--mixer", default="sparse", help="mixer for the chosen layers (default: sparse)")
-    p.add_argument("--layers", default="all", help="comma-separated layer indices, or 'all' (default)")
+    p.add_argument("--layers", type=layer_list, default="all", help="comma-separated layer indices, or 'all' (default)")
     p.add_argument("--loss", choices=("kl", "ce"), default="kl",
                    help="kl: match the teacher's next-token distributions; ce: plain next-token fine-tuning")
-    p.add_argument("--mse", type=float, default=0.0, help="weight of the per-block residual-stream MSE (kl only)")
+    p.add_argument("--mse", type=Number(float, Range(0)), default=0.0, help="weight of the per-block residual-stream MSE (kl only)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted distillation in --out")
     p.set_defaults(func=cmd_distill)
 
@@ -253,11 +321,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompt", default=None, help="text to continue (default: start a new document)")
     p.add_argument("--chat", default=None, help="a user message, wrapped in the model's chat template")
     p.add_argument("--prompt-ids", default=None, help="token ids to continue instead of text, e.g. '12,7,99'")
-    p.add_argument("--max-new-tokens", type=int, default=128)
-    p.add_argument("--temperature", type=float, default=0.8, help="0 for greedy decoding")
-    p.add_argument("--top-k", type=int, default=0, help="keep the k most likely tokens (0: all)")
-    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (1: off)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-new-tokens", type=Number(int, sampling="max_new_tokens"), default=128)
+    p.add_argument("--temperature", type=Number(float, sampling="temperature"), default=0.8, help="0 for greedy decoding")
+    p.add_argument("--top-k", type=Number(int, sampling="top_k"), default=0, help="keep the k most likely tokens (0: all)")
+    p.add_argument("--top-p", type=Number(float, sampling="top_p"), default=1.0, help="nucleus sampling mass (1: off)")
+    p.add_argument("--seed", type=Number(int, sampling="seed"), default=0)
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_generate)
 
@@ -270,6 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help=MODEL_HELP)
     p.add_argument("--format", choices=("hf", "gguf"), required=True)
     p.add_argument("--out", required=True, help="output directory (hf) or .gguf file (gguf)")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it holds an earlier export of this format")
     p.add_argument("--dtype", choices=("f32", "f16", "q8_0", "q4_0", "q4_1"), default=None,
                    help="GGUF matrix type (default: f16 for a float model; a quantized model keeps its own grid, "
                         "8-bit as Q8_0 and 4-bit as Q4_1, written from its codes)")
@@ -280,21 +349,22 @@ def build_parser() -> argparse.ArgumentParser:
                                    "integer weights; generate, eval and export load the result.")
     p.add_argument("model", help=MODEL_HELP)
     p.add_argument("--out", required=True, help="checkpoint directory to write")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it holds an earlier lmforge checkpoint")
     p.add_argument("--method", choices=("rtn", "gptq", "awq", "hqq"), default="gptq",
                    help="rtn: round to nearest; gptq, awq: use calibration data; hqq: calibration-free (default gptq)")
     p.add_argument("--bits", type=int, choices=(4, 8), default=4)
-    p.add_argument("--group-size", type=int, default=None,
+    p.add_argument("--group-size", type=Number(int, Range(0)), default=None,
                    help="input columns sharing a scale (default 128 for 4 bits, per output channel for 8; 0: per channel); "
                         "a width that is not a multiple gets a shorter last group")
     p.add_argument("--calib", default="stdlib",
                    help="calibration corpus for gptq/awq: 'stdlib' (its validation split), 'pydoc', or a file/directory/glob")
-    p.add_argument("--calib-seqs", type=int, default=128, help="calibration sequences (default 128)")
-    p.add_argument("--calib-len", type=int, default=512, help="tokens per calibration sequence (default 512)")
+    p.add_argument("--calib-seqs", type=Number(int, Range(1)), default=128, help="calibration sequences (default 128)")
+    p.add_argument("--calib-len", type=Number(int, Range(2)), default=512, help="tokens per calibration sequence (default 512)")
     p.add_argument("--no-act-order", action="store_true",
                    help="gptq: quantize columns left to right instead of by decreasing activation energy (the default)")
     p.add_argument("--head-bits", type=int, choices=(0, 4, 8), default=8,
                    help="output head (and tied embedding) precision, RTN; 0 keeps it float (default 8)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the calibration sample")
+    p.add_argument("--seed", type=SEED, default=0, help="seed of the calibration sample")
     p.set_defaults(func=cmd_quantize)
 
     p = sub.add_parser("eval", help="evaluate a model")
@@ -303,9 +373,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("model", help=MODEL_HELP)
     e.add_argument("--data", default="stdlib",
                    help="'stdlib' (its validation split), 'pydoc' (English reference text), or a file/directory/glob")
-    e.add_argument("--seq-len", type=int, default=512, help="tokens per scored window")
-    e.add_argument("--max-tokens", type=int, default=0, help="score at most this many tokens (0: all)")
-    e.add_argument("--batch-size", type=int, default=8)
+    e.add_argument("--seq-len", type=Number(int, Range(2)), default=512, help="tokens per scored window")
+    e.add_argument("--max-tokens", type=Number(int, Range(0)), default=0, help="score at most this many tokens (0: all)")
+    e.add_argument("--batch-size", type=Number(int, Range(1)), default=8)
     e.add_argument("--precision", default="fp32", choices=("auto", "bf16", "fp32"))
     e.add_argument("--device", default="auto")
     e.set_defaults(func=cmd_eval_perplexity)

@@ -2,11 +2,14 @@
 
 A run config has three sections, `[model]`, `[data]` and `[train]`. Every field has a
 default that works; unknown keys and values of the wrong type are errors that name the key.
+Every numeric field declares its valid range next to it (`bounded`), and the parser
+refuses a value outside it, or a NaN or infinity, naming the key.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
 import types
 import typing
@@ -22,38 +25,102 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 BUILTIN_CONFIG_DIR = Path(__file__).parent / "configs"
+MIN_VOCAB = 256 + 3  # the byte alphabet plus the special tokens
+MAX_SEED = 2**63 - 1  # seeds are 64-bit signed integers, as TOML integers are
+
+
+@dataclass(frozen=True)
+class Range:
+    """The valid interval of a numeric setting; a bound of None is no bound."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False  # True: `low` itself is excluded
+    high_open: bool = False
+
+    def __str__(self) -> str:
+        if self.low is not None and self.high is not None:
+            return f"in {'(' if self.low_open else '['}{self.low}, {self.high}{')' if self.high_open else ']'}"
+        if self.low is not None:
+            return f"{'>' if self.low_open else '>='} {self.low}"
+        return f"{'<' if self.high_open else '<='} {self.high}" if self.high is not None else "finite"
+
+    def problem(self, value: float) -> str | None:
+        """Why `value` is not valid ("must be > 0, got -1.0"), or None when it is: it must be finite and inside."""
+        if isinstance(value, float) and not math.isfinite(value):
+            return f"must be a finite number, got {value}"
+        below = self.low is not None and (value <= self.low if self.low_open else value < self.low)
+        above = self.high is not None and (value >= self.high if self.high_open else value > self.high)
+        return f"must be {self}, got {value}" if below or above else None
+
+
+def bounded(default: Any = dataclasses.MISSING, low: float | None = None, high: float | None = None,
+            low_open: bool = False, high_open: bool = False, **field_args: Any) -> Any:
+    """A dataclass field whose values (a table's: each value) must lie in the given range;
+    None is always allowed. `field_args` go to `dataclasses.field` (e.g. default_factory)."""
+    return field(default=default, metadata={"range": Range(low, high, low_open, high_open)}, **field_args)
+
+
+def field_range(cls: type, name: str) -> Range:
+    """The range declared for field `name` of dataclass `cls` (unbounded, finite, if none)."""
+    return next(f for f in dataclasses.fields(cls) if f.name == name).metadata.get("range", Range())
+
+
+def range_error(cls: type, values: dict[str, Any], prefix: str = "") -> str | None:
+    """The first of `values` (field name -> value for dataclass `cls`; a table's entries each
+    count) outside its declared range, as "<prefix><key> must be ..., got v"; None when all are valid."""
+    for f in dataclasses.fields(cls):
+        value = values.get(f.name)
+        entries = value.items() if isinstance(value, dict) else [("", value)]
+        for sub, v in entries:
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                problem = f.metadata.get("range", Range()).problem(v)
+                if problem:
+                    return f"{prefix}{f.name}{'.' if sub else ''}{sub} {problem}"
+    return None
+
+
+def check_ranges(obj: Any, prefix: str = "", error: type[Exception] = ConfigError) -> None:
+    """Raise `error` naming the first field of dataclass instance `obj` outside its declared range.
+
+    Config dataclasses call it first thing in `__post_init__`, so a config built in code (from
+    a Hugging Face or GGUF header) is checked like one parsed from TOML."""
+    problem = range_error(type(obj), vars(obj), prefix)
+    if problem:
+        raise error(problem)
 
 
 @dataclass
 class ModelConfig:
     """Shape of the one model (a Llama-family decoder; mixers chosen per layer)."""
 
-    vocab_size: int | None = None  # None: taken from the tokenizer
-    d_model: int = 256
-    n_layers: int = 4
-    n_heads: int = 4
-    n_kv_heads: int | None = None  # None: n_heads (no grouping)
-    head_dim: int | None = None  # None: d_model // n_heads
-    d_ff: int | None = None  # None: 8/3 d_model rounded up to a multiple of 32
+    vocab_size: int | None = bounded(None, 1)  # None: taken from the tokenizer
+    d_model: int = bounded(256, 1)
+    n_layers: int = bounded(4, 1)
+    n_heads: int = bounded(4, 1)
+    n_kv_heads: int | None = bounded(None, 1)  # None: n_heads (no grouping)
+    head_dim: int | None = bounded(None, 1)  # None: d_model // n_heads
+    d_ff: int | None = bounded(None, 1)  # None: 8/3 d_model rounded up to a multiple of 32
     mixers: list[str] = field(default_factory=lambda: ["softmax"])  # repeats to n_layers
-    rope_theta: float = 10000.0
-    norm_eps: float = 1e-5
+    rope_theta: float = bounded(10000.0, 0, low_open=True)
+    norm_eps: float = bounded(1e-5, 0, low_open=True)
     tie_embeddings: bool = True
     attention_bias: bool = False  # biases on q/k/v projections (Qwen2)
-    linear_chunk_size: int = 64  # chunk length of the chunked linear-attention path (first order)
-    second_order_chunk_size: int = 256  # 2Mamba's chunk length: its feature maps are costly, so fewer, longer chunks
-    mamba2_state: int = 64  # Mamba-2 baseline: state size N per head
-    mamba2_expand: int = 2  # Mamba-2 baseline: inner width / d_model
-    sparse_block_q: int = 64  # sparse mixer: query block length
-    sparse_block_k: int = 64  # sparse mixer: key block length
-    sparse_top_k: float = 0.03  # sparse mixer: keep at least this fraction of visible key blocks
-    sparse_top_p: float = 0.2  # sparse mixer: ... and the blocks holding this much pooled attention mass
+    linear_chunk_size: int = bounded(64, 1)  # chunk length of the chunked linear-attention path (first order)
+    second_order_chunk_size: int = bounded(256, 1)  # 2Mamba's chunk length: its feature maps are costly, so fewer, longer chunks
+    mamba2_state: int = bounded(64, 1)  # Mamba-2 baseline: state size N per head
+    mamba2_expand: int = bounded(2, 1)  # Mamba-2 baseline: inner width / d_model
+    sparse_block_q: int = bounded(64, 1)  # sparse mixer: query block length
+    sparse_block_k: int = bounded(64, 1)  # sparse mixer: key block length
+    sparse_top_k: float = bounded(0.03, 0, 1, low_open=True)  # sparse mixer: keep at least this fraction of visible key blocks
+    sparse_top_p: float = bounded(0.2, 0, 1, low_open=True)  # sparse mixer: ... and the blocks holding this much pooled attention mass
     sparse_sink: bool = True  # sparse mixer: always keep the first key block
     sparse_kernel: str = "auto"  # "gather", "flex" (compiled FlexAttention; forward-only on CPU), or "auto"
-    max_seq_len: int = 2048
-    init_std: float = 0.02
+    max_seq_len: int = bounded(2048, 1)
+    init_std: float = bounded(0.02, 0, low_open=True)
 
     def __post_init__(self) -> None:
+        check_ranges(self, "model.")
         if self.n_kv_heads is None:
             self.n_kv_heads = self.n_heads
         if self.head_dim is None:
@@ -65,22 +132,16 @@ class ModelConfig:
             self.head_dim = self.d_model // self.n_heads
         if self.d_ff is None:
             self.d_ff = -(-8 * self.d_model // 3 // 32) * 32
+        if self.head_dim % 2:
+            raise ConfigError(f"model.head_dim={self.head_dim} must be even (RoPE rotates pairs of dimensions)")
         if self.n_heads % self.n_kv_heads:
             raise ConfigError(
                 f"model.n_heads={self.n_heads} must be a multiple of model.n_kv_heads={self.n_kv_heads}"
             )
-        for name in ("sparse_top_k", "sparse_top_p"):
-            if not 0 < getattr(self, name) <= 1:
-                raise ConfigError(f"model.{name} must be in (0, 1], got {getattr(self, name)}")
         if self.sparse_kernel not in ("auto", "gather", "flex"):
             raise ConfigError(f"model.sparse_kernel must be auto, gather or flex, got {self.sparse_kernel!r}")
-        if self.sparse_block_q < 1 or self.sparse_block_k < 1:
-            raise ConfigError("model.sparse_block_q and model.sparse_block_k must be positive")
         if not self.mixers:
             raise ConfigError("model.mixers is empty; give at least one mixer name, e.g. [\"softmax\"]")
-        for name, value in (("d_model", self.d_model), ("n_layers", self.n_layers), ("n_heads", self.n_heads)):
-            if value <= 0:
-                raise ConfigError(f"model.{name} must be positive, got {value}")
 
     def mixer_for(self, layer: int) -> str:
         """Mixer name of `layer`: the `mixers` list repeated to n_layers."""
@@ -93,9 +154,9 @@ class DataConfig:
 
     corpus: str = "stdlib"  # "stdlib", a directory, a glob, a .jsonl(.gz) or .parquet file
     text_field: str = "text"  # field holding the text in .jsonl / .parquet records
-    vocab_size: int = 8192
-    val_bytes: int = 400_000  # validation split size, chosen by a hash of each document id
-    tokenizer_sample_bytes: int = 0  # 0: train the tokenizer on the whole train split
+    vocab_size: int = bounded(8192, MIN_VOCAB)
+    val_bytes: int = bounded(400_000, 0)  # validation split size, chosen by a hash of each document id
+    tokenizer_sample_bytes: int = bounded(0, 0)  # 0: train the tokenizer on the whole train split
     dir: str = ""  # prepared shards; "" means <train.out>/data
 
 
@@ -104,50 +165,46 @@ class TrainConfig:
     """Optimisation, schedule, precision, evaluation and checkpointing of a training run."""
 
     out: str = "runs/train"
-    seed: int = 0
+    seed: int = bounded(0, 0, MAX_SEED)
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
     precision: str = "auto"  # "auto" (bf16 where supported), "bf16", "fp32"
     compile: bool = False
-    seq_len: int = 256
-    batch_size: int = 16
-    grad_accum: int = 1
-    steps: int = 1000
+    seq_len: int = bounded(256, 1)
+    batch_size: int = bounded(16, 1)
+    grad_accum: int = bounded(1, 1)
+    steps: int = bounded(1000, 1)
     optimizer: str = "adamw"  # "adamw", or a matrix optimizer for hidden matrices: "muon", "namo", "namo_d"
-    lr: float = 3e-3  # AdamW's learning rate (all parameters with "adamw", the rest otherwise)
-    matrix_lr: float | None = None  # the matrix optimizer's learning rate; None: same as lr
-    matrix_momentum: float = 0.95  # Muon's beta / NAMO's mu1
-    matrix_beta2: float = 0.99  # NAMO's mu2
-    matrix_eps: float = 1e-8  # NAMO's eps
+    lr: float = bounded(3e-3, 0, low_open=True)  # AdamW's learning rate (all parameters with "adamw", the rest otherwise)
+    matrix_lr: float | None = bounded(None, 0, low_open=True)  # the matrix optimizer's learning rate; None: same as lr
+    matrix_momentum: float = bounded(0.95, 0, 1, high_open=True)  # Muon's beta / NAMO's mu1
+    matrix_beta2: float = bounded(0.99, 0, 1, high_open=True)  # NAMO's mu2
+    matrix_eps: float = bounded(1e-8, 0, low_open=True)  # NAMO's eps
     muon_scale: str = "match_rms_adamw"  # or "original"
-    namo_d_clamp: float = 0.75  # NAMO-D's c in (0, 1]
-    ns_steps: int = 5  # Newton-Schulz iterations
-    min_lr_ratio: float = 0.0
+    namo_d_clamp: float = bounded(0.75, 0, 1, low_open=True)  # NAMO-D's c in (0, 1]
+    ns_steps: int = bounded(5, 1)  # Newton-Schulz iterations
+    min_lr_ratio: float = bounded(0.0, 0, 1)
     schedule: str = "wsd"  # "wsd" (warmup-stable-decay) or "cosine"
-    warmup_steps: int = 50
-    decay_fraction: float = 0.3  # wsd: share of steps spent decaying
-    weight_decay: float = 0.1
-    beta1: float = 0.9
-    beta2: float = 0.95
-    grad_clip: float = 1.0
-    log_every: int = 10
-    eval_every: int = 200
-    eval_tokens: int = 65536  # tokens of the val split used by periodic evaluation
-    ckpt_every: int = 0  # 0: only at the end (and on Ctrl-C)
+    warmup_steps: int = bounded(50, 0)
+    decay_fraction: float = bounded(0.3, 0, 1)  # wsd: share of steps spent decaying
+    weight_decay: float = bounded(0.1, 0)
+    beta1: float = bounded(0.9, 0, 1, high_open=True)
+    beta2: float = bounded(0.95, 0, 1, high_open=True)
+    grad_clip: float = bounded(1.0, 0)  # 0: no clipping
+    log_every: int = bounded(10, 1)
+    eval_every: int = bounded(200, 0)  # 0: only the final evaluation
+    eval_tokens: int = bounded(65536, 1)  # tokens of the val split used by periodic evaluation
+    ckpt_every: int = bounded(0, 0)  # 0: only at the end (and on Ctrl-C)
 
     def __post_init__(self) -> None:
+        check_ranges(self, "train.")
         if self.schedule not in ("wsd", "cosine"):
             raise ConfigError(f"train.schedule must be 'wsd' or 'cosine', got {self.schedule!r}")
         if self.optimizer not in ("adamw", "muon", "namo", "namo_d"):
             raise ConfigError(f"train.optimizer must be adamw, muon, namo or namo_d, got {self.optimizer!r}")
         if self.muon_scale not in ("original", "match_rms_adamw"):
             raise ConfigError(f"train.muon_scale must be 'original' or 'match_rms_adamw', got {self.muon_scale!r}")
-        if not 0 < self.namo_d_clamp <= 1:
-            raise ConfigError(f"train.namo_d_clamp must be in (0, 1], got {self.namo_d_clamp}")
         if self.precision not in ("auto", "bf16", "fp32"):
             raise ConfigError(f"train.precision must be 'auto', 'bf16' or 'fp32', got {self.precision!r}")
-        for name in ("seq_len", "batch_size", "grad_accum", "steps"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"train.{name} must be positive, got {getattr(self, name)}")
 
 
 @dataclass
@@ -201,7 +258,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
 
 
 def section_from_dict(cls: type, values: dict[str, Any], section: str) -> Any:
-    """One config dataclass from a dict; unknown keys and wrong types are errors naming the key."""
+    """One config dataclass from a dict; unknown keys, wrong types and values outside a field's
+    declared range (see `bounded`) are errors naming the key."""
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     kwargs = {}
@@ -211,6 +269,9 @@ def section_from_dict(cls: type, values: dict[str, Any], section: str) -> Any:
                 f"unknown config key '{section}.{key}'; known keys: {', '.join(sorted(names))}"
             )
         kwargs[key] = _coerce(value, hints[key], f"{section}.{key}")
+    problem = range_error(cls, kwargs, f"{section}.")
+    if problem:
+        raise ConfigError(problem)
     return cls(**kwargs)
 
 
@@ -297,6 +358,8 @@ def load_run_config(path: str | Path | None = None, overrides: list[str] | None 
 def config_from_dict(root: type, raw: dict[str, Any], overrides: list[str] | None = None) -> Any:
     """Build the dataclass `root` from its sections as nested dicts (TOML, JSON) plus overrides."""
     sections = _sections(root)
+    if not isinstance(raw, dict):
+        raise ConfigError(f"a config must be a table of sections ({', '.join(sorted(sections))}), got a {type(raw).__name__}")
     merged: dict[str, dict[str, Any]] = {}
     for name, values in raw.items():
         if name not in sections:

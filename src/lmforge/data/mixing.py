@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import hashlib
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
+from lmforge.config import bounded
 from lmforge.errors import ConfigError
 
 STRATEGIES = ("natural", "weights", "temperature", "unimax")
@@ -30,18 +31,14 @@ class MixConfig:
     """Domain mixing of the training split (validation is never resampled)."""
 
     strategy: str = "natural"  # natural | weights | temperature | unimax
-    weights: dict[str, float] = field(default_factory=dict)  # strategy "weights": share per domain
-    temperature: float = 1.0  # strategy "temperature": p_d ~ n_d^(1/T)
-    max_epochs: float = 4.0  # cap on repeats of any domain (upsampling limit)
-    budget_bytes: int = 0  # bytes of training text to produce; 0: as many as the input has
+    weights: dict[str, float] = bounded(low=0, default_factory=dict)  # strategy "weights": share per domain
+    temperature: float = bounded(1.0, 0, low_open=True)  # strategy "temperature": p_d ~ n_d^(1/T)
+    max_epochs: float = bounded(4.0, 0, low_open=True)  # cap on repeats of any domain (upsampling limit)
+    budget_bytes: int = bounded(0, 0)  # bytes of training text to produce; 0: as many as the input has
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
             raise ConfigError(f"mix.strategy={self.strategy!r} is not one of {', '.join(STRATEGIES)}")
-        if self.temperature <= 0 or self.max_epochs <= 0 or self.budget_bytes < 0:
-            raise ConfigError("mix.temperature and mix.max_epochs must be positive and mix.budget_bytes >= 0")
-        if any(w < 0 for w in self.weights.values()):
-            raise ConfigError("mix.weights must be non-negative")
 
 
 def _target_shares(cfg: MixConfig, sizes: dict[str, int]) -> dict[str, float]:

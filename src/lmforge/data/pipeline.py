@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from lmforge.config import config_from_dict, read_toml, section_from_dict, to_dict
+from lmforge.config import MAX_SEED, MIN_VOCAB, bounded, config_from_dict, read_toml, section_from_dict, to_dict
 from lmforge.data.mixing import MixConfig
 from lmforge.data.document import Document
 from lmforge.data.steps import GlobalStep, Step, StepStats
@@ -66,9 +66,9 @@ class OutputConfig:
     """Where the tokenizer and token shards go, and how they are made."""
 
     dir: str = "runs/data"
-    vocab_size: int = 8192
-    val_bytes: int = 400_000
-    tokenizer_sample_bytes: int = 0  # 0: train the tokenizer on the whole (unrepeated) train split
+    vocab_size: int = bounded(8192, MIN_VOCAB)
+    val_bytes: int = bounded(400_000, 0)
+    tokenizer_sample_bytes: int = bounded(0, 0)  # 0: train the tokenizer on the whole (unrepeated) train split
 
 
 @dataclass
@@ -76,17 +76,15 @@ class RunSection:
     """How the pipeline executes."""
 
     executor: str = "local"  # "local" (processes on this machine) or "ray"
-    workers: int = 2
-    shards: int = 8  # input shards: the unit of parallel work and of resuming
-    seed: int = 0
+    workers: int = bounded(2, 1)
+    shards: int = bounded(8, 1)  # input shards: the unit of parallel work and of resuming
+    seed: int = bounded(0, 0, MAX_SEED)
     ray_address: str = ""  # "" starts Ray on this machine; "auto" or "ray://HOST:10001" joins a cluster
     work_dir: str = ""  # intermediate files; "" means <output.dir>.work
 
     def __post_init__(self) -> None:
         if self.executor not in EXECUTORS:
             raise ConfigError(f"run.executor={self.executor!r} is not one of {', '.join(EXECUTORS)}")
-        if self.workers < 1 or self.shards < 1:
-            raise ConfigError("run.workers and run.shards must be at least 1")
 
 
 @dataclass

@@ -17,7 +17,7 @@ from typing import Iterable, Iterator
 
 from tqdm import tqdm
 
-from lmforge.config import DataConfig, to_dict
+from lmforge.config import MIN_VOCAB, DataConfig, to_dict
 from lmforge.data.document import Document
 from lmforge.data.readers import BUILTIN_CORPORA, corpus_paths, read_corpus
 from lmforge.data.shards import ShardWriter, TokenShard, token_dtype
@@ -28,7 +28,6 @@ from lmforge.tokenizer import Tokenizer
 
 MANIFEST = "manifest.json"
 SPLITS = ("train", "val")
-MIN_VOCAB = 256 + 3  # the byte alphabet plus the special tokens
 ENCODE_BATCH = 64
 PREPARED = OutputKind("prepared data directory", MANIFEST, "splits", frozenset({
     MANIFEST, "tokenizer.json", "tokenizer_config.json", "report.json", "report.html",

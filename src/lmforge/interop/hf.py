@@ -33,9 +33,12 @@ def read_hf_config(directory: Path) -> dict:
     if not path.is_file():
         raise CheckpointError(f"{directory} has no config.json; give a Hugging Face model directory, a .gguf file or an lmforge checkpoint")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        raw = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise CheckpointError(f"{path} is not valid JSON ({e})") from None
+    if not isinstance(raw, dict):
+        raise CheckpointError(f"{path} holds a JSON {type(raw).__name__}, not an object of model settings; the file is corrupt")
+    return raw
 
 
 def hf_model_config(raw: dict, source: str) -> ModelConfig:
