@@ -34,6 +34,7 @@ VARIANTS = {
 }
 RECALL_PAIRS = (8, 24)
 LAYER_MIXERS = ["softmax", "mamba2s", "2mamba", "mamba2"]
+BLOCK = 16  # cache block size of the decode measurement
 
 
 def quality(quick: bool) -> list[dict]:
@@ -139,6 +140,7 @@ def speed(quick: bool) -> list[dict]:
 def decode(quick: bool) -> list[dict]:
     from lmforge.config import ModelConfig
     from lmforge.model.mixers import build_mixer
+    from lmforge.model.step import Memory, build_step
 
     lengths = [512, 2048] if quick else [1024, 4096, 16384]
     rows = []
@@ -150,16 +152,19 @@ def decode(quick: bool) -> list[dict]:
             layer = build_mixer(mixer, cfg, 0)
             if hasattr(layer, "reset_mixer_parameters"):
                 layer.reset_mixer_parameters()
-            state = layer.new_state(1, t + 64, torch.device("cpu"), torch.float32)
-            layer(torch.randn(1, t, 512), torch.arange(t)[None], state)
+            spec = layer.cache_spec(torch.float32, BLOCK)
+            n_blocks = -(-(t + 64) // BLOCK)
+            memory, table = Memory([spec], n_blocks, BLOCK, 1), [list(range(n_blocks))]
+            layer(torch.randn(1, t, 512), torch.arange(t)[None], build_step([t], [0], table, [0], memory))
             position = [t]
 
             def step():
-                layer(torch.randn(1, 1, 512), torch.tensor([[position[0]]]), state)
+                p = position[0]
+                layer(torch.randn(1, 1, 512), torch.tensor([[p]]), build_step([1], [p], table, [0], memory))
                 position[0] += 1
 
             latency = median_time(step, repeats=24, warmup=2)
-            state_bytes = state.nbytes() if hasattr(state, "nbytes") else 2 * t * cfg.n_kv_heads * cfg.head_dim * 4
+            state_bytes = spec.sequence_bytes() + t * spec.token_bytes()
             rows.append({"mixer": mixer, "context": t, "ms_per_token": latency * 1e3, "state_mb": state_bytes / 2**20})
     return rows
 

@@ -2,8 +2,8 @@
 
 One implementation serves training, evaluation, quantization, serving and interop. The
 token mixer of each block comes from the registry in `lmforge.model.mixers`, so hybrids
-are a config line; decoding passes a cache (one mixer-owned state per layer) through the
-same forward call.
+are a config line; the inference engine passes a `Step` (a ragged batch of sequences and
+the paged memory they read and write) through the same forward call.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ from torch import nn
 
 from lmforge.config import ModelConfig
 from lmforge.model.layers import RMSNorm, SwiGLU
-from lmforge.model.mixers import MixerState, build_mixer
+from lmforge.model.mixers import build_mixer
+from lmforge.model.step import CacheSpec, Step
 from lmforge.ops.cross_entropy import linear_cross_entropy
 
 
@@ -29,8 +30,8 @@ class Block(nn.Module):
         self.mlp_norm = RMSNorm(cfg.d_model, cfg.norm_eps)
         self.mlp = SwiGLU(cfg.d_model, cfg.d_ff)
 
-    def forward(self, x: torch.Tensor, positions: torch.Tensor, state: MixerState | None) -> torch.Tensor:
-        x = x + self.mixer(self.mixer_norm(x), positions, state)
+    def forward(self, x: torch.Tensor, positions: torch.Tensor, step: Step | None) -> torch.Tensor:
+        x = x + self.mixer(self.mixer_norm(x), positions, step)
         return x + self.mlp(self.mlp_norm(x))
 
 
@@ -70,31 +71,31 @@ class Transformer(nn.Module):
         """[vocab, d_model] matrix of the output head (the embedding when tied)."""
         return self.embed.weight if self.head is None else self.head.weight
 
-    def new_cache(self, batch: int, max_len: int, dtype: torch.dtype | None = None) -> list[MixerState]:
-        """One fresh decoding state per layer, for sequences of up to `max_len` tokens."""
-        device = self.embed.weight.device
-        dtype = dtype or self.embed.weight.dtype
-        return [layer.mixer.new_state(batch, max_len, device, dtype) for layer in self.layers]
+    def cache_specs(self, dtype: torch.dtype, block_size: int) -> list[CacheSpec]:
+        """What every layer keeps per token and per sequence when the engine runs it in `dtype`."""
+        return [layer.mixer.cache_spec(dtype, block_size) for layer in self.layers]
 
     def forward(
         self,
         tokens: torch.Tensor,
         targets: torch.Tensor | None = None,
         positions: torch.Tensor | None = None,
-        cache: list[MixerState] | None = None,
+        step: Step | None = None,
         return_hidden: bool = False,
     ):
-        """Run the model on tokens [B, T].
+        """Run the model on tokens [B, T], or on the engine's flat tokens [N] with a `step`.
 
-        Returns the mean next-token loss when `targets` [B, T] are given (chunked, never
-        materialising all fp32 logits), else logits [B, T, V]. `positions` [B, T] default to
-        0..T-1; with a `cache` (from `new_cache`) the call reads and extends it, so decoding
-        is this same call on the new tokens at their positions. With `return_hidden` it
-        returns (output, hiddens): the residual stream after the embedding and after every
-        block, n_layers + 1 tensors [B, T, D].
+        Dense: returns the mean next-token loss when `targets` [B, T] are given (chunked,
+        never materialising all fp32 logits), else logits [B, T, V]; `positions` [B, T]
+        default to 0..T-1. With `return_hidden` it returns (output, hiddens): the residual
+        stream after the embedding and after every block, n_layers + 1 tensors [B, T, D].
+        Engine: returns logits [M, V] of the rows `step.logits_indices` only, and hands each
+        layer's hidden state at those rows to `step.observer` when one is set.
         """
+        if step is not None:
+            return self.step_logits(tokens, step)
         b, t = tokens.shape
-        hiddens = self.hidden_states(tokens, positions, cache)
+        hiddens = self.hidden_states(tokens, positions)
         x = self.norm(hiddens[-1])
         if targets is not None:
             out = linear_cross_entropy(x.reshape(b * t, -1), self.output_weight, targets.reshape(-1), compute_dtype=matmul_dtype(x))
@@ -102,19 +103,29 @@ class Transformer(nn.Module):
             out = self.logits(x)
         return (out, hiddens) if return_hidden else out
 
-    def hidden_states(
-        self, tokens: torch.Tensor, positions: torch.Tensor | None = None, cache: list[MixerState] | None = None
-    ) -> list[torch.Tensor]:
+    def hidden_states(self, tokens: torch.Tensor, positions: torch.Tensor | None = None) -> list[torch.Tensor]:
         """The residual stream after the embedding and after every block (before the final norm)."""
         b, t = tokens.shape
         if positions is None:
             positions = torch.arange(t, device=tokens.device).expand(b, t)
         x = self.embed(tokens)
         hiddens = [x]
-        for i, layer in enumerate(self.layers):
-            x = layer(x, positions, None if cache is None else cache[i])
+        for layer in self.layers:
+            x = layer(x, positions, None)
             hiddens.append(x)
         return hiddens
+
+    def step_logits(self, tokens: torch.Tensor, step: Step) -> torch.Tensor:
+        """Logits [M, V] at `step.logits_indices` of the engine's flat tokens [N]."""
+        x, positions = self.embed(tokens)[None], step.positions[None]
+        observe = step.observer
+        if observe:
+            observe(0, x[0, step.logits_indices])
+        for i, layer in enumerate(self.layers):
+            x = layer(x, positions, step)
+            if observe:
+                observe(i + 1, x[0, step.logits_indices])
+        return self.logits(self.norm(x[0, step.logits_indices]))
 
     def logits(self, normed: torch.Tensor) -> torch.Tensor:
         """Output-head logits of final-norm outputs (also used for the logit lens)."""

@@ -146,9 +146,9 @@ def decayed_softmax_attention(
     """Blocked 2Mamba-E attention: query blocks against all earlier keys, the decay as an additive bias.
 
     q [B, H, Tq, d] with cumulative log-decays q_cum [B, H, Tq]; k, v [B, H, Tk, d] with k_cum
-    [B, H, Tk]. Query i (absolute position q_positions[i], default Tk - Tq + i) sees keys at
-    positions <= its own. Each block runs through the fused SDPA kernel, which keeps an
-    online max, so memory is O(block x Tk) instead of O(Tq x Tk).
+    [B, H, Tk]. Query i (absolute position q_positions[..., i], [Tq] or per row [B, Tq], default
+    Tk - Tq + i) sees keys at positions <= its own. Each block runs through the fused SDPA
+    kernel, which keeps an online max, so memory is O(block x Tk) instead of O(Tq x Tk).
     """
     tq, tk = q.shape[-2], k.shape[-2]
     if q_positions is None:
@@ -157,7 +157,9 @@ def decayed_softmax_attention(
     out = []
     for s in range(0, tq, block):
         e = min(s + block, tq)
-        visible = key_pos[None, :] <= q_positions[s:e, None]
+        visible = key_pos <= q_positions[..., s:e, None]
+        if visible.dim() == 3:  # per-row positions: broadcast over heads
+            visible = visible[:, None]
         bias = (q_cum[..., s:e, None] - k_cum[..., None, :]).masked_fill(~visible, float("-inf"))
         out.append(F.scaled_dot_product_attention(q[..., s:e, :], k, v, attn_mask=bias, scale=scale))
     return torch.cat(out, dim=-2)

@@ -7,21 +7,28 @@ from typing import Callable
 
 import torch
 
+from lmforge.config import MAX_SEED, bounded, range_error
 from lmforge.errors import GenerationError
+from lmforge.model.step import Memory, build_step
 from lmforge.model.transformer import Transformer
 from lmforge.serve.sampling import sample
 
 
 @dataclass
 class SamplingParams:
-    """How to pick each next token and when to stop."""
+    """How to pick each next token and when to stop; a value outside its range is a GenerationError."""
 
-    max_new_tokens: int = 128
-    temperature: float = 0.8
-    top_k: int = 0
-    top_p: float = 1.0
+    max_new_tokens: int = bounded(128, 1)
+    temperature: float = bounded(0.8, 0)  # 0: greedy
+    top_k: int = bounded(0, 0)  # 0: no limit
+    top_p: float = bounded(1.0, 0, 1, low_open=True)  # 1: no nucleus cut
     stop_ids: tuple[int, ...] = ()
-    seed: int = 0
+    seed: int = bounded(0, 0, MAX_SEED)
+
+    def __post_init__(self) -> None:
+        problem = range_error(SamplingParams, vars(self))
+        if problem:
+            raise GenerationError(problem)
 
 
 def check_prompt(prompt: list[int], vocab_size: int, max_len: int) -> None:
@@ -57,17 +64,21 @@ def generate(
     generator = torch.Generator(device=device).manual_seed(params.seed)
     budget = min(params.max_new_tokens, max_len - len(prompt))
     tokens = torch.tensor([prompt], device=device)
-    cache = model.new_cache(1, len(prompt) + budget) if use_cache else None
+    block_size = 16
+    n_blocks = -(-(len(prompt) + budget) // block_size)
+    memory = Memory(model.cache_specs(model.embed.weight.dtype, block_size), n_blocks, block_size, 1, device)
+    table = [list(range(n_blocks))]
     was_training = model.training
     model.eval()
     out: list[int] = []
-    step_input, positions = tokens, torch.arange(len(prompt), device=device)[None]
+    step_input, past = tokens[0], 0
     for _ in range(budget):
         if use_cache:
-            logits = model(step_input, positions=positions, cache=cache)
+            logits = model(step_input, step=build_step([len(step_input)], [past], table, [0], memory, device=device))
+            past += len(step_input)
         else:
-            logits = model(tokens)
-        nxt = sample(logits[:, -1], params.temperature, params.top_k, params.top_p, generator)
+            logits = model(tokens)[:, -1]
+        nxt = sample(logits, params.temperature, params.top_k, params.top_p, generator)
         token = int(nxt)
         out.append(token)
         if on_token:
@@ -75,7 +86,7 @@ def generate(
         if token in params.stop_ids:
             break
         tokens = torch.cat([tokens, nxt[:, None]], dim=1)
-        step_input, positions = nxt[:, None], positions[:, -1:] + 1
+        step_input = nxt
     model.train(was_training)
     return out
 

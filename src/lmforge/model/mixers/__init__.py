@@ -1,13 +1,16 @@
 """Token mixers behind one contract, and the registry the transformer builds them from.
 
-A mixer is an nn.Module with
-    forward(x [B, T, D], positions [B, T], state: MixerState | None) -> [B, T, D]
-    new_state(batch, max_len, device, dtype) -> MixerState
-    mixing_flops_per_token(seq_len) -> float   (training FLOPs spent mixing positions)
-With `state=None` it runs the training path over the whole sequence (causal). With a
-state it reads and extends that state, so decoding is the same call one token at a time.
-A mixer may define `reset_mixer_parameters()`, called after the model's generic init, for
-parameters that need a specific start (decay rates, convolution taps).
+A mixer is an nn.Module built as factory(cfg, layer) with
+    forward(x, positions, step: Step | None) -> same shape as x
+    cache_spec(dtype, block_size) -> CacheSpec  (what it keeps per token and per sequence)
+    mixing_flops_per_token(seq_len) -> float    (training FLOPs spent mixing positions)
+With `step=None` it runs the training path over a dense batch x [B, T, D] at positions
+[B, T] (causal, each row from position 0). With a `lmforge.model.step.Step` x is the
+engine's flat tokens [1, N, D] of unrelated sequences at positions [1, N]; the mixer reads
+and extends its memory, `step.memory.layers[layer]`, group by group, and a sequence's
+result never depends on the other sequences of the step. A mixer may define
+`reset_mixer_parameters()`, called after the model's generic init, for parameters that
+need a specific start (decay rates, convolution taps).
 """
 
 from __future__ import annotations
@@ -18,10 +21,6 @@ from torch import nn
 
 from lmforge.config import ModelConfig
 from lmforge.errors import ConfigError
-
-
-class MixerState:
-    """Decoding state owned by one mixer of one layer (a KV cache, a recurrent state)."""
 
 
 MixerFactory = Callable[[ModelConfig, int], nn.Module]

@@ -7,8 +7,9 @@ and an output RMSNorm. Mamba-2S keeps Mamba-2's value scaling by softplus(h W_dt
 squares and normalises the scores (second-order linear attention); 2Mamba-E exponentiates
 them (softmax attention with a decay bias, quadratic, with a KV cache).
 
-Training runs the chunked kernels of `lmforge.ops.linear_attention`; decoding keeps a
-fixed-size recurrent state (plus the convolution's last inputs) per sequence.
+Training runs the chunked kernels of `lmforge.ops.linear_attention`. In the engine each
+sequence keeps a fixed-size recurrent state plus the convolution's last inputs in its
+state slot (2Mamba-E, quadratic, keeps keys, values and log-decays per token instead).
 """
 
 from __future__ import annotations
@@ -21,8 +22,10 @@ from torch import nn
 
 from lmforge.config import ModelConfig
 from lmforge.model.layers import RMSNorm
-from lmforge.model.mixers import MixerState, register_mixer
+from lmforge.model.mixers import register_mixer
+from lmforge.model.step import CacheEntry, CacheSpec, Group, Step, run_groups
 from lmforge.ops.linear_attention import chunked_linear_attention, decayed_softmax_attention, recurrent_linear_attention
+from lmforge.ops.paged import gather_tokens, write_tokens
 
 NORMALISER_EPS = 1e-6
 
@@ -60,6 +63,10 @@ class ShortConv(nn.Module):
             out = out + padded[:, i : i + t] * taps[:, i]
         return out, padded[:, padded.shape[1] - past :]
 
+    def tail_entry(self, dtype: torch.dtype) -> CacheEntry:
+        """The per-sequence memory of the last w-1 inputs."""
+        return CacheEntry((self.width - 1, self.weight.shape[0]), dtype)
+
 
 def _decay_bias(n_heads: int, low: float = 1e-3, high: float = 1e-1) -> torch.Tensor:
     """Biases b with softplus(b) spread log-uniformly over [low, high] across heads: per-step
@@ -68,37 +75,34 @@ def _decay_bias(n_heads: int, low: float = 1e-3, high: float = 1e-1) -> torch.Te
     return torch.log(torch.expm1(rates))
 
 
-class LinearState(MixerState):
-    """Fixed-size decoding state: the convolution's last inputs and the recurrent state S."""
-
-    def __init__(self, conv_tail: torch.Tensor | None = None, ssm: torch.Tensor | None = None):
-        self.conv_tail, self.ssm = conv_tail, ssm
-
-    def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in (self.conv_tail, self.ssm) if t is not None)
+def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype scans and states accumulate in: fp32, or fp64 for fp64 models."""
+    return torch.promote_types(dtype, torch.float32)
 
 
-class DecayKVState(MixerState):
-    """2Mamba-E's decoding state: keys, values and cumulative log-decays of past positions, plus the conv tail."""
+class StatefulMixer(nn.Module):
+    """A mixer whose engine path keeps a convolution tail and a recurrent state per sequence.
 
-    def __init__(self, batch: int, n_heads: int, max_len: int, head_dim: int, device, dtype):
-        self.k = torch.zeros(batch, n_heads, max_len, head_dim, device=device, dtype=dtype)
-        self.v = torch.zeros_like(self.k)
-        self.cum = torch.zeros(batch, n_heads, max_len, device=device, dtype=torch.float64 if dtype == torch.float64 else torch.float32)
-        self.conv_tail: torch.Tensor | None = None
+    Subclasses implement `mix(x, tail, state, need_state) -> (y, tail, state)` over a dense
+    batch x [B, T, D] (tail and state None at a sequence's start) and `output(y)`.
+    """
 
-    def update(self, k: torch.Tensor, v: torch.Tensor, log_decay: torch.Tensor, start: int):
-        """Store T new positions from `start`; return keys, values and cumulative decays up to them."""
-        t = k.shape[2]
-        before = self.cum[:, :, start - 1 : start] if start > 0 else torch.zeros_like(self.cum[:, :, :1])
-        self.k[:, :, start : start + t] = k.to(self.k.dtype)
-        self.v[:, :, start : start + t] = v.to(self.v.dtype)
-        self.cum[:, :, start : start + t] = before + log_decay.to(self.cum.dtype).cumsum(-1)
-        end = start + t
-        return self.k[:, :, :end], self.v[:, :, :end], self.cum[:, :, :end]
+    layer: int
 
-    def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in (self.k, self.v, self.cum))
+    def forward(self, x: torch.Tensor, positions: torch.Tensor, step: Step | None = None) -> torch.Tensor:
+        if step is None:
+            return self.output(self.mix(x, None, None, False)[0])
+        memory = step.memory.layers[self.layer]
+
+        def run(group: Group, x: torch.Tensor) -> torch.Tensor:
+            slots = group.state_slots
+            past = (memory["conv"][slots], memory["ssm"][slots]) if group.has_past else (None, None)
+            y, tail, state = self.mix(x, *past, True)
+            memory["conv"][slots] = tail.to(memory["conv"].dtype)
+            memory["ssm"][slots] = state
+            return y
+
+        return self.output(run_groups(step, run, x))
 
 
 class DecayedAttention(nn.Module):
@@ -108,6 +112,7 @@ class DecayedAttention(nn.Module):
 
     def __init__(self, cfg: ModelConfig, layer: int):
         super().__init__()
+        self.layer = layer
         self.n_heads, self.head_dim, self.chunk = cfg.n_heads, cfg.head_dim, cfg.linear_chunk_size
         inner = cfg.n_heads * cfg.head_dim
         self.qkv_proj = nn.Linear(cfg.d_model, 3 * inner, bias=False)
@@ -125,21 +130,19 @@ class DecayedAttention(nn.Module):
         b, t, _ = x.shape
         return x.view(b, t, self.n_heads, -1).transpose(1, 2)
 
-    def _inputs(self, x: torch.Tensor, state) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        qkv, tail = self.conv(self.qkv_proj(x), None if state is None else state.conv_tail)
-        if state is not None:
-            state.conv_tail = tail
+    def inputs(self, x: torch.Tensor, tail: torch.Tensor | None):
+        """q, k, v [B, H, T, d] after the convolution, log-decays [B, H, T] (<= 0), and the new conv tail."""
+        qkv, tail = self.conv(self.qkv_proj(x), tail)
         q, k, v = (self._heads(t) for t in qkv.chunk(3, dim=-1))
-        work = torch.promote_types(x.dtype, torch.float32)
-        log_decay = -F.softplus(self.decay_proj(x).to(work)).transpose(1, 2)  # [B, H, T], <= 0
-        return q, k, v, log_decay
+        log_decay = -F.softplus(self.decay_proj(x).to(accumulation_dtype(x.dtype))).transpose(1, 2)
+        return q, k, v, log_decay, tail
 
-    def _output(self, y: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-        b, _, t, _ = y.shape
-        return self.o_proj(self.out_norm(y.transpose(1, 2).reshape(b, t, -1).to(dtype)))
+    def output(self, y: torch.Tensor) -> torch.Tensor:
+        """Merged heads [B, T, H * d] -> output norm -> projection."""
+        return self.o_proj(self.out_norm(y))
 
 
-class _StateSpaceAttention(DecayedAttention):
+class _StateSpaceAttention(StatefulMixer, DecayedAttention):
     """Mamba-2S (order 1) and 2Mamba (order 2): linear attention with a fixed-size state."""
 
     order = 1
@@ -147,32 +150,30 @@ class _StateSpaceAttention(DecayedAttention):
     def _values(self, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         return v
 
-    def forward(self, x: torch.Tensor, positions: torch.Tensor, state: LinearState | None = None) -> torch.Tensor:
-        q, k, v, log_decay = self._inputs(x, state)
-        work = torch.promote_types(q.dtype, torch.float32)  # the scan accumulates in fp32 (fp64 for fp64)
+    def mix(self, x: torch.Tensor, tail, state, need_state: bool):
+        q, k, v, log_decay, tail = self.inputs(x, tail)
+        work = accumulation_dtype(q.dtype)  # the scan accumulates in fp32 (fp64 for fp64)
         q, k, v = q.to(work), k.to(work), self._values(x, v).to(work)
-        log_decay = log_decay.to(work)
         if self.order == 2:
             q = q / math.sqrt(self.head_dim)
             v = torch.cat([v, torch.ones_like(v[..., :1])], dim=-1)  # last column accumulates the normaliser
-        initial = None if state is None else state.ssm
-        if state is not None and x.shape[1] == 1:
-            y, final = recurrent_linear_attention(q, k, v, log_decay, self.order, initial)
+        if need_state and x.shape[1] == 1:
+            y, state = recurrent_linear_attention(q, k, v, log_decay, self.order, state)
         else:
-            y, final = chunked_linear_attention(q, k, v, log_decay, self.order, self.chunk, initial, state is not None)
-        if state is not None:
-            state.ssm = final
+            y, state = chunked_linear_attention(q, k, v, log_decay, self.order, self.chunk, state, need_state)
         if self.order == 2:
             y = y[..., :-1] / (y[..., -1:] + NORMALISER_EPS)
-        return self._output(y, x.dtype)
-
-    def new_state(self, batch: int, max_len: int, device, dtype) -> LinearState:
-        return LinearState()
+        return y.transpose(1, 2).flatten(2).to(x.dtype), tail, state
 
     def state_shape(self) -> tuple[int, int]:
         """(features, values) of the recurrent state per head."""
         d = self.head_dim
         return (d, d) if self.order == 1 else (d * (d + 1) // 2, d + 1)
+
+    def cache_spec(self, dtype: torch.dtype, block_size: int) -> CacheSpec:
+        """Per sequence: the convolution's last inputs and the recurrent state; nothing per token."""
+        state = CacheEntry((self.n_heads, *self.state_shape()), accumulation_dtype(dtype))
+        return CacheSpec(per_sequence={"conv": self.conv.tail_entry(dtype), "ssm": state})
 
     def mixing_flops_per_token(self, seq_len: int) -> float:
         """Training FLOPs per token: intra-chunk scores and sums plus the state's read and update."""
@@ -206,35 +207,53 @@ class TwoMamba(_StateSpaceAttention):
 
 @register_mixer("2mamba_e")
 class TwoMambaE(DecayedAttention):
-    """2Mamba-E: softmax of s q.k plus the cumulative log-decay, quadratic, with a KV cache."""
+    """2Mamba-E: softmax of s q.k plus the cumulative log-decay, quadratic. The engine keeps keys,
+    values and log-decays per token (the cumulative sums are taken when read) and the conv tail
+    per sequence."""
 
-    def forward(self, x: torch.Tensor, positions: torch.Tensor, state: DecayKVState | None = None) -> torch.Tensor:
-        q, k, v, log_decay = self._inputs(x, state)
+    def forward(self, x: torch.Tensor, positions: torch.Tensor, step: Step | None = None) -> torch.Tensor:
         scale = 1 / math.sqrt(self.head_dim)
-        if state is None:
+        if step is None:
+            q, k, v, log_decay, _ = self.inputs(x, None)
             cum = log_decay.cumsum(-1).to(q.dtype)
-            y = decayed_softmax_attention(q, k, v, cum, cum, scale)
-        else:
-            start = int(positions[0, 0])
-            keys, values, k_cum = state.update(k, v, log_decay, start)
-            q_cum = k_cum[..., start:]
-            y = decayed_softmax_attention(q, keys.to(q.dtype), values.to(q.dtype), q_cum.to(q.dtype), k_cum.to(q.dtype), scale)
-        return self._output(y, x.dtype)
+            return self.output(decayed_softmax_attention(q, k, v, cum, cum, scale).transpose(1, 2).flatten(2))
+        memory = step.memory.layers[self.layer]
 
-    def new_state(self, batch: int, max_len: int, device, dtype) -> DecayKVState:
-        return DecayKVState(batch, self.n_heads, max_len, self.head_dim, device, dtype)
+        def run(group: Group, x: torch.Tensor) -> torch.Tensor:
+            q, k, v, log_decay, tail = self.inputs(x, memory["conv"][group.state_slots] if group.has_past else None)
+            memory["conv"][group.state_slots] = tail.to(memory["conv"].dtype)
+            for name, new in (("k", k), ("v", v), ("log_decay", log_decay[..., None])):
+                write_tokens(memory[name], group.slot_mapping, new.transpose(1, 2).flatten(0, 1))
+            if group.has_past:
+                k, v = (gather_tokens(memory[name], group.block_tables, group.context).transpose(1, 2).to(q.dtype)
+                        for name in ("k", "v"))
+                k_cum = gather_tokens(memory["log_decay"], group.block_tables, group.context)[..., 0].transpose(1, 2).cumsum(-1)
+                q_cum = k_cum.gather(-1, group.positions[:, None].expand(-1, self.n_heads, -1))
+            else:
+                k_cum = q_cum = log_decay.cumsum(-1)
+            y = decayed_softmax_attention(q, k, v, q_cum.to(q.dtype), k_cum.to(q.dtype), scale, group.positions)
+            return y.transpose(1, 2).flatten(2)
+
+        return self.output(run_groups(step, run, x))
+
+    def cache_spec(self, dtype: torch.dtype, block_size: int) -> CacheSpec:
+        """Per token: keys, values and log-decays; per sequence: the convolution's last inputs."""
+        kv = CacheEntry((self.n_heads, self.head_dim), dtype)
+        decay = CacheEntry((self.n_heads, 1), accumulation_dtype(dtype))
+        return CacheSpec(per_token={"k": kv, "v": kv, "log_decay": decay}, per_sequence={"conv": self.conv.tail_entry(dtype)})
 
     def mixing_flops_per_token(self, seq_len: int) -> float:
         return 6.0 * seq_len * self.n_heads * self.head_dim
 
 
 @register_mixer("mamba2")
-class Mamba2(nn.Module):
+class Mamba2(StatefulMixer):
     """Mamba-2 (SSD; Dao & Gu, arXiv 2405.21060) as the baseline: conv + SiLU over (x, B, C), dt with a
     bias, A = -exp(A_log), a D skip connection, a SiLU(z) gate and a gated output RMSNorm."""
 
     def __init__(self, cfg: ModelConfig, layer: int):
         super().__init__()
+        self.layer = layer
         self.inner = cfg.mamba2_expand * cfg.d_model
         self.head_dim = cfg.head_dim
         self.n_heads = self.inner // cfg.head_dim
@@ -255,31 +274,33 @@ class Mamba2(nn.Module):
             self.A_log.copy_(torch.log(torch.linspace(1, 16, self.n_heads)))
             self.D.fill_(1.0)
 
-    def forward(self, x: torch.Tensor, positions: torch.Tensor, state: LinearState | None = None) -> torch.Tensor:
+    def mix(self, x: torch.Tensor, tail, state, need_state: bool):
         b, t, _ = x.shape
         z, xbc, dt = self.in_proj(x).split([self.inner, self.inner + 2 * self.state_size, self.n_heads], dim=-1)
-        xbc, tail = self.conv(xbc, None if state is None else state.conv_tail)
+        xbc, tail = self.conv(xbc, tail)
         xs, bmat, cmat = F.silu(xbc).split([self.inner, self.state_size, self.state_size], dim=-1)
-        work = torch.promote_types(x.dtype, torch.float32)
+        work = accumulation_dtype(x.dtype)
         dt = F.softplus(dt.to(work) + self.dt_bias.to(work)).transpose(1, 2)  # [B, H, T]
         log_decay = -torch.exp(self.A_log.to(work))[:, None] * dt
         xs = xs.view(b, t, self.n_heads, self.head_dim).transpose(1, 2).to(work)  # [B, H, T, P]
         q = cmat.to(work)[:, None].expand(b, self.n_heads, t, self.state_size)
         k = bmat.to(work)[:, None].expand(b, self.n_heads, t, self.state_size)
         v = xs * dt[..., None]
-        initial = None if state is None else state.ssm
-        if state is not None and t == 1:
-            y, final = recurrent_linear_attention(q, k, v, log_decay, 1, initial)
+        if need_state and t == 1:
+            y, state = recurrent_linear_attention(q, k, v, log_decay, 1, state)
         else:
-            y, final = chunked_linear_attention(q, k, v, log_decay, 1, self.chunk, initial, state is not None)
-        if state is not None:
-            state.conv_tail, state.ssm = tail, final
+            y, state = chunked_linear_attention(q, k, v, log_decay, 1, self.chunk, state, need_state)
         y = y + self.D.to(work)[:, None, None] * xs
         y = y.transpose(1, 2).reshape(b, t, self.inner).to(x.dtype)
-        return self.out_proj(self.out_norm(y * F.silu(z)))
+        return y * F.silu(z), tail, state
 
-    def new_state(self, batch: int, max_len: int, device, dtype) -> LinearState:
-        return LinearState()
+    def output(self, y: torch.Tensor) -> torch.Tensor:
+        return self.out_proj(self.out_norm(y))
+
+    def cache_spec(self, dtype: torch.dtype, block_size: int) -> CacheSpec:
+        """Per sequence: the convolution's last inputs and the SSD state."""
+        state = CacheEntry((self.n_heads, self.state_size, self.head_dim), accumulation_dtype(dtype))
+        return CacheSpec(per_sequence={"conv": self.conv.tail_entry(dtype), "ssm": state})
 
     def mixing_flops_per_token(self, seq_len: int) -> float:
         chunk = min(self.chunk, seq_len)

@@ -1,4 +1,4 @@
-"""Causal grouped-query softmax attention with RoPE, and its KV-cache decoding state."""
+"""Causal grouped-query softmax attention with RoPE, over a dense batch or the engine's paged KV cache."""
 
 from __future__ import annotations
 
@@ -6,31 +6,21 @@ import torch
 from torch import nn
 
 from lmforge.config import ModelConfig
-from lmforge.model.mixers import MixerState, register_mixer
+from lmforge.model.mixers import register_mixer
+from lmforge.model.step import CacheEntry, CacheSpec, Group, Step, run_groups
 from lmforge.ops.attention import attention
+from lmforge.ops.paged import gather_tokens, write_tokens
 from lmforge.ops.rope import apply_rope, rope_cos_sin
 
 
-class KVCache(MixerState):
-    """Keys and values of every position seen so far, [B, n_kv_heads, max_len, head_dim].
+def heads_first(t: torch.Tensor) -> torch.Tensor:
+    """[B, T, H, d] -> [B, H, T, d]."""
+    return t.transpose(1, 2)
 
-    Positions index the cache directly, so sequences of a batch may sit at different
-    positions; a query attends to the cached keys at positions up to its own.
-    """
 
-    def __init__(self, batch: int, n_kv_heads: int, max_len: int, head_dim: int, device, dtype):
-        self.k = torch.zeros(batch, n_kv_heads, max_len, head_dim, device=device, dtype=dtype)
-        self.v = torch.zeros_like(self.k)
-
-    def update(self, k: torch.Tensor, v: torch.Tensor, positions: torch.Tensor):
-        """Store k, v [B, Hkv, T, d] at `positions` [B, T]; return all keys, values and the mask."""
-        rows = torch.arange(k.shape[0], device=k.device)[:, None]
-        self.k[rows, :, positions] = k.transpose(1, 2).to(self.k.dtype)
-        self.v[rows, :, positions] = v.transpose(1, 2).to(self.v.dtype)
-        length = int(positions.max()) + 1
-        key_pos = torch.arange(length, device=k.device)
-        mask = (key_pos[None, None, :] <= positions[:, :, None])[:, None]  # [B, 1, T, S]
-        return self.k[:, :, :length], self.v[:, :, :length], mask
+def causal_mask(group: Group, length: int, device) -> torch.Tensor:
+    """[batch, 1, query_len, length]: each query sees the keys at positions up to its own."""
+    return (torch.arange(length, device=device) <= group.positions[..., None])[:, None]
 
 
 @register_mixer("softmax")
@@ -39,6 +29,7 @@ class SoftmaxAttention(nn.Module):
 
     def __init__(self, cfg: ModelConfig, layer: int):
         super().__init__()
+        self.layer = layer
         self.n_heads, self.n_kv_heads, self.head_dim = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
         self.q_proj = nn.Linear(cfg.d_model, cfg.n_heads * cfg.head_dim, bias=cfg.attention_bias)
         self.k_proj = nn.Linear(cfg.d_model, cfg.n_kv_heads * cfg.head_dim, bias=cfg.attention_bias)
@@ -47,31 +38,44 @@ class SoftmaxAttention(nn.Module):
         self.rope_theta = cfg.rope_theta
 
     def project(self, x: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Queries [B, H, T, d] and keys, values [B, Hkv, T, d], with RoPE applied to q and k."""
+        """Queries [B, T, H, d] and keys, values [B, T, Hkv, d], with RoPE applied to q and k."""
         b, t, _ = x.shape
-        q = self.q_proj(x).view(b, t, self.n_heads, self.head_dim).transpose(1, 2)
-        k = self.k_proj(x).view(b, t, self.n_kv_heads, self.head_dim).transpose(1, 2)
-        v = self.v_proj(x).view(b, t, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        q = self.q_proj(x).view(b, t, self.n_heads, self.head_dim)
+        k = self.k_proj(x).view(b, t, self.n_kv_heads, self.head_dim)
+        v = self.v_proj(x).view(b, t, self.n_kv_heads, self.head_dim)
         cos, sin = rope_cos_sin(positions, self.head_dim, self.rope_theta, q.dtype)
+        cos, sin = cos.transpose(1, 2), sin.transpose(1, 2)  # [B, T, 1, d]: broadcast over heads
         return apply_rope(q, cos, sin), apply_rope(k, cos, sin), v
 
     def output(self, out: torch.Tensor) -> torch.Tensor:
-        """Merge heads [B, H, T, d] and project back to the model width."""
-        b, _, t, _ = out.shape
-        return self.o_proj(out.transpose(1, 2).reshape(b, t, -1))
+        """Merge heads [B, T, H, d] and project back to the model width."""
+        return self.o_proj(out.flatten(2))
 
-    def forward(self, x: torch.Tensor, positions: torch.Tensor, state: KVCache | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, positions: torch.Tensor, step: Step | None = None) -> torch.Tensor:
         q, k, v = self.project(x, positions)
-        if state is None:
-            out = attention(q, k, v)
+        if step is None:
+            return self.output(heads_first(attention(heads_first(q), heads_first(k), heads_first(v))))
+        memory = step.memory.layers[self.layer]
+        write_tokens(memory["k"], step.slot_mapping, k[0])
+        write_tokens(memory["v"], step.slot_mapping, v[0])
+        return self.output(run_groups(step, lambda g, q, k, v: self.attend(g, memory, q, k, v), q, k, v))
+
+    def attend(self, group: Group, memory: dict[str, torch.Tensor], q, k, v) -> torch.Tensor:
+        """One group's attention, [batch, query_len, H, d]: over its own new tokens when it has no past,
+        else over every cached token of each sequence up to the query's position."""
+        if group.has_past:
+            k = gather_tokens(memory["k"], group.block_tables, group.context).to(q.dtype)
+            v = gather_tokens(memory["v"], group.block_tables, group.context).to(q.dtype)
+            out = attention(heads_first(q), heads_first(k), heads_first(v), causal_mask(group, group.context, q.device))
         else:
-            k, v, mask = state.update(k, v, positions)
-            out = attention(q, k.to(q.dtype), v.to(q.dtype), mask)
-        return self.output(out)
+            out = attention(heads_first(q), heads_first(k), heads_first(v))
+        return heads_first(out)
+
+    def cache_spec(self, dtype: torch.dtype, block_size: int) -> CacheSpec:
+        """Keys and values of every token."""
+        kv = CacheEntry((self.n_kv_heads, self.head_dim), dtype)
+        return CacheSpec(per_token={"k": kv, "v": kv})
 
     def mixing_flops_per_token(self, seq_len: int) -> float:
         """Training FLOPs per token of q k^T and p v under a causal mask (PaLM appendix B, halved)."""
         return 6.0 * seq_len * self.n_heads * self.head_dim
-
-    def new_state(self, batch: int, max_len: int, device, dtype) -> KVCache:
-        return KVCache(batch, self.n_kv_heads, max_len, self.head_dim, device, dtype)

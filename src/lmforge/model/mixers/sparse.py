@@ -14,44 +14,33 @@ FlexAttention for long whole-sequence passes when no gradient is needed (or on a
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from lmforge.config import ModelConfig
 from lmforge.model.mixers import register_mixer
-from lmforge.model.mixers.softmax import KVCache, SoftmaxAttention
+from lmforge.model.mixers.softmax import SoftmaxAttention, heads_first
+from lmforge.model.step import CacheEntry, CacheSpec, Group, Step, run_groups
 from lmforge.ops.block_sparse import (
     block_sparse_attention,
     block_sparse_attention_flex,
     lagged_query_means,
     predict_block_mask,
 )
+from lmforge.ops.paged import accumulate_tokens, gather_tokens, write_tokens
 
 FLEX_MIN_LENGTH = 1024  # shorter sequences are not worth a compilation per shape
 
 
-class SparseState(KVCache):
-    """KV cache plus the running sum of the queries in every query block."""
-
-    def __init__(self, batch: int, n_heads: int, n_kv_heads: int, max_len: int, head_dim: int, block_q: int, device, dtype):
-        super().__init__(batch, n_kv_heads, max_len, head_dim, device, dtype)
-        self.block_q = block_q
-        self.q_sums = torch.zeros(batch, n_heads, -(-max_len // block_q), head_dim, device=device, dtype=dtype)
-
-    def summaries(self, q: torch.Tensor, q_positions: torch.Tensor) -> torch.Tensor:
-        """Add the new queries to their blocks; return the lagged summaries of the blocks they are in."""
-        blocks = q_positions // self.block_q
-        self.q_sums.index_add_(2, blocks, q.to(self.q_sums.dtype))
-        first, last = int(blocks[0]), int(blocks[-1])
-        wanted = torch.arange(first - 1, last, device=q.device)
-        out = self.q_sums.index_select(2, wanted.clamp(min=0)) / self.block_q
-        if first == 0:
-            out[:, :, 0] = 0
-        return out.to(q.dtype)
-
-
 @register_mixer("sparse")
 class SparseAttention(SoftmaxAttention):
-    """Block-sparse causal attention with the hybrid top-k + top-p block rule (arXiv 2602.13515)."""
+    """Block-sparse causal attention with the hybrid top-k + top-p block rule (arXiv 2602.13515).
+
+    In the engine it keeps, besides keys and values, the sum of the queries of every
+    aligned run of `query_sum_every` tokens, so the summary of any query block is a sum
+    of cached entries, and a prefix-cached block carries what later queries need.
+    """
 
     def __init__(self, cfg: ModelConfig, layer: int):
         super().__init__(cfg, layer)
@@ -60,31 +49,68 @@ class SparseAttention(SoftmaxAttention):
         self.kernel = cfg.sparse_kernel
         self.last_mask: torch.Tensor | None = None  # the block mask of the latest call, for inspection
 
-    def forward(self, x: torch.Tensor, positions: torch.Tensor, state: SparseState | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, positions: torch.Tensor, step: Step | None = None) -> torch.Tensor:
         q, k, v = self.project(x, positions)
-        q_positions = positions[0]
-        if state is None:
-            summary = lagged_query_means(q, self.block_q)
-        else:
-            summary = state.summaries(q, q_positions)
-            k, v, _ = state.update(k, v, positions)
-            k, v = k.to(q.dtype), v.to(q.dtype)
+        if step is None:
+            q = heads_first(q)
+            return self.output(heads_first(self.sparse(q, heads_first(k), heads_first(v), lagged_query_means(q, self.block_q),
+                                                       positions[0], 0)))
+        memory = step.memory.layers[self.layer]
+        write_tokens(memory["k"], step.slot_mapping, k[0])
+        write_tokens(memory["v"], step.slot_mapping, v[0])
+        every = memory["k"].shape[1] // memory["q_sum"].shape[1]
+        accumulate_tokens(memory["q_sum"], step.slot_mapping, step.positions, q[0], every)
+        return self.output(run_groups(step, lambda g, q, k, v: self.attend_each(g, memory, q), q, k, v))
+
+    def attend_each(self, group: Group, memory: dict[str, torch.Tensor], q: torch.Tensor) -> torch.Tensor:
+        """A group's attention [batch, query_len, H, d], one sequence at a time (each has its own block choice)."""
+        every = memory["k"].shape[1] // memory["q_sum"].shape[1]
+        rows = []
+        for i in range(group.batch):
+            past, length = group.past[i], group.past[i] + group.query_len
+            table = group.block_tables[i : i + 1, : -(-length // memory["k"].shape[1])]
+            k, v = (heads_first(gather_tokens(memory[name], table, length)).to(q.dtype) for name in ("k", "v"))
+            sums = gather_tokens(memory["q_sum"], table, -(-length // every))[0]  # [entries, H, d]
+            first = past // self.block_q
+            summary = self.block_summaries(sums, every, first, (length - 1) // self.block_q).to(q.dtype)
+            rows.append(self.sparse(heads_first(q[i : i + 1]), k, v, summary, group.positions[i], first))
+        return heads_first(torch.cat(rows))
+
+    def block_summaries(self, sums: torch.Tensor, every: int, first: int, last: int) -> torch.Tensor:
+        """[1, H, last - first + 1, d]: the mean query of the block before each query block first..last."""
+        per_block = self.block_q // every
+        entries = _pad_rows(sums, per_block)
+        blocks = entries.view(-1, per_block, *sums.shape[1:]).sum(1) / self.block_q  # [n_blocks, H, d]
+        lagged = torch.cat([torch.zeros_like(blocks[:1]), blocks])[first : last + 1]
+        return lagged.transpose(0, 1)[None]
+
+    def sparse(self, q, k, v, summary: torch.Tensor, q_positions: torch.Tensor, first_block: int) -> torch.Tensor:
+        """Block-sparse attention of q [B, H, Tq, d] at q_positions over k, v [B, Hkv, Tk, d]."""
         groups = self.n_heads // self.n_kv_heads
         if groups > 1:
             k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
-        first_block = int(q_positions[0]) // self.block_q
         mask = predict_block_mask(summary, k, self.block_q, self.block_k, self.top_k, self.top_p, self.sink, first_block)
         self.last_mask = mask
-        if self._use_flex(q, k, q_positions):
-            return self.output(block_sparse_attention_flex(q, k, v, mask, self.block_q, self.block_k))
-        return self.output(block_sparse_attention(q, k, v, mask, self.block_q, self.block_k, q_positions))
+        if self._use_flex(q, k, first_block):
+            return block_sparse_attention_flex(q, k, v, mask, self.block_q, self.block_k)
+        return block_sparse_attention(q, k, v, mask, self.block_q, self.block_k, q_positions)
 
-    def _use_flex(self, q: torch.Tensor, k: torch.Tensor, q_positions: torch.Tensor) -> bool:
-        whole = q.shape[-2] == k.shape[-2] and int(q_positions[0]) == 0  # FlexAttention's query/key layout
+    def _use_flex(self, q: torch.Tensor, k: torch.Tensor, first_block: int) -> bool:
+        whole = q.shape[-2] == k.shape[-2] and first_block == 0  # FlexAttention's query/key layout
         if self.kernel != "auto":
             return self.kernel == "flex" and whole
         backward_on_cpu = q.device.type == "cpu" and torch.is_grad_enabled() and q.requires_grad
         return whole and q.shape[-2] >= FLEX_MIN_LENGTH and not backward_on_cpu
 
-    def new_state(self, batch: int, max_len: int, device, dtype) -> SparseState:
-        return SparseState(batch, self.n_heads, self.n_kv_heads, max_len, self.head_dim, self.block_q, device, dtype)
+    def cache_spec(self, dtype: torch.dtype, block_size: int) -> CacheSpec:
+        """Keys and values of every token, and query sums of every aligned run of gcd(block_size, block_q) tokens."""
+        spec = super().cache_spec(dtype, block_size)
+        every = math.gcd(block_size, self.block_q)
+        sums = CacheEntry((self.n_heads, self.head_dim), dtype, every)
+        return CacheSpec(per_token={**spec.per_token, "q_sum": sums})
+
+
+def _pad_rows(t: torch.Tensor, multiple: int) -> torch.Tensor:
+    """t padded with zero rows (dim 0) to a multiple of `multiple`."""
+    pad = -t.shape[0] % multiple
+    return torch.cat([t, t.new_zeros(pad, *t.shape[1:])]) if pad else t
