@@ -184,6 +184,16 @@ def test_sharded_phases_give_the_single_stream_survivors():
     assert {stream[i].id for i in direct} == drop
 
 
+@pytest.mark.parametrize("step", [ExactDedup(), MinHashDedup(threshold=0.5), MinHashDedup(threshold=0.0)],
+                         ids=["exact", "minhash-verified", "minhash"])
+def test_empty_shards_resolve_like_absent_ones(step):
+    docs = planted()[0]
+    expected = step.resolve([step.summarize(docs[:20]), step.summarize(docs[20:])], StepStats())
+    with_empty = [step.summarize([]), step.summarize(docs[:20]), step.summarize([]), step.summarize(docs[20:])]
+    assert step.resolve(with_empty, StepStats()) == expected and expected
+    assert step.resolve([step.summarize([]), step.summarize([])], StepStats()) == set()
+
+
 def test_chained_clusters_keep_exactly_one():
     assert cluster_roots(6, np.array([[1, 2], [0, 1], [4, 5]])).tolist() == [0, 0, 0, 3, 4, 4]
     a = paragraphs()[0]

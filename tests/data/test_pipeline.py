@@ -87,8 +87,10 @@ def test_interrupted_run_resumes_from_completed_shards(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         run_pipeline(cfg, progress=False, log=lambda s: None)
     assert not (tmp_path / "again").exists()  # nothing half-written
-    run_pipeline(cfg, progress=False, log=lambda s: None)
+    logs = []
+    run_pipeline(cfg, progress=False, log=logs.append)
     assert calls == [0, 1, 2, 2]  # shards 0 and 1 were not read again
+    assert logs[0] == f"resuming the earlier run in {cfg.work_dir}: reusing the finished shard results of stage 1 (2 of 3)"
     assert output_bytes(tmp_path / "again") == expected
 
 
@@ -96,7 +98,7 @@ def test_changed_settings_restart_the_work(tmp_path):
     raw = pipeline_raw(tmp_path)
     run_pipeline(pipeline_config_from_dict(raw), progress=False, log=lambda s: None)
     raw["mix"] = {"strategy": "natural"}
-    data = run_pipeline(pipeline_config_from_dict(raw), progress=False, log=lambda s: None)
+    data = run_pipeline(pipeline_config_from_dict(raw), progress=False, overwrite=True, log=lambda s: None)
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["domains"]["epochs"] == {"big": 1.0, "small": 1.0}
     assert data.manifest["source"]["pipeline"]["mix"]["strategy"] == "natural"
@@ -220,12 +222,13 @@ def test_builtin_web_pipeline_runs_end_to_end(tmp_path):
     assert load_prepared(out).shard("train").tokens.size > 0
 
 
-def test_bad_records_are_counted_in_the_report_not_fatal(tmp_path):
+@pytest.mark.parametrize("shards", [2, 20])  # 20: more shards than files, so every shard reads every record
+def test_bad_records_are_counted_in_the_report_not_fatal(tmp_path, shards):
     write_corpus(tmp_path / "corpus", 12)
     (tmp_path / "corpus" / "bad.jsonl").write_bytes(b'{"text": "a fine line of text here"}\n{oops\n{"body": 1}\n\xff\xfe\n')
     (tmp_path / "corpus" / "empty.txt").write_text("")
     raw = {"sources": [{"corpus": str(tmp_path / "corpus")}],
-           "output": {"dir": str(tmp_path / "out"), "vocab_size": 300, "val_bytes": 2000}, "run": {"workers": 1, "shards": 2}}
+           "output": {"dir": str(tmp_path / "out"), "vocab_size": 300, "val_bytes": 2000}, "run": {"workers": 1, "shards": shards}}
     run_pipeline(pipeline_config_from_dict(raw), progress=False, log=lambda s: None)
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["read"]["skipped"] == {"malformed_json": 1, "missing_text_field": 1, "undecodable": 1, "empty_file": 1}

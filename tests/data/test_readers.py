@@ -89,6 +89,21 @@ def test_counting_mode_skips_and_counts_every_bad_record(tmp_path):
     assert skipped == {"malformed_json": 1, "missing_text_field": 1, "undecodable": 2, "empty_file": 1}
 
 
+@pytest.mark.parametrize("shards", [1, 2, 3, 6, 7, 40])
+def test_every_shard_counts_only_its_own_bad_records(tmp_path, shards):
+    lines = []
+    for i in range(15):
+        lines += [b'{"text": "line %d"}' % i, b"{oops" if i % 3 == 0 else b'{"body": 1}']
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "bad.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    (tmp_path / "c" / "empty.txt").write_text("")
+    counts, ids = Counter(), []
+    for shard in range(shards):
+        ids += [d.id for d in read_corpus(str(tmp_path / "c"), shard=shard, num_shards=shards, skipped=counts)]
+    assert counts == {"malformed_json": 5, "missing_text_field": 10, "empty_file": 1}
+    assert sorted(ids) == sorted(d.id for d in read_corpus(str(tmp_path / "c"), skipped=Counter()))
+
+
 def test_zstd_jsonl(tmp_path):
     zstandard = pytest.importorskip("zstandard")
     (tmp_path / "d.jsonl.zst").write_bytes(zstandard.ZstdCompressor().compress(b'{"text": "one"}\n{"text": "two"}\n'))

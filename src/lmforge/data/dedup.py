@@ -303,15 +303,16 @@ class MinHashDedup(GlobalStep):
         self.config = MinHashConfig(self.bands, self.rows, self.ngram, self.seed, self.threshold)
 
     def summarize(self, docs: list[Document]) -> tuple[list[str], np.ndarray, np.ndarray | None]:
-        keys, signatures = [], []
+        """The shard's ids, band keys [n, bands] and, when verifying, signatures [n, bands * rows]
+        (zero rows for an empty shard, so every shard's arrays concatenate)."""
+        keys = np.zeros((len(docs), self.bands), np.uint64)
+        signatures = np.zeros((len(docs), self.config.num_perm), np.uint32) if self.threshold > 0 else None
         for start in range(0, len(docs), self.batch_size):
             sig = minhash_signatures([d.text for d in docs[start : start + self.batch_size]], self.config)
-            keys.append(band_keys(sig, self.config))
-            if self.threshold > 0:
-                signatures.append(sig)
-        empty = np.zeros((0, self.bands), np.uint64)
-        return ([d.id for d in docs], np.concatenate(keys) if keys else empty,
-                np.concatenate(signatures) if signatures else None)
+            keys[start : start + len(sig)] = band_keys(sig, self.config)
+            if signatures is not None:
+                signatures[start : start + len(sig)] = sig
+        return [d.id for d in docs], keys, signatures
 
     def resolve(self, summaries: list[tuple[list[str], np.ndarray, np.ndarray | None]], stats: StepStats) -> set[str]:
         ids = [doc_id for summary in summaries for doc_id in summary[0]]

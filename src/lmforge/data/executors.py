@@ -7,10 +7,13 @@ workers import them by name).
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
+import signal
+import threading
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from tqdm import tqdm
 
@@ -21,8 +24,37 @@ def _bar(total: int, desc: str, progress: bool) -> tqdm:
     return tqdm(total=total, desc=desc, unit="shard", disable=not progress, leave=False)
 
 
+@contextlib.contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """Turn SIGTERM into SystemExit while inside, so a terminated driver still stops its workers.
+
+    Only the main thread can set signal handlers; elsewhere SIGTERM keeps its handler."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def exit_on_sigterm(signum, frame):
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, exit_on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)  # None: set outside Python
+
+
+def _stop(pool: ProcessPoolExecutor) -> None:
+    """Kill the workers and cancel the tasks not yet started: `shutdown` alone would let each
+    running task finish, and a killed driver would leave them behind."""
+    for worker in list((pool._processes or {}).values()):  # the executor offers no public handle on them
+        worker.terminate()
+    pool.shutdown(wait=True, cancel_futures=True)  # returns once the executor has reaped its workers
+
+
 class LocalExecutor:
-    """Processes on this machine (spawned, so no thread state is inherited); one worker runs inline."""
+    """Processes on this machine (spawned, so no thread state is inherited); one worker runs inline.
+
+    A map that fails or is interrupted (Ctrl-C, SIGTERM, a task's error) stops every worker before it re-raises."""
 
     def __init__(self, workers: int):
         self.workers = workers
@@ -36,11 +68,15 @@ class LocalExecutor:
                     bar.update()
                 return results
             context = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(min(self.workers, len(tasks)), mp_context=context) as pool:
-                futures = {pool.submit(fn, task): i for i, task in enumerate(tasks)}
-                for future in as_completed(futures):
-                    results[futures[future]] = future.result()
-                    bar.update()
+            with _sigterm_raises(), ProcessPoolExecutor(min(self.workers, len(tasks)), mp_context=context) as pool:
+                try:
+                    futures = {pool.submit(fn, task): i for i, task in enumerate(tasks)}
+                    for future in as_completed(futures):
+                        results[futures[future]] = future.result()
+                        bar.update()
+                except BaseException:
+                    _stop(pool)
+                    raise
         return results
 
     def close(self) -> None:

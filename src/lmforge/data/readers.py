@@ -228,7 +228,8 @@ def read_corpus(
 
     With `num_shards` > 1 only shard `shard`'s part is read: whole files in turn when there
     are at least as many files as shards, else every num_shards-th document. With a `skipped`
-    counter, bad records are counted there by reason instead of stopping the read.
+    counter, bad records are counted there by reason instead of stopping the read, each by
+    exactly one shard, so the shards' counts add up to the corpus's.
     """
     if not 0 <= shard < num_shards:
         raise DataError(f"shard {shard} is not in 0..{num_shards - 1}")
@@ -251,5 +252,26 @@ def read_corpus(
         for f in files[shard::num_shards]:
             yield from _read_file(f, text_field, base, skipped)
         return
-    docs = (doc for f in files for doc in _read_file(f, text_field, base, skipped))
-    yield from islice(docs, shard, None, num_shards)
+    yield from _every_nth(files, text_field, base, shard, num_shards, skipped)
+
+
+def _every_nth(
+    files: list[Path], text_field: str, base: Path | None, shard: int, num_shards: int, skipped: Counter | None
+) -> Iterator[Document]:
+    """Every num_shards-th document of the files, from the `shard`-th on.
+
+    Every shard reads all the records, so a bad record is counted only by the shard of the
+    document after it (the shard next in turn, for bad records after the last document).
+    """
+    local = Counter()  # the bad records since the previous document
+    docs = (doc for f in files for doc in _read_file(f, text_field, base, None if skipped is None else local))
+    counts = Counter() if skipped is None else skipped
+    position = 0
+    for doc in docs:
+        if position % num_shards == shard:
+            counts.update(local)
+            yield doc
+        local.clear()
+        position += 1
+    if position % num_shards == shard:
+        counts.update(local)

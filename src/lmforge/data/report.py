@@ -1,5 +1,8 @@
 """The pipeline report: `report.json` (every count) and `report.html` with PNG plots.
 
+The plots are embedded in the HTML, so a report is exactly these two files wherever it is
+written: beside the token shards, or in the work directory of a run that kept no documents.
+
 Per step: documents and characters in and out, drops by reason, changes by kind; the
 domain mix before and after mixing (bytes and shares, epochs per domain); the
 language distribution where a language step labelled documents; tokens per split.
@@ -7,11 +10,13 @@ language distribution where a language step labelled documents; tokens per split
 
 from __future__ import annotations
 
+import base64
 import html
+import io
 from pathlib import Path
 
 from lmforge.data.steps import StepStats
-from lmforge.fileio import atomic_path, write_json, write_text
+from lmforge.fileio import write_json, write_text
 
 
 def _shares(sizes: dict[str, int]) -> dict[str, float]:
@@ -33,23 +38,24 @@ def report_dict(cfg, read: StepStats, totals: list[StepStats], mix: dict, langua
     }
 
 
-def _save(fig, path: Path) -> str:
+def _png(fig) -> str:
+    """The figure as a PNG data URI for an <img> tag."""
     import matplotlib.pyplot as plt
 
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
     plt.close(fig)
-    return path.name
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def _plot(report: dict, directory: Path) -> list[str]:
+def _plot(report: dict) -> dict[str, str]:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = []
+    plots = {}
     if report["steps"]:
         fig, ax = plt.subplots(figsize=(7, 0.5 + 0.45 * len(report["steps"])), dpi=110)
         labels = [f"{i + 1}. {s['type']}" for i, s in enumerate(report["steps"])][::-1]
@@ -57,7 +63,7 @@ def _plot(report: dict, directory: Path) -> list[str]:
         ax.barh(labels, [s["docs_out"] for s in report["steps"]][::-1], color="#3a7", label="documents out")
         ax.set_xlabel("documents")
         ax.legend(loc="lower right")
-        names.append(_save(fig, directory / "steps.png"))
+        plots["documents per step"] = _png(fig)
     domains = sorted(set(report["domains"]["share_before"]) | set(report["domains"]["share_after"]))
     if domains:
         fig, ax = plt.subplots(figsize=(7, 0.8 + 0.5 * len(domains)), dpi=110)
@@ -67,8 +73,8 @@ def _plot(report: dict, directory: Path) -> list[str]:
         ax.set_yticks(list(y), domains)
         ax.set_xlabel("share of training bytes")
         ax.legend(loc="lower right")
-        names.append(_save(fig, directory / "domains.png"))
-    return names
+        plots["domain shares"] = _png(fig)
+    return plots
 
 
 def _table(header: list[str], rows: list[list]) -> str:
@@ -79,10 +85,10 @@ def _table(header: list[str], rows: list[list]) -> str:
 
 def write_report(directory: Path, cfg, read: StepStats, totals: list[StepStats], mix: dict, languages: dict,
                  manifest: dict) -> dict:
-    """Write report.json, report.html and its plots into `directory`; return the report."""
+    """Write report.json and report.html (its plots embedded) into `directory`; return the report."""
     report = report_dict(cfg, read, totals, mix, languages, manifest)
     write_json(directory / "report.json", report)
-    plots = _plot(report, directory)
+    plots = _plot(report)
     step_rows = [[i + 1, s["type"], s["docs_in"], s["docs_out"], s["chars_in"], s["chars_out"],
                   ", ".join(f"{k}: {v}" for k, v in s["dropped"].items()), ", ".join(f"{k}: {v}" for k, v in s["changed"].items())]
                  for i, s in enumerate(report["steps"])]
@@ -104,6 +110,6 @@ def write_report(directory: Path, cfg, read: StepStats, totals: list[StepStats],
     if report["languages"]:
         parts += ["<h2>Languages</h2>", _table(["language", "documents"], [[k, v] for k, v in report["languages"].items()])]
     parts += ["<h2>Splits</h2>", _table(["split", "documents", "bytes", "tokens"], split_rows)]
-    parts += [f"<p><img src='{name}' alt='{name}'></p>" for name in plots]
+    parts += [f"<p><img src='{uri}' alt='{name}'></p>" for name, uri in plots.items()]
     write_text(directory / "report.html", "\n".join(parts) + "\n")
     return report

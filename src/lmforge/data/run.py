@@ -10,7 +10,10 @@ the tokenizer and writes the token shards `lmforge train` reads, with `report.js
 
 Every shard result is written atomically, so a run killed midway and started again skips
 the shards it completed and produces the same output. The work directory remembers the
-settings that shape the output; changing them starts the work afresh.
+settings that shape the output; changing them starts the work afresh. Before any work the
+output and work directories are claimed (`lmforge.fileio.claim_output`): neither may hold
+anything a pipeline did not write, overlap an input or each other, and an earlier output
+is replaced only with `overwrite`.
 """
 
 from __future__ import annotations
@@ -29,16 +32,19 @@ from lmforge.data.document import Document
 from lmforge.data.executors import make_executor
 from lmforge.data.mixing import plan_epochs, repeats
 from lmforge.data.pipeline import PipelineConfig, build_steps
-from lmforge.data.prepare import PreparedData, sample_texts, write_prepared
-from lmforge.data.readers import read_corpus
+from lmforge.data.prepare import MIN_VOCAB, PREPARED, PreparedData, sample_texts, write_prepared
+from lmforge.data.readers import corpus_paths, read_corpus
 from lmforge.data.report import write_report
 from lmforge.data.split import choose_validation
 from lmforge.data.steps import GlobalStep, Step, StepStats, drop_ids, run_steps
-from lmforge.errors import DataError
-from lmforge.fileio import atomic_dir, atomic_path, write_json
+from lmforge.errors import DataError, OutputError
+from lmforge.fileio import OutputKind, atomic_dir, atomic_path, claim_output, recover_dir, refuse_overlap, write_json
 from lmforge.tokenizer import Tokenizer
 
 PLAN = "plan.json"
+REPORT_FILES = ("report.json", "report.html")  # in the work directory only when no documents survived
+WORK_DIR = OutputKind("data pipeline work directory (run.work_dir)", PLAN, "sources", frozenset({
+    PLAN, "stage*", *REPORT_FILES, *(f".{name}.*.tmp" for name in (PLAN, *REPORT_FILES))}))
 
 
 @dataclass
@@ -114,11 +120,15 @@ def _stage_dir(cfg: PipelineConfig, stage: int) -> Path:
     return cfg.work_dir / f"stage{stage}"
 
 
+def _result_path(cfg: PipelineConfig, stage: int, shard: int) -> Path:
+    return _stage_dir(cfg, stage) / f"{shard:05d}.pkl"
+
+
 def run_shard(task: ShardTask) -> dict[str, Any]:
     """One stage on one shard: documents in, steps applied, documents and summary out."""
     cfg, stage = task.cfg, task.stage
     out_dir = _stage_dir(cfg, stage.index)
-    result_path = out_dir / f"{task.shard:05d}.pkl"
+    result_path = _result_path(cfg, stage.index, task.shard)
     if result_path.is_file():  # completed by an earlier, interrupted run
         return pickle.loads(result_path.read_bytes())
     steps = build_steps(cfg.steps)
@@ -155,13 +165,56 @@ def _output_shaping(cfg: PipelineConfig) -> dict:
     return plan
 
 
+def claim_directories(cfg: PipelineConfig, overwrite: bool = False) -> None:
+    """Check, before any work, that the run destroys nothing lmforge did not write: the output
+    directory may hold only an earlier output (replaced with `overwrite`), the work directory
+    only an earlier run's work (resumed or started afresh), and neither may overlap an input
+    or the other."""
+    inputs = [path for source in cfg.sources for path in corpus_paths(source.corpus)]
+    claim_output(recover_dir(cfg.output.dir), PREPARED, inputs, overwrite)
+    try:
+        refuse_overlap(cfg.work_dir, [cfg.output.dir])
+    except OutputError:
+        raise OutputError(f"the work directory {cfg.work_dir} overlaps output.dir={cfg.output.dir}; set run.work_dir "
+                          f"to a directory outside it (or leave it unset for {cfg.output.dir}.work)") from None
+    claim_output(cfg.work_dir, WORK_DIR, inputs, overwrite=True)  # an earlier run's work is ours to reuse
+
+
 def _open_work_dir(cfg: PipelineConfig) -> None:
+    """Keep the work of an earlier run with the same plan, empty one planned otherwise, and
+    record the plan. `claim_directories` has checked that it holds nothing else."""
     work, plan = cfg.work_dir, _output_shaping(cfg)
     plan_path = work / PLAN
-    if work.exists() and (not plan_path.is_file() or json.loads(plan_path.read_text(encoding="utf-8")) != plan):
-        shutil.rmtree(work)
+    if plan_path.is_file() and json.loads(plan_path.read_text(encoding="utf-8")) != plan:
+        for entry in work.iterdir():
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
     work.mkdir(parents=True, exist_ok=True)
     write_json(plan_path, plan)
+
+
+def _log_reused(cfg: PipelineConfig, stages: list[Stage], log) -> None:
+    """Say how many shard results of each stage an earlier (interrupted) run left, which this run reuses."""
+    shards = cfg.run.shards
+    done = [sum(_result_path(cfg, stage.index, shard).is_file() for shard in range(shards)) for stage in stages]
+    if any(done):
+        reused = ", ".join(f"stage {j + 1} ({n} of {shards})" for j, n in enumerate(done) if n)
+        log(f"resuming the earlier run in {cfg.work_dir}: reusing the finished shard results of {reused}")
+
+
+def _too_few_survivors(cfg: PipelineConfig, listing: list, read: StepStats, totals: list[StepStats], languages: dict,
+                       started: float) -> DataError:
+    """The error that stops a run which kept fewer than two documents, once the report saying
+    which steps dropped them is written to the work directory (the output directory stays as it was)."""
+    survivors = Counter()
+    for _, size, domain, _ in listing:
+        survivors[domain] += size
+    write_report(cfg.work_dir, cfg, read, totals, {"before": dict(survivors), "after": {}, "epochs": {}}, languages,
+                 {"splits": {}, "seconds": round(time.perf_counter() - started, 2)})
+    return DataError(f"only {len(listing)} document(s) survived the pipeline; at least 2 are needed: see what each step "
+                     f"dropped in {cfg.work_dir / 'report.html'}")
 
 
 def _final_documents(cfg: PipelineConfig, last: int) -> Iterator[Document]:
@@ -169,14 +222,19 @@ def _final_documents(cfg: PipelineConfig, last: int) -> Iterator[Document]:
         yield from read_documents(_stage_dir(cfg, last) / f"{shard:05d}.jsonl.gz")
 
 
-def run_pipeline(cfg: PipelineConfig, progress: bool = True, log=print) -> PreparedData:
-    """Run the whole pipeline; return the prepared data directory it wrote."""
+def run_pipeline(cfg: PipelineConfig, progress: bool = True, overwrite: bool = False, log=print) -> PreparedData:
+    """Run the whole pipeline; return the prepared data directory it wrote.
+
+    An output directory that holds an earlier output is replaced only with `overwrite`;
+    see `claim_directories` for what else is refused before any work starts."""
     started = time.perf_counter()
-    if cfg.output.vocab_size < 259:
-        raise DataError(f"output.vocab_size={cfg.output.vocab_size} is below the minimum of 259 (256 bytes + 3 special tokens)")
+    if cfg.output.vocab_size < MIN_VOCAB:
+        raise DataError(f"output.vocab_size={cfg.output.vocab_size} is below the minimum of {MIN_VOCAB} (256 bytes + 3 special tokens)")
     steps = build_steps(cfg.steps)
     stages = plan_stages(steps)
+    claim_directories(cfg, overwrite)
     _open_work_dir(cfg)
+    _log_reused(cfg, stages, log)
     totals = [StepStats() for _ in steps]
     read = StepStats()
     executor = make_executor(cfg.run.executor, cfg.run.workers, cfg.run.ray_address)
@@ -196,8 +254,9 @@ def run_pipeline(cfg: PipelineConfig, progress: bool = True, log=print) -> Prepa
     finally:
         executor.close()
     listing = [row for r in results for row in r["listing"]]
+    languages = dict(Counter(lang for _, _, _, lang in listing if lang))
     if len(listing) < 2:
-        raise DataError(f"only {len(listing)} document(s) survived the pipeline; at least 2 are needed (see the drop counts in the config's steps)")
+        raise _too_few_survivors(cfg, listing, read, totals, languages, started)
     val_ids = choose_validation(((doc_id, size) for doc_id, size, _, _ in listing), cfg.output.val_bytes)
     before = Counter()
     for doc_id, size, domain, _ in listing:
@@ -224,9 +283,8 @@ def run_pipeline(cfg: PipelineConfig, progress: bool = True, log=print) -> Prepa
               "val": ((d for d in _final_documents(cfg, last) if d.id in val_ids), val_bytes)}
     with atomic_dir(cfg.output.dir) as tmp:
         manifest = write_prepared(tmp, tokenizer, splits, {"pipeline": cfg.to_dict()}, started, progress)
-        languages = Counter(lang for _, _, _, lang in listing if lang)
         write_report(tmp, cfg, read, totals, {"before": dict(before), "after": dict(after), "epochs": epochs},
-                     dict(languages), manifest)
+                     languages, manifest)
     log(f"wrote {cfg.output.dir}: {manifest['splits']['train']['tokens']:,} train and "
         f"{manifest['splits']['val']['tokens']:,} validation tokens; report in {Path(cfg.output.dir) / 'report.html'}")
     return PreparedData(Path(cfg.output.dir), manifest, tokenizer)
