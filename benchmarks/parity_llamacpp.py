@@ -18,7 +18,9 @@ from common import machine, parser, print_table, write_json
 from lmforge.data.readers import english_passage
 from lmforge.interop.load import load_model
 from lmforge.interop.registry import pull
-from lmforge.serve.generate import SamplingParams, generate
+from lmforge.serve.engine import EngineConfig
+from lmforge.serve.llm import LLM
+from lmforge.serve.params import SamplingParams
 
 
 def token_losses(logits: np.ndarray, ids: list[int]) -> np.ndarray:
@@ -63,8 +65,12 @@ def main() -> None:
 
     losses = {k: token_losses(v, ids) for k, v in logits.items()}
     prompt = ids[:64]
-    greedy = SamplingParams(max_new_tokens=n_greedy, temperature=0)
-    continuation = {"lmforge": generate(ours.model, prompt, greedy)}
+    ours_llm = LLM(ours.model, ours.tokenizer, EngineConfig(max_num_seqs=1, dtype=torch.float32))
+
+    def greedy(ids: list[int], n: int) -> list[int]:
+        return ours_llm.generate([ids], SamplingParams(max_tokens=n, temperature=0, ignore_eos=True))[0].outputs[0].token_ids
+
+    continuation = {"lmforge": greedy(prompt, n_greedy)}
     with torch.no_grad():
         out = hf.generate(torch.tensor([prompt]), max_new_tokens=n_greedy, do_sample=False)
     continuation["transformers"] = out[0, len(prompt):].tolist()
@@ -80,7 +86,7 @@ def main() -> None:
         short = ids[:16]
         t = time.perf_counter()
         if name == "lmforge":
-            n = len(generate(ours.model, short, SamplingParams(max_new_tokens=n_decode, temperature=0)))
+            n = len(greedy(short, n_decode))
         elif name == "transformers":
             with torch.no_grad():
                 n = hf.generate(torch.tensor([short]), max_new_tokens=n_decode, min_new_tokens=n_decode, do_sample=False).shape[1] - len(short)

@@ -40,7 +40,9 @@ from lmforge.interop.load import load_model
 from lmforge.interop.registry import model_path
 from lmforge.quant.calibration import calibration_windows
 from lmforge.quant.quantize import QuantSpec, quantize_model
-from lmforge.serve.generate import SamplingParams, generate
+from lmforge.serve.engine import EngineConfig, LLMEngine
+from lmforge.serve.llm import stream
+from lmforge.serve.params import SamplingParams
 
 METHODS = ("rtn", "gptq", "gptq-ltr", "awq", "hqq")  # gptq-ltr: GPTQ without act-order (columns left to right)
 GRIDS = (("int8", 8, None), ("int4 g128", 4, 128), ("int4 g32", 4, 32))
@@ -149,11 +151,13 @@ def weight_bytes_per_token(model) -> int:
     return total
 
 
-def decode_rate(model, prompt: list[int], n_new: int) -> tuple[float, float]:
+def decode_rate(model, tokenizer, prompt: list[int], n_new: int) -> tuple[float, float]:
     """(decode tokens/s after the first new token, prefill seconds) of greedy generation."""
+    engine = LLMEngine(model, tokenizer, EngineConfig(max_num_seqs=1, dtype=model.embed.weight.dtype))
     stamps = []
     t0 = time.perf_counter()
-    generate(model, prompt, SamplingParams(max_new_tokens=n_new, temperature=0), on_token=lambda _: stamps.append(time.perf_counter()))
+    for _ in stream(engine, "decode", prompt, SamplingParams(max_tokens=n_new, temperature=0, ignore_eos=True)):
+        stamps.append(time.perf_counter())
     return (len(stamps) - 1) / (stamps[-1] - stamps[0]), stamps[0] - t0
 
 
@@ -169,7 +173,7 @@ def speed(name: str, loaded, quick: bool, bandwidth: float) -> list[dict]:
         quantize_model(variants[label], spec, progress=False)
     rows = []
     for label, model in variants.items():
-        runs = [decode_rate(model, prompt, n_new) for _ in range(repeats)]
+        runs = [decode_rate(model, tok, prompt, n_new) for _ in range(repeats)]
         weight_bytes = weight_bytes_per_token(model)
         rows.append({"model": name, "weights": label, "tokens_per_s": statistics.median(r[0] for r in runs),
                      "prefill_s": statistics.median(r[1] for r in runs), "weight_mb": weight_bytes / 2**20,

@@ -24,7 +24,7 @@ from lmforge.cli import Number, build_parser, main
 from lmforge.config import RunConfig, field_range, load_run_config
 from lmforge.data.pipeline import PipelineSections, load_pipeline_config
 from lmforge.errors import ConfigError, GenerationError
-from lmforge.serve.generate import SamplingParams
+from lmforge.serve.params import SamplingParams
 
 EXAMPLES = settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
@@ -93,8 +93,9 @@ def test_pipeline_config_refuses_bad_values_naming_the_key(key, tp, rng, data):
         load_pipeline_config("stdlib", [f"{key}={value}"])
 
 
-@pytest.mark.parametrize("setting, value", [("max_new_tokens", 0), ("temperature", -1.0), ("temperature", math.nan),
-                                            ("top_k", -3), ("top_p", 0.0), ("top_p", 2.0), ("seed", -1)])
+@pytest.mark.parametrize("setting, value", [("max_tokens", -1), ("temperature", -1.0), ("temperature", math.nan),
+                                            ("top_k", -3), ("top_p", 0.0), ("top_p", 2.0), ("seed", -1), ("n", 0),
+                                            ("min_p", 1.5), ("presence_penalty", 3.0), ("logprobs", 21)])
 def test_sampling_params_refuse_values_outside_their_range(setting, value):
     with pytest.raises(GenerationError, match=f"^{setting} must be"):
         SamplingParams(**{setting: value})
@@ -146,6 +147,7 @@ def required_args(command: tuple[str, ...], root: Path) -> list:
     ckpt, out = root / "ckpt", root / "new_output"
     return {
         ("generate",): [ckpt],
+        ("serve",): [ckpt],
         ("eval", "perplexity"): [ckpt],
         ("train",): ["quickstart", f"train.out={out}", f"data.corpus={root / 'corpus'}", f"data.dir={out}/data"],
         ("distill",): [ckpt, "--out", out],

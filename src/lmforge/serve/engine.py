@@ -1,0 +1,278 @@
+"""The engine: one decode loop for every consumer (`lmforge generate`, evaluation, the server, `LLM`).
+
+Requests become sequences; every `step()` the scheduler picks a ragged batch (decode
+tokens of running sequences plus chunks of new prompts), the runner computes it in one
+forward, the sampler draws the next token of every sequence that reached its end, and
+the detokenizer turns tokens into text, watching for stop strings. A request with n > 1
+samples prefills its prompt once and forks: the samples share the prompt's cache blocks.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from lmforge.device import resolve_precision
+from lmforge.errors import GenerationError
+from lmforge.model.transformer import Transformer
+from lmforge.serve.block_manager import BlockManager, SlotPool
+from lmforge.serve.detokenize import IncrementalDetokenizer
+from lmforge.serve.memory import MemoryPlan, plan_memory
+from lmforge.serve.params import SamplingParams
+from lmforge.serve.runner import ModelRunner, Observer
+from lmforge.serve.sampler import Sampler, make_generator, prompt_logprobs
+from lmforge.serve.scheduler import Scheduler, SchedulerConfig
+from lmforge.serve.sequence import Sequence
+from lmforge.tokenizer import Tokenizer
+
+TokenLogprob = tuple[int, float | None, list[tuple[int, float]]]  # (token, its logprob, top alternatives)
+
+
+@dataclass
+class EngineConfig:
+    """Sizes and policies of the engine."""
+
+    max_num_seqs: int = 64
+    max_num_batched_tokens: int = 512
+    max_waiting: int = 1024
+    block_size: int = 16
+    kv_cache_memory: int | None = None  # bytes; None: a share of the free memory
+    dtype: torch.dtype = torch.bfloat16
+    enable_prefix_caching: bool | None = None  # None: on when the model keeps no per-sequence state
+    seed: int = 0  # source of the random streams of requests without a seed
+
+
+@dataclass
+class Delta:
+    """What one sample of a request gained in one step."""
+
+    request_id: str
+    index: int
+    token_ids: list[int]
+    text: str
+    logprobs: list[TokenLogprob] | None
+    finish_reason: str | None = None
+    prompt_logprobs: list[TokenLogprob] | None = None  # on a request's first delta, when asked for
+    num_cached_tokens: int = 0  # on a request's first delta: prompt tokens found in the prefix cache
+
+
+@dataclass
+class Request:
+    """A request's sequences and what the engine knows about it."""
+
+    request_id: str
+    prompt: list[int]
+    params: SamplingParams
+    seqs: list[Sequence] = field(default_factory=list)
+    detokenizers: dict[int, IncrementalDetokenizer] = field(default_factory=dict)
+    prompt_logprobs: list[TokenLogprob] | None = None
+    arrival: float = field(default_factory=time.monotonic)
+    first_token: float | None = None
+
+    @property
+    def finished(self) -> bool:
+        return len(self.seqs) == self.params.n and all(s.finished for s in self.seqs)
+
+
+def engine_dtype(name: str, device: torch.device) -> torch.dtype:
+    """The engine's compute dtype for a precision name ("auto": bf16 where the device runs it natively)."""
+    return torch.bfloat16 if resolve_precision(name, device) == "bf16" else torch.float32
+
+
+def cast_parameters(model: Transformer, dtype: torch.dtype) -> Transformer:
+    """Cast the float parameters (not buffers: a quantized layer keeps its fp16 scales) to `dtype`."""
+    for param in model.parameters():
+        if param.is_floating_point():
+            param.data = param.data.to(dtype)
+    return model
+
+
+class LLMEngine:
+    """Continuous batching over a paged cache for `model` (any mixers, float or quantized weights)."""
+
+    def __init__(self, model: Transformer, tokenizer: Tokenizer, config: EngineConfig | None = None):
+        self.config = config = config or EngineConfig()
+        self.model, self.tokenizer = model, tokenizer
+        self.max_seq_len = model.cfg.max_seq_len
+        specs = model.cache_specs(config.dtype, config.block_size)
+        self.plan: MemoryPlan = plan_memory(specs, config.block_size, config.max_num_seqs, self.max_seq_len,
+                                            config.kv_cache_memory)
+        prefix = config.enable_prefix_caching
+        self.prefix_caching = self.plan.sequence_bytes == 0 if prefix is None else prefix and self.plan.sequence_bytes == 0
+        self.blocks = BlockManager(self.plan.num_blocks, config.block_size, self.prefix_caching)
+        self.slots = SlotPool(self.plan.num_slots) if self.plan.num_slots else None
+        self.scheduler = Scheduler(SchedulerConfig(config.max_num_seqs, config.max_num_batched_tokens, config.max_waiting),
+                                   self.blocks, self.slots)
+        self.runner = ModelRunner(cast_parameters(model, config.dtype), self.plan.num_blocks, config.block_size,
+                                  max(self.plan.num_slots, 1), config.dtype)
+        self.sampler = Sampler()
+        self.requests: dict[str, Request] = {}
+        self._seeds = torch.Generator().manual_seed(config.seed)
+        self.observer: Observer | None = None
+
+    # requests
+
+    def add_request(self, request_id: str, prompt: list[int], params: SamplingParams) -> Request:
+        """Queue a request; raises GenerationError for a prompt the model or the cache cannot take."""
+        if request_id in self.requests:
+            raise GenerationError(f"request id {request_id!r} is already in use")
+        self.check_prompt(prompt, params)
+        request = Request(request_id, list(prompt), params)
+        if params.prompt_logprobs is not None:
+            request.prompt_logprobs = [(prompt[0], None, [])]  # the first token has no context to predict it
+        seq = self._new_sequence(request, 0)
+        if not self.scheduler.add(seq):
+            raise EngineFullError("the engine's waiting queue is full; retry later")
+        self.requests[request_id] = request
+        return request
+
+    def check_prompt(self, prompt: list[int], params: SamplingParams) -> None:
+        """Refuse an empty prompt, ids outside the vocabulary, and a prompt that leaves no room to generate."""
+        if not prompt:
+            raise GenerationError("the prompt is empty; give at least one token")
+        vocab = self.model.cfg.vocab_size
+        bad = next((t for t in prompt if not 0 <= t < vocab), None)
+        if bad is not None:
+            raise GenerationError(f"token id {bad} is outside the vocabulary (0..{vocab - 1})")
+        bad = next((t for t in params.logit_bias if not 0 <= t < vocab), None)
+        if bad is not None:
+            raise GenerationError(f"logit_bias names token id {bad}, outside the vocabulary (0..{vocab - 1})")
+        if len(prompt) >= self.max_seq_len:
+            raise GenerationError(f"the prompt has {len(prompt)} tokens but the model's context is {self.max_seq_len}; "
+                                  "shorten the prompt")
+        if not self.blocks.fits_alone(len(prompt) + 1):
+            raise GenerationError(f"the prompt has {len(prompt)} tokens but the cache holds {self.plan.max_tokens} in all; "
+                                  "shorten the prompt or give the server a larger --kv-cache-memory")
+
+    def context_full(self, prompt: list[int], params: SamplingParams) -> bool:
+        """Whether a request stopped for "length" because the context ran out, not at its max_tokens."""
+        return params.max_tokens is None or len(prompt) + params.max_tokens > self.max_seq_len
+
+    def abort(self, request_id: str) -> None:
+        """Stop a request now and free its memory (a client went away, Think@n rejected it)."""
+        request = self.requests.pop(request_id, None)
+        if request is None:
+            return
+        for seq in request.seqs:
+            if not seq.finished:
+                self.scheduler.finish(seq, "abort")
+
+    def has_unfinished(self) -> bool:
+        return bool(self.requests)
+
+    def _new_sequence(self, request: Request, index: int, tokens: list[int] | None = None) -> Sequence:
+        params = request.params
+        seed = params.seed if params.seed is not None else int(torch.randint(0, 2**62, (), generator=self._seeds))
+        seq = Sequence(list(tokens if tokens is not None else request.prompt), params, request.request_id, index,
+                       generator=make_generator(seed, index, self.runner.device), num_prompt_tokens=len(request.prompt))
+        request.seqs.append(seq)
+        request.detokenizers[index] = IncrementalDetokenizer(self.tokenizer, params)
+        return seq
+
+    # the loop
+
+    def step(self) -> list[Delta]:
+        """Run one forward over what the scheduler picks; return every sample's progress."""
+        batch = self.scheduler.schedule()
+        deltas = [self._emit(self.requests[seq.request_id], seq, [], self._detok(seq).flush(), None, "length")
+                  for seq in self.scheduler.take_truncated() if seq.request_id in self.requests]
+        if not batch:
+            return deltas
+        logits = dict(zip((seq.seq_id for seq, _ in batch), self.runner.execute(batch, self.observer)))
+        for seq, n in batch:  # prompt log-probabilities of the chunk just computed
+            request = self.requests.get(seq.request_id)
+            start = seq.num_computed
+            if request and request.prompt_logprobs is not None and start < seq.num_prompt_tokens and not seq.finished:
+                self._record_prompt_logprobs(request, seq, start, n, logits[seq.seq_id])
+        ready: list[tuple[Sequence, torch.Tensor]] = []
+        for seq in self.scheduler.computed(batch):
+            request = self.requests[seq.request_id]
+            if request.params.max_tokens == 0:  # only the prompt (its log-probabilities) was wanted
+                deltas.append(self._emit(request, seq, [], "", None, "length"))
+                continue
+            ready.append((seq, logits[seq.seq_id][-1:]))
+            if request.params.n > 1 and len(request.seqs) == 1:
+                ready += [(child, logits[seq.seq_id][-1:]) for child in self._fork(request, seq)]
+        if ready:
+            deltas += self._sample(ready)
+        return deltas
+
+    def _detok(self, seq: Sequence) -> IncrementalDetokenizer:
+        return self.requests[seq.request_id].detokenizers[seq.index]
+
+    def _record_prompt_logprobs(self, request: Request, seq: Sequence, start: int, n: int, logits: torch.Tensor) -> None:
+        """Log-probabilities of prompt tokens start+1 .. from the chunk's logits (once: not again after preemption)."""
+        have = len(request.prompt_logprobs)  # entries for prompt positions 0 .. have-1
+        end = min(start + n, seq.num_prompt_tokens - 1)  # positions predicting a prompt token
+        if end + 1 <= have:
+            return
+        first = have - 1  # the position predicting prompt token `have`
+        rows = logits[first - start : end - start]
+        targets = seq.token_ids[first + 1 : end + 1]
+        top = request.params.prompt_logprobs
+        for target, (lp, alternatives) in zip(targets, prompt_logprobs(rows, torch.tensor(targets), top)):
+            request.prompt_logprobs.append((target, lp, alternatives))
+
+    def _fork(self, request: Request, parent: Sequence) -> list[Sequence]:
+        """The other n - 1 samples of a request whose prompt is computed: they share its blocks and copy its
+        state (or, without room for them now, wait and prefill from the prefix cache)."""
+        children = []
+        for index in range(1, request.params.n):
+            child = self._new_sequence(request, index, parent.token_ids)
+            for src, dst in self.scheduler.fork(parent, child):
+                self.runner.copy_block(src, dst)
+            if child.slot is not None:
+                self.runner.copy_slot(parent.slot, child.slot)
+            children.append(child)
+        return children
+
+    def _sample(self, ready: list[tuple[Sequence, torch.Tensor]]) -> list[Delta]:
+        seqs = [seq for seq, _ in ready]
+        out = self.sampler(torch.cat([lg for _, lg in ready]), seqs)
+        deltas = []
+        for i, seq in enumerate(seqs):
+            request = self.requests[seq.request_id]
+            token = out.tokens[i]
+            seq.append(token)
+            logprobs = None if out.logprobs[i] is None else [(token, out.logprobs[i], out.top_logprobs[i] or [])]
+            deltas.append(self._advance(request, seq, token, logprobs))
+        return deltas
+
+    def _advance(self, request: Request, seq: Sequence, token: int, logprobs) -> Delta:
+        """Detokenize the new token, and finish the sample on a stop token, a stop string or its length limit."""
+        params = request.params
+        detok = request.detokenizers[seq.index]
+        stop_ids = set(params.stop_token_ids)
+        if not params.ignore_eos and self.tokenizer.eos_id is not None:
+            stop_ids.add(self.tokenizer.eos_id)
+        reason = None
+        if token in stop_ids:
+            text, reason = detok.flush(), "stop"
+        else:
+            text, stopped = detok.push([token])
+            if stopped:
+                reason = "stop"
+        limit = self.max_seq_len - seq.num_prompt_tokens
+        if params.max_tokens is not None:
+            limit = min(limit, params.max_tokens)
+        if reason is None and (seq.num_output_tokens >= limit or len(seq) >= self.max_seq_len):
+            text, reason = text + detok.flush(), "length"
+        return self._emit(request, seq, [token], text, logprobs, reason)
+
+    def _emit(self, request: Request, seq: Sequence, tokens: list[int], text: str, logprobs, reason: str | None) -> Delta:
+        """A delta of `seq`; the request's first one carries its prompt log-probabilities and cached-token count."""
+        delta = Delta(request.request_id, seq.index, tokens, text, logprobs, reason)
+        if request.first_token is None:
+            request.first_token = time.monotonic()
+            delta.prompt_logprobs, delta.num_cached_tokens = request.prompt_logprobs, seq.num_cached
+        if reason is not None:
+            self.scheduler.finish(seq, reason)
+            if request.finished:
+                self.requests.pop(request.request_id, None)
+        return delta
+
+
+class EngineFullError(GenerationError):
+    """The engine's waiting queue is full (the server answers 503)."""
