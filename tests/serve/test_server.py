@@ -1,0 +1,175 @@
+"""The OpenAI-compatible server, driven by the `openai` package as a real client, on a tiny model."""
+
+import asyncio
+import json
+import socket
+import threading
+import time
+
+import httpx
+import openai
+import pytest
+import torch
+import uvicorn
+from helpers import tiny_model
+
+from lmforge.serve.engine import EngineConfig, LLMEngine
+from lmforge.serve.server import OpenAIServer, build_app
+
+KEY = "test-key"
+
+
+class ServerThread:
+    """uvicorn serving `server` on a free loopback port, in a thread, for the duration of a test module."""
+
+    def __init__(self, server: OpenAIServer):
+        self.server = server
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.uvicorn = uvicorn.Server(uvicorn.Config(build_app(server), host="127.0.0.1", port=self.port, log_level="error"))
+        self.thread = threading.Thread(target=self.uvicorn.run, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.uvicorn.started:
+            assert time.monotonic() < deadline, "the server did not start"
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *exc):
+        self.uvicorn.should_exit = True
+        self.thread.join(timeout=30)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+@pytest.fixture(scope="module")
+def model(tokenizer):
+    return tiny_model(tokenizer.vocab_size, max_seq_len=128)
+
+
+@pytest.fixture(scope="module")
+def live(model, tokenizer):
+    engine = LLMEngine(model, tokenizer, EngineConfig(max_num_seqs=8, dtype=torch.float32, block_size=4))
+    with ServerThread(OpenAIServer(engine, "tiny", KEY)) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def client(live):
+    return openai.OpenAI(base_url=f"{live.url}/v1", api_key=KEY, max_retries=0)
+
+
+def test_models_and_tokenizer_endpoints(client, live, tokenizer):
+    assert [m.id for m in client.models.list()] == ["tiny"]
+    headers = {"Authorization": f"Bearer {KEY}"}
+    tokens = httpx.post(f"{live.url}/tokenize", json={"prompt": "def f(x):", "add_special_tokens": False}, headers=headers).json()
+    assert tokens["tokens"] == tokenizer.encode("def f(x):")
+    text = httpx.post(f"{live.url}/detokenize", json={"tokens": tokens["tokens"]}, headers=headers).json()["prompt"]
+    assert text == "def f(x):"
+    info = httpx.get(f"{live.url}/tokenizer_info", headers=headers).json()
+    assert info["eos_token"] == tokenizer.hf.id_to_token(tokenizer.eos_id)
+    assert httpx.get(f"{live.url}/health").status_code == 200
+    assert "lmforge_kv_blocks_total" in httpx.get(f"{live.url}/metrics").text
+
+
+def test_echo_logprobs_are_the_models_prompt_log_probabilities(client, model, tokenizer):
+    prompt = tokenizer.encode("import os\nimport sys\n")
+    r = client.completions.create(model="tiny", prompt=prompt, max_tokens=1, temperature=0, logprobs=1, echo=True)
+    lp = r.choices[0].logprobs
+    assert len(lp.token_logprobs) == len(prompt) + 1 and lp.token_logprobs[0] is None and lp.top_logprobs[0] is None
+    with torch.no_grad():
+        logp = model(torch.tensor([prompt]))[0].log_softmax(-1)
+    expected = [float(logp[t - 1, prompt[t]]) for t in range(1, len(prompt))]
+    assert lp.token_logprobs[1: len(prompt)] == pytest.approx(expected, abs=1e-4)
+    greedy = int(logp[-1].argmax())
+    assert lp.token_logprobs[-1] == pytest.approx(float(logp[-1, greedy]), abs=1e-4)
+    assert lp.top_logprobs[-1] == {tokenizer.decode_bytes([greedy]).decode("utf-8", "replace"): pytest.approx(lp.token_logprobs[-1])}
+    assert r.choices[0].text.startswith("import os\nimport sys\n")
+    assert r.usage.prompt_tokens == len(prompt) and r.usage.completion_tokens == 1
+
+
+def test_completions_batch_of_prompts_and_seeds(client):
+    r = client.completions.create(model="tiny", prompt=["def", "class"], max_tokens=6, n=2, seed=5, temperature=1.0)
+    assert sorted(c.index for c in r.choices) == [0, 1, 2, 3]
+    again = client.completions.create(model="tiny", prompt=["def", "class"], max_tokens=6, n=2, seed=5, temperature=1.0)
+    assert [c.text for c in r.choices] == [c.text for c in again.choices]
+    assert 0 < r.usage.completion_tokens <= 4 * 6
+
+
+def test_chat_and_streaming_with_usage(client):
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hello"}]
+    full = client.chat.completions.create(model="tiny", messages=messages, max_tokens=8, temperature=0, logprobs=True,
+                                          top_logprobs=2)
+    choice = full.choices[0]
+    assert choice.message.role == "assistant" and choice.finish_reason in ("stop", "length")
+    assert len(choice.logprobs.content) == full.usage.completion_tokens
+    assert all(len(t.top_logprobs) == 2 for t in choice.logprobs.content)
+    chunks = list(client.chat.completions.create(model="tiny", messages=messages, max_tokens=8, temperature=0, stream=True,
+                                                 stream_options={"include_usage": True}))
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == choice.message.content
+    assert chunks[-1].usage.completion_tokens == full.usage.completion_tokens and chunks[-1].choices == []
+    assert chunks[0].choices[0].delta.role == "assistant"
+    streamed = client.completions.create(model="tiny", prompt="x = ", max_tokens=5, temperature=0, stream=True)
+    whole = client.completions.create(model="tiny", prompt="x = ", max_tokens=5, temperature=0)
+    assert "".join(c.choices[0].text for c in streamed) == whole.choices[0].text
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"max_tokens": -1}, "max_tokens"), ({"n": 0}, "n must be"), ({"logprobs": 50}, "logprobs"),
+    ({"temperature": "hot"}, "temperature"), ({"prompt": "word " * 200}, "context is 128"), ({"top_p": 0}, "top_p"),
+    ({"logit_bias": {"999999": 5}}, "logit_bias"), ({"prompt": [10**7]}, "outside the vocabulary"),
+])
+def test_bad_requests_are_400(client, kwargs, message):
+    with pytest.raises(openai.BadRequestError, match=message):
+        client.completions.create(**{"model": "tiny", "prompt": "x", **kwargs})
+
+
+def test_unknown_model_key_and_route(client, live):
+    with pytest.raises(openai.NotFoundError):
+        client.completions.create(model="other", prompt="x", max_tokens=1)
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=f"{live.url}/v1", api_key="wrong", max_retries=0).models.list()
+    assert httpx.get(f"{live.url}/v1/models").status_code == 401
+    response = httpx.get(f"{live.url}/v1/nothing", headers={"Authorization": f"Bearer {KEY}"})
+    assert response.status_code == 404 and response.json()["error"]["type"] == "not_found_error"
+
+
+def test_chat_without_template_is_400(model, tokenizer):
+    from lmforge.tokenizer import Tokenizer
+
+    plain = Tokenizer(tokenizer.hf, add_bos=False, chat_template=None)
+    engine = LLMEngine(model, plain, EngineConfig(max_num_seqs=2, dtype=torch.float32))
+    with ServerThread(OpenAIServer(engine, "plain")) as server:
+        c = openai.OpenAI(base_url=f"{server.url}/v1", api_key="none", max_retries=0)
+        with pytest.raises(openai.BadRequestError, match="no chat template"):
+            c.chat.completions.create(model="plain", messages=[{"role": "user", "content": "hi"}])
+
+
+def test_disconnect_mid_stream_frees_the_memory(live):
+    engine = live.server.engine
+    start = engine.blocks.num_free_blocks
+    body = {"model": "tiny", "prompt": "def f(x):", "max_tokens": 100, "stream": True, "ignore_eos": True}
+    with httpx.stream("POST", f"{live.url}/v1/completions", json=body, headers={"Authorization": f"Bearer {KEY}"}) as r:
+        lines = r.iter_lines()
+        assert json.loads(next(line for line in lines if line.startswith("data: "))[6:])["choices"]
+    deadline = time.monotonic() + 10
+    while engine.requests or engine.blocks.num_free_blocks != start:
+        assert time.monotonic() < deadline, "the aborted request kept its blocks"
+        time.sleep(0.05)
+
+
+def test_concurrent_clients_all_answered(live):
+    async def main():
+        client = openai.AsyncOpenAI(base_url=f"{live.url}/v1", api_key=KEY, max_retries=0)
+        jobs = [client.completions.create(model="tiny", prompt=f"item {i}", max_tokens=4 + i % 5, seed=i, temperature=0.5)
+                for i in range(20)]
+        return await asyncio.gather(*jobs)
+
+    results = asyncio.run(main())
+    assert all(r.choices[0].finish_reason in ("stop", "length") for r in results)
