@@ -103,6 +103,7 @@ class Group:
     block_tables: torch.Tensor  # [batch, ceil(context / block_size)]
     state_slots: torch.Tensor  # [batch]
     slot_mapping: torch.Tensor  # [batch * query_len]: the cache slot of each of the group's tokens
+    memo: dict = field(default_factory=dict, repr=False)  # tensors every layer would otherwise rebuild
 
     @property
     def has_past(self) -> bool:
@@ -111,6 +112,17 @@ class Group:
     @property
     def decoding(self) -> bool:
         return self.query_len == 1 and self.has_past
+
+    def causal_bias(self, dtype: torch.dtype) -> torch.Tensor:
+        """[batch, 1, query_len, context] additive mask: 0 where a query may see a key (positions up to
+        its own), -inf elsewhere. Built once per step and shared by every layer (an additive float mask
+        also takes a faster attention kernel than a boolean one on CPU)."""
+        key = ("causal", dtype)
+        if key not in self.memo:
+            visible = torch.arange(self.context, device=self.positions.device) <= self.positions[..., None]
+            self.memo[key] = torch.zeros(visible.shape, dtype=dtype, device=visible.device).masked_fill_(
+                ~visible, float("-inf"))[:, None]
+        return self.memo[key]
 
     def take(self, t: torch.Tensor) -> torch.Tensor:
         """The group's rows of t [1, N, ...] (dim 1 indexes the step's tokens) as [batch, query_len, ...]."""
@@ -127,10 +139,17 @@ class Step:
     logits_indices: torch.Tensor  # rows of the flat tokens whose logits are wanted
     memory: Memory
     observer: Callable[[int, torch.Tensor], None] | None = None  # (layer, hidden at logits_indices); layer 0 = embedding
+    memo: dict = field(default_factory=dict, repr=False)  # tensors every layer would otherwise rebuild
 
     @property
     def block_size(self) -> int:
         return self.memory.block_size
+
+    def cached(self, key, make: Callable[[], torch.Tensor]) -> torch.Tensor:
+        """`make()`, computed once per step (e.g. RoPE angles, the same in every layer)."""
+        if key not in self.memo:
+            self.memo[key] = make()
+        return self.memo[key]
 
 
 def run_groups(step: Step, fn: Callable[..., torch.Tensor], *inputs: torch.Tensor) -> torch.Tensor:
@@ -184,7 +203,9 @@ def build_step(
                      tensor([slots[r] for r in rows]))
 
     decoding = [i for i, (q, p) in enumerate(zip(query_lens, pasts)) if q == 1 and p > 0]
-    groups = [group(decoding, tensor([starts[i] for i in decoding]))] if decoding else []
+    rows = [starts[i] for i in decoding]
+    contiguous = rows == list(range(rows[0], rows[0] + len(rows))) if rows else False
+    groups = [group(decoding, slice(rows[0], rows[-1] + 1) if contiguous else tensor(rows))] if decoding else []
     groups += [group([i], slice(starts[i], starts[i] + q)) for i, (q, p) in enumerate(zip(query_lens, pasts))
                if q > 1 or (q == 1 and p == 0)]
     return Step(tensor(positions), tensor(slots), groups, tensor(list(logits_indices)), memory, observer)

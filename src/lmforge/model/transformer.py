@@ -71,6 +71,16 @@ class Transformer(nn.Module):
         """[vocab, d_model] matrix of the output head (the embedding when tied)."""
         return self.embed.weight if self.head is None else self.head.weight
 
+    def fuse_projections(self) -> list[nn.Module]:
+        """For inference: join the matrix products that read the same input (q, k, v; gate, up) so each
+        decoded token runs fewer, larger products; returns the fused modules. Weights stay shared with
+        the separate layers (checkpoints are unchanged) and code with gradients enabled never uses them."""
+        fused = []
+        for module in list(self.modules()):
+            if module is not self and hasattr(module, "fuse_projections"):
+                fused += module.fuse_projections()
+        return fused
+
     def cache_specs(self, dtype: torch.dtype, block_size: int) -> list[CacheSpec]:
         """What every layer keeps per token and per sequence when the engine runs it in `dtype`."""
         return [layer.mixer.cache_spec(dtype, block_size) for layer in self.layers]

@@ -9,10 +9,14 @@ for small batches the layer runs PyTorch's packed CPU kernels on the compact wei
 activations on these CPUs (fp32 activations hit a slow path, measured in
 benchmarks/quantization.py), so the input is cast to bf16 for them. Larger batches
 (prefill, evaluation) are compute-bound and faster as one float matrix product on the
-dequantized weight, which is also the reference the kernels are tested against.
+dequantized weight, which is also the reference the kernels are tested against. Where
+the two cross depends on the shape and the machine: `calibrate_kernel_rows` measures it
+per layer shape (the engine does at start-up); until then `KERNEL_MAX_ROWS` is used.
 """
 
 from __future__ import annotations
+
+import time
 
 import torch
 import torch.nn.functional as F
@@ -21,7 +25,7 @@ from torch import nn
 from lmforge.quant.grid import Grid, dequantize, expand_groups
 from lmforge.quant.pack import pack_int4, unpack_int4
 
-KERNEL_MAX_ROWS = 16  # above this many input rows the dequantized float product is faster (measured)
+KERNEL_MAX_ROWS = 16  # the default crossover (SmolLM2's shapes, 2 cores) before a layer is calibrated
 INT4_KERNEL_GROUPS = (32, 64, 128, 256)
 
 
@@ -37,6 +41,7 @@ class QuantLinear(nn.Module):
         self.register_buffer("scales", torch.ones(out_features, n_groups, dtype=torch.float16))
         self.register_buffer("zeros", torch.zeros(out_features, n_groups, dtype=torch.float16))
         self.register_buffer("bias", torch.zeros(out_features) if bias else None)
+        self.kernel_max_rows = KERNEL_MAX_ROWS  # inputs of at most this many rows run the packed kernel
         self._kernel: tuple | None = None
 
     @classmethod
@@ -52,6 +57,28 @@ class QuantLinear(nn.Module):
             layer.bias.copy_(bias.detach())
         return layer
 
+    @classmethod
+    def concat(cls, layers: list["QuantLinear"]) -> "QuantLinear":
+        """One layer computing every layer's outputs (same input width and grid), side by side: q, k and v
+        projections as one product. The given layers' buffers become views of the new one's (no copy kept)."""
+        first = layers[0]
+        if any(m.in_features != first.in_features or m.grid != first.grid for m in layers):
+            raise ValueError("only layers with the same input width and grid can be concatenated")
+        fused = cls(first.in_features, sum(m.out_features for m in layers), first.grid,
+                    any(m.bias is not None for m in layers))
+        fused.kernel_max_rows = first.kernel_max_rows
+        at = 0
+        for m in layers:
+            rows = slice(at, at + m.out_features)
+            for name in ("qweight", "scales", "zeros"):
+                getattr(fused, name)[rows] = getattr(m, name)
+                setattr(m, name, getattr(fused, name)[rows])
+            if fused.bias is not None and m.bias is not None:
+                fused.bias[rows] = m.bias
+                m.bias = fused.bias[rows]
+            at += m.out_features
+        return fused
+
     def codes(self) -> torch.Tensor:
         """Integer codes [N, K] (uint8)."""
         return self.qweight if self.grid.bits == 8 else unpack_int4(self.qweight, self.in_features)
@@ -65,23 +92,20 @@ class QuantLinear(nn.Module):
         """The dequantized float32 weight (for code that reads `.weight`, such as the loss head)."""
         return self.dequantize()
 
-    def _load_from_state_dict(self, *args, **kwargs):
-        self._kernel = None  # new codes: repack for the kernel on next use
-        super()._load_from_state_dict(*args, **kwargs)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.reshape(-1, self.in_features)
-        if rows.shape[0] <= KERNEL_MAX_ROWS and self.kernel_supported(x):
-            out = self.kernel_forward(rows).to(x.dtype)
+        if rows.shape[0] <= self.kernel_max_rows and self.kernel_supported(x):
+            out = self.kernel_forward(rows)
+            out = out if out.dtype == x.dtype else out.to(x.dtype)
         else:
             out = F.linear(rows, self.dequantize(x.dtype))
         if self.bias is not None:
             out = out + self.bias.to(out.dtype)
-        return out.reshape(*x.shape[:-1], self.out_features)
+        return out.view(*x.shape[:-1], self.out_features)
 
     def kernel_supported(self, x: torch.Tensor) -> bool:
         """Whether a packed CPU kernel computes this layer (CPU, no autograd, a grid the kernel takes)."""
-        if x.device.type != "cpu" or (torch.is_grad_enabled() and x.requires_grad):
+        if x.device.type != "cpu" or (x.requires_grad and torch.is_grad_enabled()):
             return False
         if self.grid.bits == 8:
             return self.grid.group_size is None
@@ -95,17 +119,17 @@ class QuantLinear(nn.Module):
         return max(fits, default=None)
 
     def kernel_forward(self, rows: torch.Tensor) -> torch.Tensor:
-        """x W^T with the packed kernel, bf16 activations, fp32 result."""
+        """x W^T with the packed kernel, bf16 activations; the result in bf16 (int4) or fp32 (int8)."""
         if self._kernel is None:
             self._kernel = self._prepare_kernel()
-        x = rows.to(torch.bfloat16)
+        x = rows if rows.dtype == torch.bfloat16 else rows.to(torch.bfloat16)
         if self.grid.bits == 8:
             signed, ones, scale, offset = self._kernel
             out = torch.ops.aten._weight_int8pack_mm(x, signed, ones).float() * scale
             # sum_k x_k (u - z) s = s (x . (u - 128)) - s (z - 128) sum_k x_k
             return out if offset is None else out - x.float().sum(-1, keepdim=True) * offset
         packed, group, scale_zeros = self._kernel
-        return torch.ops.aten._weight_int4pack_mm_for_cpu(x, packed, group, scale_zeros).float()
+        return torch.ops.aten._weight_int4pack_mm_for_cpu(x, packed, group, scale_zeros)
 
     def _prepare_kernel(self) -> tuple:
         scales, zeros = self.scales.float(), self.zeros.float()
@@ -122,9 +146,56 @@ class QuantLinear(nn.Module):
         scale_zeros = torch.stack([scales.t(), ((8 - zeros) * scales).t()], dim=-1).to(torch.bfloat16).contiguous()
         return packed, group, scale_zeros
 
+    def _load_from_state_dict(self, *args, **kwargs):
+        self._kernel = None  # new codes: repack for the kernel on next use
+        super()._load_from_state_dict(*args, **kwargs)
+
     def extra_repr(self) -> str:
         group = self.grid.group_size or "channel"
         return f"in_features={self.in_features}, out_features={self.out_features}, bits={self.grid.bits}, group={group}"
+
+
+@torch.no_grad()
+def calibrate_kernel_rows(modules, dtype: torch.dtype, max_rows: int = 64, repeats: int = 5) -> dict:
+    """Measure, per distinct shape of the quantized layers among `modules`, up to how many input rows the
+    packed kernel beats the float product on the dequantized weight, and set each layer's `kernel_max_rows`.
+
+    Rows are tried in powers of two; the crossover is the largest count where the kernel's median time
+    is below the float path's. Returns {(in, out, bits, group): rows}.
+    """
+    layers = [m for m in modules if isinstance(m, QuantLinear)]
+    chosen: dict = {}
+    for layer in layers:
+        key = (layer.in_features, layer.out_features, layer.grid.bits, layer.grid.group_size)
+        if key not in chosen:
+            chosen[key] = _crossover(layer, dtype, max_rows, repeats)
+        layer.kernel_max_rows = chosen[key]
+    return chosen
+
+
+def _median_seconds(fn, repeats: int) -> float:
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2]
+
+
+def _crossover(layer: QuantLinear, dtype: torch.dtype, max_rows: int, repeats: int) -> int:
+    x = torch.randn(max_rows, layer.in_features, dtype=dtype)
+    if not layer.kernel_supported(x):
+        return 0
+    best, rows = 0, 1
+    while rows <= max_rows:
+        part = x[:rows]
+        kernel = _median_seconds(lambda: layer.kernel_forward(part), repeats)
+        dense = _median_seconds(lambda: F.linear(part, layer.dequantize(dtype)), repeats)
+        if kernel >= dense:
+            break
+        best, rows = rows, rows * 2
+    return best
 
 
 def kernel_reference(layer: QuantLinear, rows: torch.Tensor) -> torch.Tensor:

@@ -17,6 +17,7 @@ import torch
 from lmforge.device import resolve_precision
 from lmforge.errors import GenerationError
 from lmforge.model.transformer import Transformer
+from lmforge.quant.linear import calibrate_kernel_rows
 from lmforge.serve.block_manager import BlockManager, SlotPool
 from lmforge.serve.detokenize import IncrementalDetokenizer
 from lmforge.serve.memory import MemoryPlan, plan_memory
@@ -42,6 +43,7 @@ class EngineConfig:
     dtype: torch.dtype = torch.bfloat16
     enable_prefix_caching: bool | None = None  # None: on when the model keeps no per-sequence state
     seed: int = 0  # source of the random streams of requests without a seed
+    calibrate: bool = True  # measure where quantized layers switch from the packed kernel to a float product
 
 
 @dataclass
@@ -105,8 +107,10 @@ class LLMEngine:
         self.slots = SlotPool(self.plan.num_slots) if self.plan.num_slots else None
         self.scheduler = Scheduler(SchedulerConfig(config.max_num_seqs, config.max_num_batched_tokens, config.max_waiting),
                                    self.blocks, self.slots)
-        self.runner = ModelRunner(cast_parameters(model, config.dtype), self.plan.num_blocks, config.block_size,
-                                  max(self.plan.num_slots, 1), config.dtype)
+        cast_parameters(model, config.dtype)
+        fused = model.fuse_projections()
+        self.kernel_rows = calibrate_kernel_rows([*model.modules(), *fused], config.dtype) if config.calibrate else {}
+        self.runner = ModelRunner(model, self.plan.num_blocks, config.block_size, max(self.plan.num_slots, 1), config.dtype)
         self.sampler = Sampler()
         self.requests: dict[str, Request] = {}
         self._seeds = torch.Generator().manual_seed(config.seed)

@@ -6,9 +6,10 @@ import torch
 from torch import nn
 
 from lmforge.config import ModelConfig
+from lmforge.model.layers import fuse_linears
 from lmforge.model.mixers import register_mixer
 from lmforge.model.step import CacheEntry, CacheSpec, Group, Step, run_groups
-from lmforge.ops.attention import attention
+from lmforge.ops.attention import attention, grouped_attention
 from lmforge.ops.paged import gather_tokens, write_tokens
 from lmforge.ops.rope import apply_rope, rope_cos_sin
 
@@ -18,14 +19,11 @@ def heads_first(t: torch.Tensor) -> torch.Tensor:
     return t.transpose(1, 2)
 
 
-def causal_mask(group: Group, length: int, device) -> torch.Tensor:
-    """[batch, 1, query_len, length]: each query sees the keys at positions up to its own."""
-    return (torch.arange(length, device=device) <= group.positions[..., None])[:, None]
-
-
 @register_mixer("softmax")
 class SoftmaxAttention(nn.Module):
     """Multi-head attention with grouped KV heads, RoPE and a causal mask (Llama layout)."""
+
+    _qkv: nn.Module | None = None  # set by `fuse_projections`; not a registered submodule
 
     def __init__(self, cfg: ModelConfig, layer: int):
         super().__init__()
@@ -37,22 +35,36 @@ class SoftmaxAttention(nn.Module):
         self.o_proj = nn.Linear(cfg.n_heads * cfg.head_dim, cfg.d_model, bias=False)
         self.rope_theta = cfg.rope_theta
 
-    def project(self, x: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def project(self, x: torch.Tensor, positions: torch.Tensor, step: Step | None = None):
         """Queries [B, T, H, d] and keys, values [B, T, Hkv, d], with RoPE applied to q and k."""
         b, t, _ = x.shape
-        q = self.q_proj(x).view(b, t, self.n_heads, self.head_dim)
-        k = self.k_proj(x).view(b, t, self.n_kv_heads, self.head_dim)
-        v = self.v_proj(x).view(b, t, self.n_kv_heads, self.head_dim)
-        cos, sin = rope_cos_sin(positions, self.head_dim, self.rope_theta, q.dtype)
-        cos, sin = cos.transpose(1, 2), sin.transpose(1, 2)  # [B, T, 1, d]: broadcast over heads
+        h, kv, d = self.n_heads, self.n_kv_heads, self.head_dim
+
+        def angles():
+            cos, sin = rope_cos_sin(positions, d, self.rope_theta, x.dtype)
+            return cos.transpose(1, 2), sin.transpose(1, 2)  # [B, T, 1, d]: broadcast over heads
+
+        cos, sin = angles() if step is None else step.cached(("rope", d, self.rope_theta, x.dtype), angles)
+        if self._qkv is not None and not torch.is_grad_enabled():  # one product, one rotation of q and k together
+            qkv = self._qkv(x).view(b, t, h + 2 * kv, d)
+            qk = apply_rope(qkv[:, :, : h + kv], cos, sin)
+            return qk[:, :, :h], qk[:, :, h:], qkv[:, :, h + kv :]
+        q = self.q_proj(x).view(b, t, h, d)
+        k = self.k_proj(x).view(b, t, kv, d)
+        v = self.v_proj(x).view(b, t, kv, d)
         return apply_rope(q, cos, sin), apply_rope(k, cos, sin), v
+
+    def fuse_projections(self) -> list[nn.Module]:
+        """For inference: q, k and v as one matrix product (see `fuse_linears`); returns the fused module."""
+        object.__setattr__(self, "_qkv", fuse_linears([self.q_proj, self.k_proj, self.v_proj]))
+        return [self._qkv] if self._qkv is not None else []
 
     def output(self, out: torch.Tensor) -> torch.Tensor:
         """Merge heads [B, T, H, d] and project back to the model width."""
         return self.o_proj(out.flatten(2))
 
     def forward(self, x: torch.Tensor, positions: torch.Tensor, step: Step | None = None) -> torch.Tensor:
-        q, k, v = self.project(x, positions)
+        q, k, v = self.project(x, positions, step)
         if step is None:
             return self.output(heads_first(attention(heads_first(q), heads_first(k), heads_first(v))))
         memory = step.memory.layers[self.layer]
@@ -64,9 +76,12 @@ class SoftmaxAttention(nn.Module):
         """One group's attention, [batch, query_len, H, d]: over its own new tokens when it has no past,
         else over every cached token of each sequence up to the query's position."""
         if group.has_past:
-            k = gather_tokens(memory["k"], group.block_tables, group.context).to(q.dtype)
-            v = gather_tokens(memory["v"], group.block_tables, group.context).to(q.dtype)
-            out = attention(heads_first(q), heads_first(k), heads_first(v), causal_mask(group, group.context, q.device))
+            k = heads_first(gather_tokens(memory["k"], group.block_tables, group.context))
+            v = heads_first(gather_tokens(memory["v"], group.block_tables, group.context))
+            if group.decoding:
+                out = grouped_attention(heads_first(q), k, v, group.causal_bias(torch.float32))
+            else:
+                out = attention(heads_first(q), k.to(q.dtype), v.to(q.dtype), group.causal_bias(q.dtype))
         else:
             out = attention(heads_first(q), heads_first(k), heads_first(v))
         return heads_first(out)

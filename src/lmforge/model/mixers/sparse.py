@@ -50,7 +50,7 @@ class SparseAttention(SoftmaxAttention):
         self.last_mask: torch.Tensor | None = None  # the block mask of the latest call, for inspection
 
     def forward(self, x: torch.Tensor, positions: torch.Tensor, step: Step | None = None) -> torch.Tensor:
-        q, k, v = self.project(x, positions)
+        q, k, v = self.project(x, positions, step)
         if step is None:
             q = heads_first(q)
             return self.output(heads_first(self.sparse(q, heads_first(k), heads_first(v), lagged_query_means(q, self.block_q),

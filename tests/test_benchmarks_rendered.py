@@ -1,0 +1,74 @@
+"""BENCHMARKS.md's generated tables match the recorded results (benchmarks/render.py --check, in process)."""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def load_render():
+    spec = importlib.util.spec_from_file_location("benchmarks_render", ROOT / "benchmarks" / "render.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while it executes
+    spec.loader.exec_module(module)
+    return module
+
+
+render = load_render()
+
+
+def test_benchmarks_md_tables_match_the_recorded_results():
+    text = (ROOT / "BENCHMARKS.md").read_text(encoding="utf-8")
+    stale = render.stale_blocks(text, ROOT / "benchmarks" / "results", ROOT)
+    assert not stale, f"{stale} differ from benchmarks/results: run python benchmarks/render.py"
+
+
+@pytest.fixture
+def recorded(tmp_path):
+    """A results file of area "demo" with two rows, and a table spec with a spread, a ratio to a reference row."""
+    results = tmp_path / "results"
+    results.mkdir()
+    rows = [{"engine": "ours", "tps": {"median": 120.0, "min": 110.0, "max": 130.0, "n": 3}},
+            {"engine": "peer", "tps": {"median": 60.0, "min": 59.0, "max": 61.0, "n": 3}, "peer": True}]
+    (results / "demo.json").write_text(json.dumps({"commit": "abcdef1234567", "dirty": False, "date": "2026-12-01T00:00:00Z",
+                                                   "machine": {"cpu": "Test CPU", "threads": 2},
+                                                   "summary": {"speed": rows}}))
+    tables = {"demo": {"speed": render.Table("speed", (
+        render.Column("engine", "engine"), render.Column("tokens/s", "tps", ".1f"),
+        render.Ratio("vs peer", "tps", "tps", lambda row, other: other.get("peer"))))}}
+    return results, tables
+
+
+def test_render_fills_a_block_and_check_then_passes(tmp_path, recorded):
+    results, tables = recorded
+    text = "# Title\n\n<!-- results:demo:speed -->\nold figures\n<!-- /results -->\n\nprose after\n"
+    rendered = render.render_markdown(text, results, tmp_path, tables)
+    assert "| ours | 120.0 (110.0–130.0) | 2.00 |" in rendered
+    assert "| peer | 60.0 (59.0–61.0) | 1.00 |" in rendered
+    assert "`results/demo.json`: commit abcdef1234" in rendered
+    assert rendered.startswith("# Title\n\n") and rendered.endswith("prose after\n")
+    assert render.stale_blocks(rendered, results, tmp_path, tables) == []
+    assert render.render_markdown(rendered, results, tmp_path, tables) == rendered
+
+
+def test_check_fails_on_a_hand_edited_figure_or_new_results(tmp_path, recorded):
+    results, tables = recorded
+    rendered = render.render_markdown("<!-- results:demo:speed -->\n<!-- /results -->\n", results, tmp_path, tables)
+    assert render.stale_blocks(rendered.replace("120.0 (", "125.0 ("), results, tmp_path, tables) == ["demo:speed"]
+    data = json.loads((results / "demo.json").read_text())
+    data["summary"]["speed"][0]["tps"]["median"] = 121.0
+    (results / "demo.json").write_text(json.dumps(data))
+    assert render.stale_blocks(rendered, results, tmp_path, tables) == ["demo:speed"]
+
+
+def test_unknown_tables_and_missing_results_are_errors(tmp_path, recorded):
+    results, tables = recorded
+    with pytest.raises(render.RenderError, match="no table spec"):
+        render.render_markdown("<!-- results:demo:nope -->\n<!-- /results -->\n", results, tmp_path, tables)
+    with pytest.raises(render.RenderError, match="does not exist"):
+        render.render_markdown("<!-- results:demo:speed -->\n<!-- /results -->\n", tmp_path, tmp_path, tables)
+
