@@ -32,14 +32,30 @@ def recorded(tmp_path):
     """A results file of area "demo" with two rows, and a table spec with a spread, a ratio to a reference row."""
     results = tmp_path / "results"
     results.mkdir()
-    rows = [{"engine": "ours", "tps": {"median": 120.0, "min": 110.0, "max": 130.0, "n": 3}},
-            {"engine": "peer", "tps": {"median": 60.0, "min": 59.0, "max": 61.0, "n": 3}, "peer": True}]
-    (results / "demo.json").write_text(json.dumps({"commit": "abcdef1234567", "dirty": False, "date": "2026-12-01T00:00:00Z",
-                                                   "machine": {"cpu": "Test CPU", "threads": 2},
-                                                   "summary": {"speed": rows}}))
-    tables = {"demo": {"speed": render.Table("speed", (
-        render.Column("engine", "engine"), render.Column("tokens/s", "tps", ".1f"),
-        render.Ratio("vs peer", "tps", "tps", lambda row, other: other.get("peer"))))}}
+    rows = [
+        {"engine": "ours", "tps": {"median": 120.0, "min": 110.0, "max": 130.0, "n": 3}},
+        {"engine": "peer", "tps": {"median": 60.0, "min": 59.0, "max": 61.0, "n": 3}, "peer": True},
+    ]
+    (results / "demo.json").write_text(
+        json.dumps(
+            {
+                "commit": "abcdef1234567",
+                "dirty": False,
+                "date": "2026-12-01T00:00:00Z",
+                "machine": {"cpu": "Test CPU", "threads": 2},
+                "summary": {"speed": rows},
+            }
+        )
+    )
+    tables = {
+        "demo": {
+            "speed": (
+                render.Column("engine", "engine"),
+                render.Column("tokens/s", "tps", ".1f"),
+                render.Ratio("vs peer", "tps", "tps", lambda row, other: other.get("peer")),
+            )
+        }
+    }
     return results, tables
 
 
@@ -71,4 +87,3 @@ def test_unknown_tables_and_missing_results_are_errors(tmp_path, recorded):
         render.render_markdown("<!-- results:demo:nope -->\n<!-- /results -->\n", results, tmp_path, tables)
     with pytest.raises(render.RenderError, match="does not exist"):
         render.render_markdown("<!-- results:demo:speed -->\n<!-- /results -->\n", tmp_path, tmp_path, tables)
-

@@ -1,0 +1,88 @@
+"""Recorded results: every benchmark run writes what it measured, and on what, to benchmarks/results/<area>.json.
+
+A record holds the git commit (and whether the tree had uncommitted changes), the UTC date,
+the machine, the versions of the packages the numbers depend on, the run's settings, every
+repeat's raw numbers and the summary the tables are rendered from (`render.py`). A `--quick`
+run writes <area>.quick.json, so it never replaces a full run. Timings in a summary are
+`spread(values)`: the median with the minimum, maximum and number of repeats.
+
+    from record import record, spread
+    record("serving", settings, raw, {"single": [{"weights": "int4", "tokens_per_s": spread(rates)}]}, quick=args.quick)
+"""
+
+from __future__ import annotations
+
+import statistics
+import subprocess
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+from common import machine
+
+from lmforge.fileio import write_json
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+REPO = Path(__file__).resolve().parent.parent
+PACKAGES = ("lmforge", "torch", "transformers")
+
+
+def results_path(area: str, quick: bool = False) -> Path:
+    """Where a run of `area` is recorded (a quick run beside the full one, never over it)."""
+    return RESULTS_DIR / f"{area}{'.quick' if quick else ''}.json"
+
+
+def spread(values: list[float]) -> dict:
+    """The summary of repeated measurements: median, min, max and how many."""
+    values = [float(v) for v in values]
+    return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}
+
+
+def git_state() -> dict:
+    """The commit the code was at and whether the work tree differed from it."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
+
+    try:  # results files written by earlier runs do not count as changes
+        changes = git("status", "--porcelain", "--", ".", ":(exclude)benchmarks/results")
+        return {"commit": git("rev-parse", "HEAD"), "dirty": bool(changes)}
+    except (OSError, subprocess.CalledProcessError):
+        return {"commit": None, "dirty": None}
+
+
+def package_versions(extra: dict | None = None) -> dict:
+    """Installed versions of the packages numbers depend on (None when absent), plus `extra` (peers' builds)."""
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return {**versions, **(extra or {})}
+
+
+def record(
+    area: str,
+    settings: dict,
+    raw: dict,
+    summary: dict,
+    path: str | Path | None = None,
+    quick: bool = False,
+    versions: dict | None = None,
+) -> Path:
+    """Write one run's record atomically; returns its path (`path`, else results_path(area, quick))."""
+    path = Path(path) if path else results_path(area, quick)
+    payload = {
+        "area": area,
+        "quick": quick,
+        **git_state(),
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "machine": machine(),
+        "versions": package_versions(versions),
+        "settings": settings,
+        "raw": raw,
+        "summary": summary,
+    }
+    write_json(path, payload)
+    return path
