@@ -1,6 +1,6 @@
 import torch
 
-from lmforge.ops.attention import attention, attention_reference, grouped_attention
+from lmforge.ops.attention import attention, attention_reference, decode_attention
 
 
 def test_causal_attention_matches_reference_float64():
@@ -30,11 +30,13 @@ def test_gqa_equals_repeated_kv():
     torch.testing.assert_close(attention(q, k, v), repeated, rtol=1e-12, atol=1e-12)
 
 
-def test_grouped_attention_matches_reference_float64():
+def test_decode_attention_matches_reference_float64():
     torch.manual_seed(3)
     q = torch.randn(3, 6, 2, 8, dtype=torch.float64)
     k, v = torch.randn(3, 2, 11, 8, dtype=torch.float64), torch.randn(3, 2, 11, 8, dtype=torch.float64)
     visible = torch.rand(3, 1, 2, 11) < 0.7
     visible[..., 0] = True
     bias = torch.zeros(visible.shape, dtype=torch.float64).masked_fill(~visible, float("-inf"))
-    torch.testing.assert_close(grouped_attention(q, k, v, bias), attention_reference(q, k, v, visible), rtol=1e-12, atol=1e-12)
+    head_major = (k.transpose(0, 1).contiguous(), v.transpose(0, 1).contiguous())  # [Hkv, B, S, d]
+    torch.testing.assert_close(decode_attention(q, *head_major, bias), attention_reference(q, k, v, visible),
+                               rtol=1e-12, atol=1e-12)

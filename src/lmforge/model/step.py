@@ -59,8 +59,9 @@ class CacheSpec:
 class Memory:
     """The engine's pools, one dict of tensors per layer.
 
-    A per-token entry is [num_blocks, block_size // every, *shape] (block b holds positions
-    of whichever sequence owns it); a per-sequence entry is [num_slots, *shape].
+    A per-token entry of shape (H, *rest) is head-major, [H, num_blocks, block_size // every,
+    *rest] (block b holds positions of whichever sequence owns it; see `lmforge.ops.paged`);
+    a per-sequence entry is [num_slots, *shape].
     """
 
     def __init__(self, specs: Sequence[CacheSpec], num_blocks: int, block_size: int, num_slots: int,
@@ -71,7 +72,7 @@ class Memory:
                     raise ValueError(f"block size {block_size} is not a multiple of {name}'s granularity {entry.every}")
         self.num_blocks, self.block_size, self.num_slots = num_blocks, block_size, num_slots
         self.layers: list[dict[str, torch.Tensor]] = [
-            {**{name: torch.zeros(num_blocks, block_size // e.every, *e.shape, dtype=e.dtype, device=device)
+            {**{name: torch.zeros(e.shape[0], num_blocks, block_size // e.every, *e.shape[1:], dtype=e.dtype, device=device)
                 for name, e in spec.per_token.items()},
              **{name: torch.zeros(num_slots, *e.shape, dtype=e.dtype, device=device)
                 for name, e in spec.per_sequence.items()}}
@@ -100,6 +101,7 @@ class Group:
     query_len: int
     past: list[int]
     context: int
+    block_size: int
     block_tables: torch.Tensor  # [batch, ceil(context / block_size)]
     state_slots: torch.Tensor  # [batch]
     slot_mapping: torch.Tensor  # [batch * query_len]: the cache slot of each of the group's tokens
@@ -113,13 +115,19 @@ class Group:
     def decoding(self) -> bool:
         return self.query_len == 1 and self.has_past
 
+
+    @property
+    def key_width(self) -> int:
+        """Keys per row when the group's blocks are gathered whole: block_tables' width x block size."""
+        return self.block_tables.shape[1] * self.block_size
+
     def causal_bias(self, dtype: torch.dtype) -> torch.Tensor:
-        """[batch, 1, query_len, context] additive mask: 0 where a query may see a key (positions up to
-        its own), -inf elsewhere. Built once per step and shared by every layer (an additive float mask
-        also takes a faster attention kernel than a boolean one on CPU)."""
+        """[batch, 1, query_len, key_width] additive mask over gathered blocks: 0 where a query may see a
+        key (positions up to its own), -inf elsewhere (later positions, padding). Built once per step and
+        shared by every layer (an additive float mask also takes a faster kernel than a boolean one on CPU)."""
         key = ("causal", dtype)
         if key not in self.memo:
-            visible = torch.arange(self.context, device=self.positions.device) <= self.positions[..., None]
+            visible = torch.arange(self.key_width, device=self.positions.device) <= self.positions[..., None]
             self.memo[key] = torch.zeros(visible.shape, dtype=dtype, device=visible.device).masked_fill_(
                 ~visible, float("-inf"))[:, None]
         return self.memo[key]
@@ -155,11 +163,16 @@ class Step:
 def run_groups(step: Step, fn: Callable[..., torch.Tensor], *inputs: torch.Tensor) -> torch.Tensor:
     """Apply fn(group, *[batch, query_len, ...] inputs) -> [batch, query_len, ...] to every group
     of the step; inputs and the result are flat, [1, N, ...]."""
+    n = step.positions.shape[0]
+    if len(step.groups) == 1 and step.groups[0].batch * step.groups[0].query_len == n:  # one group: no gather, no scatter
+        g = step.groups[0]
+        y = fn(g, *(t.view(g.batch, g.query_len, *t.shape[2:]) for t in inputs))
+        return y.reshape(1, n, *y.shape[2:])
     out = None
     for g in step.groups:
         y = fn(g, *(g.take(t) for t in inputs))
         if out is None:
-            out = y.new_empty(1, step.positions.shape[0], *y.shape[2:])
+            out = y.new_empty(1, n, *y.shape[2:])
         out[:, g.tokens] = y.reshape(1, g.batch * g.query_len, *y.shape[2:])
     return out
 
@@ -199,7 +212,7 @@ def build_step(
         qlen = query_lens[members[0]]
         rows = [starts[i] + j for i in members for j in range(qlen)]
         return Group(tokens, tensor([positions[r] for r in rows]).view(len(members), qlen), len(members), qlen,
-                     [pasts[i] for i in members], context, tensor(tables), tensor([state_slots[i] for i in members]),
+                     [pasts[i] for i in members], context, bs, tensor(tables), tensor([state_slots[i] for i in members]),
                      tensor([slots[r] for r in rows]))
 
     decoding = [i for i, (q, p) in enumerate(zip(query_lens, pasts)) if q == 1 and p > 0]

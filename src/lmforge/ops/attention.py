@@ -37,20 +37,28 @@ def attention_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask:
     return scores.softmax(dim=-1) @ v
 
 
-def grouped_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """Attention of a few queries q [B, H, T, d] over k, v [B, Hkv, S, d] with an additive bias
-    [B, 1, T, S], as plain products in fp32 (fp64 for fp64).
+BF16_MIN_PRODUCTS = 16  # from this many (key head, row) pairs, bf16 products beat converting the cache to fp32
 
-    For decoding (T of 1 or a few) this beats the fused kernel on CPU, whose masked and
-    grouped-query paths take up to 100x longer than the arithmetic (measured: one query
-    over 160 keys, 9 heads on 3: 7.7 ms through SDPA with a mask vs 34 us here). The query
-    heads of a group share their key head by a reshape, without repeating keys.
+
+def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """Attention of a few queries q [B, H, T, d] over head-major keys and values k, v [Hkv, B, S, d]
+    (as `ops.paged.gather_tokens` returns them) with an additive bias [B, 1, T, S].
+
+    Plain batched products over the Hkv * B (key head, row) pairs: the keys are read where the
+    gather put them, with no transposing copy, and the query heads of a group share their key
+    head by a reshape. On CPU this beats the fused kernel for decoding, whose masked and bf16
+    paths take many times longer than the arithmetic (one query over 180 keys, 9 heads on 3:
+    145 us in bf16 and up to 7.7 ms with a mask, against about 50 us here). A bf16 cache is
+    read in bf16 when there are many rows (its products are then faster than converting it to
+    fp32 first) and in fp32 for a few; fp32 and fp64 stay as they are.
     """
     b, h, t, d = q.shape
-    kv_heads, group = k.shape[1], h // k.shape[1]
-    work = torch.promote_types(q.dtype, torch.float32)
-    queries = (q.to(work) * d**-0.5).reshape(b, kv_heads, group * t, d)
-    scores = torch.baddbmm(bias.to(work)[:, :, None].expand(b, kv_heads, group, t, -1).reshape(b * kv_heads, group * t, -1),
-                           queries.view(b * kv_heads, group * t, d), k.to(work).reshape(b * kv_heads, -1, d).mT)
-    out = torch.bmm(scores.softmax(-1), v.to(work).reshape(b * kv_heads, -1, d))
-    return out.view(b, h, t, d).to(q.dtype)
+    kv_heads, s = k.shape[0], k.shape[2]
+    group = h // kv_heads
+    work = k.dtype if k.dtype == torch.bfloat16 and kv_heads * b >= BF16_MIN_PRODUCTS else torch.promote_types(q.dtype, torch.float32)
+    k, v = (x if x.dtype == work else x.to(work) for x in (k, v))
+    queries = (q.to(work) * d**-0.5).view(b, kv_heads, group * t, d).transpose(0, 1).reshape(kv_heads * b, group * t, d)
+    bias = bias.to(work)[None, :, :, None, :, :].expand(kv_heads, b, 1, group, t, s).reshape(kv_heads * b, group * t, s)
+    scores = torch.baddbmm(bias, queries, k.reshape(kv_heads * b, s, d).mT)
+    out = torch.bmm(scores.softmax(-1, dtype=torch.promote_types(work, torch.float32)).to(work), v.reshape(kv_heads * b, s, d))
+    return out.view(kv_heads, b, group * t, d).transpose(0, 1).reshape(b, h, t, d)

@@ -43,6 +43,9 @@ class QuantLinear(nn.Module):
         self.register_buffer("bias", torch.zeros(out_features) if bias else None)
         self.kernel_max_rows = KERNEL_MAX_ROWS  # inputs of at most this many rows run the packed kernel
         self._kernel: tuple | None = None
+        self._kernel_group = self.kernel_group()
+        self._grid_fits_kernel = (grid.group_size is None if grid.bits == 8
+                                  else self._kernel_group is not None and out_features % 16 == 0)
 
     @classmethod
     def from_codes(cls, codes: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor, grid: Grid,
@@ -105,11 +108,7 @@ class QuantLinear(nn.Module):
 
     def kernel_supported(self, x: torch.Tensor) -> bool:
         """Whether a packed CPU kernel computes this layer (CPU, no autograd, a grid the kernel takes)."""
-        if x.device.type != "cpu" or (x.requires_grad and torch.is_grad_enabled()):
-            return False
-        if self.grid.bits == 8:
-            return self.grid.group_size is None
-        return self.kernel_group() is not None and self.out_features % 16 == 0
+        return self._grid_fits_kernel and x.device.type == "cpu" and not (x.requires_grad and torch.is_grad_enabled())
 
     def kernel_group(self) -> int | None:
         """The int4 kernel's group length: the longest it takes that divides both our group and the width
@@ -138,7 +137,7 @@ class QuantLinear(nn.Module):
             ones = torch.ones(self.out_features, dtype=torch.bfloat16)
             offset = None if bool((zeros == 128).all()) else scales[:, 0] * (zeros[:, 0] - 128)
             return signed, ones, scales[:, 0], offset
-        k, group = self.in_features, self.kernel_group()
+        k, group = self.in_features, self._kernel_group
         packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(self.codes().to(torch.int32), 2)
         own = self.grid.group_len(k)
         scales, zeros = expand_groups(scales, own, k)[:, ::group], expand_groups(zeros, own, k)[:, ::group]

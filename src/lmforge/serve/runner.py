@@ -80,7 +80,7 @@ class ModelRunner:
         """Copy every layer's per-token entries of block `src` into block `dst` (copy-on-write of a shared block)."""
         for layer, spec in zip(self.memory.layers, self.specs):
             for name in spec.per_token:
-                layer[name][dst] = layer[name][src]
+                layer[name][:, dst] = layer[name][:, src]
 
     def copy_slot(self, src: int, dst: int) -> None:
         """Copy every layer's per-sequence state from slot `src` to slot `dst` (a forked sample)."""

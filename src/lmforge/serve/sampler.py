@@ -12,10 +12,9 @@ The steps and their order follow vLLM's v1 sampler, so a request behaves as it w
 5. top-k (ties with the k-th logit kept, as Hugging Face's `TopKLogitsWarper`), then top-p
    (Holtzman et al., arXiv 1904.09751: the smallest set of most likely tokens whose
    probability reaches `top_p`), both from one sort (a `topk` when no row uses top-p);
-6. a draw by the exponential race: `argmax(p / E)` with `E ~ Exp(1)` is a sample of `p`
-   (equivalent to the Gumbel-max trick). Each row draws its noise `E` from its sequence's
-   own generator, so a request's tokens do not depend on what else is in the batch; the
-   draw itself is one batched division and argmax, and nothing waits for the device.
+6. a draw by inverse transform: one uniform number per row from its sequence's own
+   generator, so a request's tokens do not depend on what else is in the batch, then one
+   batched cumulative sum and search; nothing waits for the device.
 
 Log-probabilities are reported under the model's own distribution, `log_softmax` of the
 raw logits before bias, penalties and temperature (vLLM's default `raw_logprobs`).
@@ -151,19 +150,22 @@ def _top_k_top_p(logits: torch.Tensor, top_k: list[int], top_p: list[float]) -> 
     return torch.empty_like(logits).scatter_(1, order, ordered.masked_fill(mass_before >= limit, -inf))
 
 
-def _exponential_race(probs: torch.Tensor, seqs: list[Sequence]) -> torch.Tensor:
-    """One token per row drawn from `probs`, as argmax(probs / E) with E ~ Exp(1) from each row's generator.
+def _inverse_cdf(probs: torch.Tensor, seqs: list[Sequence]) -> torch.Tensor:
+    """One token per row drawn from `probs`: the first token whose cumulative probability exceeds
+    u x total, with u uniform in [0, 1) from the row's own generator.
 
-    E = -log(U) for U uniform in [0, 1): never 0, so masked tokens (p = 0) stay at 0; drawing U
-    and taking one batched log is about 3x faster on CPU than `exponential_` row by row.
+    One random number per row (the exponential race needs one per vocabulary entry: at 16 rows
+    of 49k tokens that draw alone took longer than the rest of the sampler), one cumulative sum
+    and one batched search; tokens of probability 0 have empty intervals and are never drawn.
     """
-    noise = torch.full_like(probs, 0.5)  # greedy rows: any value, unused
-    for row, seq in zip(noise, seqs):
-        if not seq.params.greedy:
-            if seq.generator is None:
-                seq.generator = make_generator(seq.params.seed, seq.index, probs.device)
-            row.uniform_(generator=seq.generator)
-    return (probs / noise.log_().neg_()).argmax(dim=-1)
+    draws = []
+    for seq in seqs:
+        if seq.generator is None:
+            seq.generator = make_generator(seq.params.seed, seq.index, probs.device)
+        draws.append(torch.rand(1, generator=seq.generator, device=probs.device, dtype=probs.dtype))
+    cdf = probs.cumsum(dim=-1)
+    target = torch.cat(draws)[:, None] * cdf[:, -1:]
+    return torch.searchsorted(cdf, target, right=True)[:, 0].clamp_(max=probs.shape[-1] - 1)
 
 
 class Sampler:
@@ -183,7 +185,7 @@ class Sampler:
         if all(greedy):
             tokens = logits.argmax(dim=-1)
         else:
-            tokens = _exponential_race(sampling_probs(logits, seqs), seqs)
+            tokens = _inverse_cdf(sampling_probs(logits, seqs), seqs)
             if any(greedy):
                 tokens = torch.where(_tensor(greedy, torch.bool, logits.device), logits.argmax(dim=-1), tokens)
         return self._output(raw, tokens, [s.params.logprobs for s in seqs])

@@ -224,10 +224,9 @@ class TwoMambaE(DecayedAttention):
             memory["conv"][group.state_slots] = tail.to(memory["conv"].dtype)
             for name, new in (("k", k), ("v", v), ("log_decay", log_decay[..., None])):
                 write_tokens(memory[name], group.slot_mapping, new.transpose(1, 2).flatten(0, 1))
-            if group.has_past:
-                k, v = (gather_tokens(memory[name], group.block_tables, group.context).transpose(1, 2).to(q.dtype)
-                        for name in ("k", "v"))
-                k_cum = gather_tokens(memory["log_decay"], group.block_tables, group.context)[..., 0].transpose(1, 2).cumsum(-1)
+            if group.has_past:  # whole blocks: keys past a sequence's end are masked by the positions
+                k, v = (gather_tokens(memory[name], group.block_tables).transpose(0, 1).to(q.dtype) for name in ("k", "v"))
+                k_cum = gather_tokens(memory["log_decay"], group.block_tables)[..., 0].transpose(0, 1).cumsum(-1)
                 q_cum = k_cum.gather(-1, group.positions[:, None].expand(-1, self.n_heads, -1))
             else:
                 k_cum = q_cum = log_decay.cumsum(-1)

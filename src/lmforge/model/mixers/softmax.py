@@ -9,7 +9,7 @@ from lmforge.config import ModelConfig
 from lmforge.model.layers import fuse_linears
 from lmforge.model.mixers import register_mixer
 from lmforge.model.step import CacheEntry, CacheSpec, Group, Step, run_groups
-from lmforge.ops.attention import attention, grouped_attention
+from lmforge.ops.attention import attention, decode_attention
 from lmforge.ops.paged import gather_tokens, write_tokens
 from lmforge.ops.rope import apply_rope, rope_cos_sin
 
@@ -76,12 +76,12 @@ class SoftmaxAttention(nn.Module):
         """One group's attention, [batch, query_len, H, d]: over its own new tokens when it has no past,
         else over every cached token of each sequence up to the query's position."""
         if group.has_past:
-            k = heads_first(gather_tokens(memory["k"], group.block_tables, group.context))
-            v = heads_first(gather_tokens(memory["v"], group.block_tables, group.context))
+            k, v = gather_tokens(memory["k"], group.block_tables), gather_tokens(memory["v"], group.block_tables)
             if group.decoding:
-                out = grouped_attention(heads_first(q), k, v, group.causal_bias(torch.float32))
-            else:
-                out = attention(heads_first(q), k.to(q.dtype), v.to(q.dtype), group.causal_bias(q.dtype))
+                out = decode_attention(heads_first(q), k, v, group.causal_bias(torch.float32)).to(q.dtype)
+            else:  # a prompt chunk after cached tokens: one sequence, whose [Hkv, 1, S, d] is [1, Hkv, S, d]
+                k, v = k.transpose(0, 1).to(q.dtype), v.transpose(0, 1).to(q.dtype)
+                out = attention(heads_first(q), k, v, group.causal_bias(q.dtype))
         else:
             out = attention(heads_first(q), heads_first(k), heads_first(v))
         return heads_first(out)

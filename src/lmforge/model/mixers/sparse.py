@@ -58,19 +58,19 @@ class SparseAttention(SoftmaxAttention):
         memory = step.memory.layers[self.layer]
         write_tokens(memory["k"], step.slot_mapping, k[0])
         write_tokens(memory["v"], step.slot_mapping, v[0])
-        every = memory["k"].shape[1] // memory["q_sum"].shape[1]
+        every = memory["k"].shape[2] // memory["q_sum"].shape[2]
         accumulate_tokens(memory["q_sum"], step.slot_mapping, step.positions, q[0], every)
         return self.output(run_groups(step, lambda g, q, k, v: self.attend_each(g, memory, q), q, k, v))
 
     def attend_each(self, group: Group, memory: dict[str, torch.Tensor], q: torch.Tensor) -> torch.Tensor:
         """A group's attention [batch, query_len, H, d], one sequence at a time (each has its own block choice)."""
-        every = memory["k"].shape[1] // memory["q_sum"].shape[1]
+        every = memory["k"].shape[2] // memory["q_sum"].shape[2]
         rows = []
         for i in range(group.batch):
             past, length = group.past[i], group.past[i] + group.query_len
-            table = group.block_tables[i : i + 1, : -(-length // memory["k"].shape[1])]
-            k, v = (heads_first(gather_tokens(memory[name], table, length)).to(q.dtype) for name in ("k", "v"))
-            sums = gather_tokens(memory["q_sum"], table, -(-length // every))[0]  # [entries, H, d]
+            table = group.block_tables[i : i + 1, : -(-length // group.block_size)]
+            k, v = (gather_tokens(memory[name], table).transpose(0, 1)[:, :, :length].to(q.dtype) for name in ("k", "v"))
+            sums = gather_tokens(memory["q_sum"], table)[:, 0, : -(-length // every)].transpose(0, 1)  # [entries, H, d]
             first = past // self.block_q
             summary = self.block_summaries(sums, every, first, (length - 1) // self.block_q).to(q.dtype)
             rows.append(self.sparse(heads_first(q[i : i + 1]), k, v, summary, group.positions[i], first))
