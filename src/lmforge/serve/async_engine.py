@@ -1,9 +1,13 @@
-"""The engine on a thread of its own, fed by asyncio request handlers.
+"""The engine's loop, fed by asyncio request handlers running on another thread.
 
 The engine is single-threaded: handlers never touch it. They post requests and aborts to
-an inbox; the engine thread applies them between steps, runs steps while there is work,
+an inbox; the engine's loop applies them between steps, runs steps while there is work,
 and hands every delta to the asyncio queue of its request. A handler that stops
 listening (a client that disconnects) aborts its request, which frees its memory at once.
+
+`lmforge serve` runs the loop on the main thread and the HTTP server on a second one:
+PyTorch's OpenMP workers answer the thread that first used them fastest, and the engine
+measured about twice as slow per token on a second thread of the same process.
 """
 
 from __future__ import annotations
@@ -28,21 +32,26 @@ class AsyncEngine:
         self._wake = threading.Condition()
         self._queues: dict[str, tuple[asyncio.AbstractEventLoop, asyncio.Queue]] = {}
         self._stopped = False
-        self._thread = threading.Thread(target=self._loop, name="lmforge-engine", daemon=True)
+        self._running = False
+        self._thread: threading.Thread | None = None
         self.error: BaseException | None = None
 
     def start(self) -> None:
+        """Run the loop on a thread of its own (tests; `run` keeps it on the calling thread)."""
+        self._thread = threading.Thread(target=self.run, name="lmforge-engine", daemon=True)
         self._thread.start()
 
     def shutdown(self) -> None:
+        """Stop the loop after the current step."""
         with self._wake:
             self._stopped = True
             self._wake.notify()
-        self._thread.join(timeout=10)
+        if self._thread is not None:
+            self._thread.join(timeout=10)
 
     @property
     def alive(self) -> bool:
-        return self._thread.is_alive() and self.error is None
+        return self._running and self.error is None
 
     def queued(self) -> int:
         """Requests posted or waiting for a seat (an estimate from another thread, for admission control)."""
@@ -88,7 +97,9 @@ class AsyncEngine:
             except Exception as e:  # a request the handler's checks let through: fail it alone
                 self._deliver(request_id, e)
 
-    def _loop(self) -> None:
+    def run(self) -> None:
+        """The engine loop, on the calling thread, until `shutdown`."""
+        self._running = True
         try:
             while True:
                 with self._wake:
@@ -103,7 +114,11 @@ class AsyncEngine:
                     self.on_step(self.engine, deltas, time.perf_counter() - started)
                 for delta in deltas:
                     self._deliver(delta.request_id, delta)
-        except BaseException as e:  # the engine is broken: fail every waiting request rather than hang them
+        except BaseException as e:  # the engine is broken (or interrupted): fail every waiting request
             self.error = e
             for request_id in list(self._queues):
                 self._deliver(request_id, RuntimeError(f"the engine stopped: {e}"))
+            if not isinstance(e, Exception):
+                raise
+        finally:
+            self._running = False

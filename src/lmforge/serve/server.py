@@ -311,14 +311,17 @@ class OpenAIServer:
                 "chat_template": tok.chat_template, "model_max_length": self.engine.max_seq_len}
 
 
-def build_app(server: OpenAIServer) -> FastAPI:
-    """The FastAPI application of `server`; the engine thread runs while the app is up."""
+def build_app(server: OpenAIServer, engine_thread: bool = True) -> FastAPI:
+    """The FastAPI application of `server`. With `engine_thread` the engine runs on a thread of its own
+    while the app is up; otherwise the caller runs `server.async_engine.run()` (see `run_server`)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        server.async_engine.start()
+        if engine_thread:
+            server.async_engine.start()
         yield
-        server.async_engine.shutdown()
+        if engine_thread:
+            server.async_engine.shutdown()
 
     app = FastAPI(title="lmforge", lifespan=lifespan, docs_url=None, redoc_url=None)
 
@@ -392,7 +395,24 @@ def build_app(server: OpenAIServer) -> FastAPI:
 
 
 def run_server(server: OpenAIServer, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info") -> None:
-    """Serve until interrupted (uvicorn handles Ctrl-C and SIGTERM gracefully)."""
+    """Serve until Ctrl-C or SIGTERM: HTTP (uvicorn) on a second thread, the engine loop on this one."""
+    import signal
+    import threading
+
     import uvicorn
 
-    uvicorn.run(build_app(server), host=host, port=port, log_level=log_level)
+    http = uvicorn.Server(uvicorn.Config(build_app(server, engine_thread=False), host=host, port=port, log_level=log_level))
+    thread = threading.Thread(target=http.run, name="lmforge-http", daemon=True)
+
+    def stop(signum, frame):
+        server.async_engine.shutdown()
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    thread.start()
+    try:
+        server.async_engine.run()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        http.should_exit = True
+        thread.join(timeout=30)
