@@ -148,7 +148,8 @@ def engine_config(args: argparse.Namespace, device):
         max_num_seqs=getattr(args, "max_num_seqs", 1), max_num_batched_tokens=getattr(args, "max_num_batched_tokens", 512),
         block_size=getattr(args, "block_size", 16), dtype=engine_dtype(args.dtype, device),
         kv_cache_memory=parse_size(args.kv_cache_memory) if getattr(args, "kv_cache_memory", None) else None,
-        enable_prefix_caching=False if getattr(args, "no_prefix_caching", False) else None, seed=args.seed)
+        enable_prefix_caching=False if getattr(args, "no_prefix_caching", False) else None, seed=args.seed,
+        keep_dense_weights=not getattr(args, "no_dense_weights", False))
 
 
 def cmd_generate(args: argparse.Namespace) -> None:
@@ -370,6 +371,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "at most a quarter of the free memory)")
     p.add_argument("--block-size", type=Number(int, Range(1, 1024)), default=16, help="tokens per cache block (default 16)")
     p.add_argument("--no-prefix-caching", action="store_true", help="do not reuse the cache blocks of earlier prompts")
+    p.add_argument("--no-dense-weights", action="store_true",
+                   help="quantized models: keep only the packed weights (the memory of the quantized model, but "
+                        "slower prompts and large batches, which otherwise use a dequantized copy)")
     p.add_argument("--dtype", choices=("auto", "bf16", "fp32"), default="auto",
                    help="compute dtype of the model's float weights and cache (auto: bf16 where the CPU or GPU has it)")
     p.add_argument("--device", default="auto")

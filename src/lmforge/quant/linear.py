@@ -42,6 +42,8 @@ class QuantLinear(nn.Module):
         self.register_buffer("zeros", torch.zeros(out_features, n_groups, dtype=torch.float16))
         self.register_buffer("bias", torch.zeros(out_features) if bias else None)
         self.kernel_max_rows = KERNEL_MAX_ROWS  # inputs of at most this many rows run the packed kernel
+        self.keep_dense = False  # keep the dequantized weight of the float path once made (the engine may ask)
+        self._dense: torch.Tensor | None = None
         self._kernel: tuple | None = None
         self._kernel_group = self.kernel_group()
         self._grid_fits_kernel = (grid.group_size is None if grid.bits == 8
@@ -69,7 +71,7 @@ class QuantLinear(nn.Module):
             raise ValueError("only layers with the same input width and grid can be concatenated")
         fused = cls(first.in_features, sum(m.out_features for m in layers), first.grid,
                     any(m.bias is not None for m in layers))
-        fused.kernel_max_rows = first.kernel_max_rows
+        fused.kernel_max_rows, fused.keep_dense = first.kernel_max_rows, first.keep_dense
         at = 0
         for m in layers:
             rows = slice(at, at + m.out_features)
@@ -90,6 +92,16 @@ class QuantLinear(nn.Module):
         """The float weight [N, K] this layer stands for."""
         return dequantize(self.codes(), self.scales, self.zeros, self.grid, dtype)
 
+    def dense_weight(self, dtype: torch.dtype) -> torch.Tensor:
+        """The dequantized weight for the float path; kept after the first use when `keep_dense` is set
+        (many rows at a time then run one float product without dequantizing every call)."""
+        if self._dense is not None and self._dense.dtype == dtype:
+            return self._dense
+        weight = self.dequantize(dtype)
+        if self.keep_dense:
+            self._dense = weight
+        return weight
+
     @property
     def weight(self) -> torch.Tensor:
         """The dequantized float32 weight (for code that reads `.weight`, such as the loss head)."""
@@ -101,7 +113,7 @@ class QuantLinear(nn.Module):
             out = self.kernel_forward(rows)
             out = out if out.dtype == x.dtype else out.to(x.dtype)
         else:
-            out = F.linear(rows, self.dequantize(x.dtype))
+            out = F.linear(rows, self.dense_weight(x.dtype))
         if self.bias is not None:
             out = out + self.bias.to(out.dtype)
         return out.view(*x.shape[:-1], self.out_features)
@@ -146,7 +158,7 @@ class QuantLinear(nn.Module):
         return packed, group, scale_zeros
 
     def _load_from_state_dict(self, *args, **kwargs):
-        self._kernel = None  # new codes: repack for the kernel on next use
+        self._kernel = self._dense = None  # new codes: repack and dequantize again on next use
         super()._load_from_state_dict(*args, **kwargs)
 
     def extra_repr(self) -> str:
@@ -157,7 +169,8 @@ class QuantLinear(nn.Module):
 @torch.no_grad()
 def calibrate_kernel_rows(modules, dtype: torch.dtype, max_rows: int = 64, repeats: int = 5) -> dict:
     """Measure, per distinct shape of the quantized layers among `modules`, up to how many input rows the
-    packed kernel beats the float product on the dequantized weight, and set each layer's `kernel_max_rows`.
+    packed kernel beats the float product on the dequantized weight (kept or made per call, as each layer's
+    `keep_dense` says), and set each layer's `kernel_max_rows`.
 
     Rows are tried in powers of two; the crossover is the largest count where the kernel's median time
     is below the float path's. Returns {(in, out, bits, group): rows}.
@@ -190,7 +203,7 @@ def _crossover(layer: QuantLinear, dtype: torch.dtype, max_rows: int, repeats: i
     while rows <= max_rows:
         part = x[:rows]
         kernel = _median_seconds(lambda: layer.kernel_forward(part), repeats)
-        dense = _median_seconds(lambda: F.linear(part, layer.dequantize(dtype)), repeats)
+        dense = _median_seconds(lambda: F.linear(part, layer.dense_weight(dtype)), repeats)
         if kernel >= dense:
             break
         best, rows = rows, rows * 2

@@ -17,7 +17,7 @@ import torch
 from lmforge.device import resolve_precision
 from lmforge.errors import GenerationError
 from lmforge.model.transformer import Transformer
-from lmforge.quant.linear import calibrate_kernel_rows
+from lmforge.quant.linear import QuantLinear, calibrate_kernel_rows
 from lmforge.serve.block_manager import BlockManager, SlotPool
 from lmforge.serve.detokenize import IncrementalDetokenizer
 from lmforge.serve.memory import MemoryPlan, plan_memory
@@ -44,6 +44,8 @@ class EngineConfig:
     enable_prefix_caching: bool | None = None  # None: on when the model keeps no per-sequence state
     seed: int = 0  # source of the random streams of requests without a seed
     calibrate: bool = True  # measure where quantized layers switch from the packed kernel to a float product
+    keep_dense_weights: bool = True  # quantized layers keep a dequantized copy for many-row products (prefill,
+    # large batches): faster, at the memory of a float model; decoding few rows reads the packed weights
 
 
 @dataclass
@@ -108,8 +110,11 @@ class LLMEngine:
         self.scheduler = Scheduler(SchedulerConfig(config.max_num_seqs, config.max_num_batched_tokens, config.max_waiting),
                                    self.blocks, self.slots)
         cast_parameters(model, config.dtype)
-        fused = model.fuse_projections()
-        self.kernel_rows = calibrate_kernel_rows([*model.modules(), *fused], config.dtype) if config.calibrate else {}
+        modules = [*model.modules(), *model.fuse_projections()]
+        for module in modules:
+            if isinstance(module, QuantLinear):
+                module.keep_dense = config.keep_dense_weights
+        self.kernel_rows = calibrate_kernel_rows(modules, config.dtype) if config.calibrate else {}
         self.runner = ModelRunner(model, self.plan.num_blocks, config.block_size, max(self.plan.num_slots, 1), config.dtype)
         self.sampler = Sampler()
         self.requests: dict[str, Request] = {}
