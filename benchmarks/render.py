@@ -166,6 +166,14 @@ TABLES: dict[str, dict[str, Table]] = {
             Column("passed", "passed"),
         ),
     },
+    "serving-blocks": {
+        "blocks": (
+            Column("block size (tokens)", "block_size", "d"),
+            Column("ms per decode step", "ms_per_step", ".1f"),
+            Column("output tok/s", "tokens_per_s", ".0f"),
+            Column("fastest", "fastest"),
+        ),
+    },
 }
 
 

@@ -23,6 +23,8 @@ Sections (all by default, or pick with --sections):
   soak     reliability: `lmforge serve` on a tiny random model, 64 concurrent clients for 2 minutes with
            cancellations, streaming and non-streaming requests and bad requests; fails (exit 1) on any 5xx,
            unanswered good request, or blocks / sequences still in use at the end (from /metrics).
+  blocks   the cache block size: int4 decode steps at batch 16 over contexts of 256-768 tokens with blocks of
+           8, 16, 32 and 64 tokens (recorded apart, in serving-blocks.json, so it can be run on its own).
 
 A run records the sections it ran in benchmarks/results/serving.json (serving.quick.json with --quick),
 rewritten after every section; `python benchmarks/render.py` renders BENCHMARKS.md's serving tables from
@@ -103,6 +105,7 @@ TITLES = {
     "prefix": "prefix cache: a {system} token system prompt and {requests} short suffixes in sequence",
     "mixers": "other mixers at batch {batch}: decode after a prefill to the context; cache/state memory per sequence",
     "soak": "reliability: {clients} clients for {seconds} s, cancellations, streaming and not, bad requests",
+    "blocks": "cache block size: int4 decode at batch {batch} over contexts of {min_len}-{max_len} tokens",
 }
 
 
@@ -114,17 +117,21 @@ class Run:
 
     def __init__(self, args):
         self.args, self.quick, self.repeats = args, args.quick, args.repeats
-        self.settings = {"threads": THREADS, "quick": args.quick, "repeats": args.repeats, "sections": args.sections}
-        self.raw, self.summary, self.versions = {}, {}, {}
+        self.records: dict[str, dict] = {}  # area -> its settings, raw measurements and summary tables
+        self.versions = {}
         self.work = Path(tempfile.mkdtemp(prefix="lmforge-serving-"))
         self.failed: str | None = None  # why a check (the soak's) failed
 
-    def add(self, section: str, settings: dict, raw, tables: dict[str, list[dict]]) -> None:
-        self.settings[section], self.raw[section] = settings, raw
-        self.summary.update(tables)
-        path = record("serving", self.settings, self.raw, self.summary, self.args.out, self.quick, self.versions)
+    def add(self, section: str, settings: dict, raw, tables: dict[str, list[dict]], area: str = "serving") -> None:
+        """Record a section's results in its area (serving, or serving-blocks: a study run on its own)."""
+        base = {"threads": THREADS, "quick": self.quick, "repeats": self.repeats, "sections": self.args.sections}
+        rec = self.records.setdefault(area, {"settings": base, "raw": {}, "summary": {}})
+        rec["settings"][section], rec["raw"][section] = settings, raw
+        rec["summary"].update(tables)
+        out = self.args.out if area == "serving" else None
+        path = record(area, rec["settings"], rec["raw"], rec["summary"], out, self.quick, self.versions)
         for name, rows in tables.items():
-            spec = TABLES["serving"][name]
+            spec = TABLES[area][name]
             print(f"\n{TITLES[name].format(**settings, threads=THREADS)}")
             print_table(cells(spec, rows), [(c.header, c.header, "s") for c in spec])
         print(f"(recorded in {path})", flush=True)
@@ -1160,6 +1167,47 @@ def soak(run: Run, smol: SmolLM2) -> None:
         )
 
 
+# block size
+
+
+BLOCK_SIZES = (8, 16, 32, 64)
+
+
+def block_size_run(model: Transformer, tok: Tokenizer, prompts: list[list[int]], block: int, steps: int) -> float:
+    """Median milliseconds of a decode step with every prompt running, in an engine with `block`-token blocks."""
+    engine = LLMEngine(model, tok, EngineConfig(max_num_seqs=len(prompts), block_size=block))
+    for i, prompt in enumerate(prompts):
+        engine.add_request(str(i), prompt, SamplingParams(max_tokens=steps + 8, temperature=0.8, ignore_eos=True, seed=i))
+    while any(s.num_output_tokens == 0 for r in engine.requests.values() for s in r.seqs):
+        engine.step()
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        engine.step()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1e3
+
+
+def blocks(run: Run, smol: SmolLM2) -> None:
+    """Decode speed by cache block size (smaller blocks waste less of a sequence's last block and share
+    prefixes more finely; larger ones mean fewer, longer copies per gathered sequence)."""
+    batch, steps, low, high = (4, 8, 128, 256) if run.quick else (16, 32, 256, 768)
+    tok = smol.tokenizer
+    prompts = offline_prompts(tok, batch, low, high, seed=3)
+    raw, rows = {}, []
+    for block in BLOCK_SIZES:
+        reps = [block_size_run(smol.model("int4"), tok, prompts, block, steps) for _ in range(run.repeats)]
+        raw[str(block)] = reps
+        ms = spread(reps)
+        rows.append({"block_size": block, "ms_per_step": ms, "tokens_per_s": spread([batch * 1e3 / r for r in reps])})
+        print(f"  block {block}: {ms['median']:.1f} ms per step", flush=True)
+    best = min(rows, key=lambda r: r["ms_per_step"]["median"])
+    for row in rows:
+        row["fastest"] = "yes" if row is best else ""
+    run.add("blocks", {"batch": batch, "steps": steps, "min_len": low, "max_len": high, "weights": "int4"}, raw,
+            {"blocks": rows}, area="serving-blocks")
+
+
 SECTION_RUNS = {
     "single": single,
     "offline": offline,
@@ -1167,6 +1215,7 @@ SECTION_RUNS = {
     "prefix": prefix,
     "mixers": mixers,
     "soak": soak,
+    "blocks": blocks,
 }
 
 

@@ -42,6 +42,10 @@ def test_train_and_generate(trained, capsys):
     out = capsys.readouterr().out
     assert out.startswith("alpha beta") and len(out) > len("alpha beta")
     assert main(["generate", str(trained / "run"), "--prompt-ids", "5,6,7", "--max-new-tokens", "4", "--seed", "3"]) == 0
+    capsys.readouterr()
+    ids = ",".join(["5"] * 60)  # the context is 64: generation stops after 4 tokens, and says why
+    assert main(["generate", str(trained / "run"), "--prompt-ids", ids, "--max-new-tokens", "100", "--temperature", "0"]) == 0
+    assert "context of 64 tokens is full" in capsys.readouterr().err
 
 
 def test_bad_inputs_give_one_line_errors(trained, tmp_path):

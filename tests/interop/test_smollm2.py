@@ -93,3 +93,37 @@ def test_perplexity_command_on_english_text(gguf_path, tmp_path):
     ppl = float(proc.stdout.split("perplexity ")[1].split(",")[0])
     assert 5 < ppl < 40  # measured about 20 on this text
     assert json.dumps(MODELS["smollm2-135m"].sha256) and model_path("smollm2-135m") == gguf_path
+
+
+def test_serve_answers_the_openai_client(gguf_path):
+    """`lmforge serve smollm2-135m` (the engine and server as the command builds them) answers chat,
+    completions and streaming through the `openai` package."""
+    import threading
+
+    import openai
+    import uvicorn
+
+    from lmforge.serve.engine import LLMEngine
+    from lmforge.serve.server import OpenAIServer, build_app
+
+    loaded = load_model("smollm2-135m")
+    server = OpenAIServer(LLMEngine(loaded.model, loaded.tokenizer, EngineConfig(max_num_seqs=4)), "smollm2-135m")
+    http = uvicorn.Server(uvicorn.Config(build_app(server), host="127.0.0.1", port=0, log_level="error"))
+    thread = threading.Thread(target=http.run, daemon=True)
+    thread.start()
+    try:
+        while not http.started:
+            thread.join(0.05)
+        port = http.servers[0].sockets[0].getsockname()[1]
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none", max_retries=0)
+        chat = client.chat.completions.create(model="smollm2-135m", max_tokens=24, temperature=0,
+                                              messages=[{"role": "user", "content": "What is the capital of France?"}])
+        assert "Paris" in chat.choices[0].message.content
+        streamed = client.completions.create(model="smollm2-135m", prompt="The capital of France is", max_tokens=8,
+                                             temperature=0, stream=True)
+        whole = client.completions.create(model="smollm2-135m", prompt="The capital of France is", max_tokens=8,
+                                          temperature=0)
+        assert "".join(c.choices[0].text for c in streamed) == whole.choices[0].text != ""
+    finally:
+        http.should_exit = True
+        thread.join(timeout=30)

@@ -173,3 +173,16 @@ def test_concurrent_clients_all_answered(live):
 
     results = asyncio.run(main())
     assert all(r.choices[0].finish_reason in ("stop", "length") for r in results)
+
+
+@pytest.mark.parametrize("mixers", [["2mamba", "softmax"], ["mamba2s"], ["sparse", "softmax"]], ids="+".join)
+def test_linear_hybrid_and_sparse_models_serve_the_same_api(tokenizer, mixers):
+    model = tiny_model(tokenizer.vocab_size, max_seq_len=128, mixers=mixers, sparse_block_q=8, sparse_block_k=8)
+    engine = LLMEngine(model, tokenizer, EngineConfig(max_num_seqs=4, dtype=torch.float32, block_size=4))
+    with ServerThread(OpenAIServer(engine, "mixed")) as server:
+        c = openai.OpenAI(base_url=f"{server.url}/v1", api_key="none", max_retries=0)
+        whole = c.completions.create(model="mixed", prompt="def f(x):", max_tokens=6, temperature=0)
+        streamed = c.completions.create(model="mixed", prompt="def f(x):", max_tokens=6, temperature=0, stream=True)
+        assert "".join(ch.choices[0].text for ch in streamed) == whole.choices[0].text
+        chat = c.chat.completions.create(model="mixed", messages=[{"role": "user", "content": "hi"}], max_tokens=4, n=2)
+        assert len(chat.choices) == 2 and chat.usage.completion_tokens > 0

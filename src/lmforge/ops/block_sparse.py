@@ -123,20 +123,23 @@ def block_sparse_attention_reference(
 
 
 def block_sparse_attention(
-    q, k, v, mask: torch.Tensor, block_q: int, block_k: int, q_positions: torch.Tensor | None = None
+    q, k, v, mask: torch.Tensor, block_q: int, block_k: int, q_positions: torch.Tensor | None = None,
+    first_block: int | None = None,
 ) -> torch.Tensor:
     """Exact attention over the kept key blocks only, through the fused SDPA kernel.
 
     Each query block gathers its kept key/value blocks (padded to the largest kept count
-    with masked-out slots), so the work and memory grow with the number of kept blocks.
-    Queries sit in the slots of their absolute query blocks (decoding fills one slot).
+    with masked-out slots), so the work and memory grow with the number of kept blocks: that
+    count is read from the mask, the one shape here that depends on data. Queries sit in the
+    slots of their absolute query blocks (decoding fills one slot); `first_block`, the query
+    block of q_positions[0], saves reading it back when the caller knows it.
     """
     b, h, tq, d = q.shape
     tk = k.shape[-2]
     if q_positions is None:
         q_positions = torch.arange(tk - tq, tk, device=q.device)
     nq, nk = mask.shape[-2:]
-    first = _first_block(q_positions, block_q)
+    first = _first_block(q_positions, block_q) if first_block is None else first_block
     slots = q_positions - first * block_q
     width = int(mask.sum(-1).max())
     order = torch.sort((~mask).to(torch.int8), dim=-1, stable=True).indices[..., :width]  # kept blocks first

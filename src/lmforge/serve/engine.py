@@ -72,7 +72,6 @@ class Request:
     seqs: list[Sequence] = field(default_factory=list)
     detokenizers: dict[int, IncrementalDetokenizer] = field(default_factory=dict)
     prompt_logprobs: list[TokenLogprob] | None = None
-    arrival: float = field(default_factory=time.monotonic)
     first_token: float | None = None
 
     @property
@@ -145,6 +144,8 @@ class LLMEngine:
         bad = next((t for t in prompt if not 0 <= t < vocab), None)
         if bad is not None:
             raise GenerationError(f"token id {bad} is outside the vocabulary (0..{vocab - 1})")
+        if params.max_tokens == 0 and params.n > 1:
+            raise GenerationError("max_tokens 0 (only the prompt) asks for nothing to sample; give n 1")
         bad = next((t for t in params.logit_bias if not 0 <= t < vocab), None)
         if bad is not None:
             raise GenerationError(f"logit_bias names token id {bad}, outside the vocabulary (0..{vocab - 1})")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import enum
 import itertools
-import time
 from dataclasses import dataclass, field
 
 import torch
@@ -35,7 +34,6 @@ class Sequence:
     request_id: str = ""
     index: int = 0  # which of the request's n samples
     seq_id: int = field(default_factory=lambda: next(_ids))
-    arrival: float = field(default_factory=time.monotonic)
     status: Status = Status.WAITING
     num_computed: int = 0
     num_cached: int = 0  # prompt tokens found in the prefix cache when it was last admitted

@@ -93,7 +93,7 @@ class SparseAttention(SoftmaxAttention):
         self.last_mask = mask
         if self._use_flex(q, k, first_block):
             return block_sparse_attention_flex(q, k, v, mask, self.block_q, self.block_k)
-        return block_sparse_attention(q, k, v, mask, self.block_q, self.block_k, q_positions)
+        return block_sparse_attention(q, k, v, mask, self.block_q, self.block_k, q_positions, first_block)
 
     def _use_flex(self, q: torch.Tensor, k: torch.Tensor, first_block: int) -> bool:
         whole = q.shape[-2] == k.shape[-2] and first_block == 0  # FlexAttention's query/key layout
