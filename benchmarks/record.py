@@ -12,6 +12,7 @@ run writes <area>.quick.json, so it never replaces a full run. Timings in a summ
 
 from __future__ import annotations
 
+import json
 import statistics
 import subprocess
 from datetime import datetime, timezone
@@ -70,19 +71,30 @@ def record(
     path: str | Path | None = None,
     quick: bool = False,
     versions: dict | None = None,
+    keep_others: bool = False,
 ) -> Path:
-    """Write one run's record atomically; returns its path (`path`, else results_path(area, quick))."""
+    """Write one run's record atomically; returns its path (`path`, else results_path(area, quick)).
+
+    Each table carries where it was measured (`tables[name]`: commit, date, machine, versions).
+    With `keep_others`, tables of an earlier record at `path` that this run did not measure stay,
+    with their own provenance and settings, so the sections of a long benchmark can be recorded
+    in separate runs."""
     path = Path(path) if path else results_path(area, quick)
-    payload = {
-        "area": area,
-        "quick": quick,
+    run = {
         **git_state(),
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "machine": machine(),
         "versions": package_versions(versions),
-        "settings": settings,
-        "raw": raw,
-        "summary": summary,
     }
+    tables = {name: run for name in summary}
+    if keep_others and path.is_file():
+        old = json.loads(path.read_text(encoding="utf-8"))
+        kept = {name: rows for name, rows in old["summary"].items() if name not in summary}
+        old_tables = old.get("tables", {})
+        tables = {**{name: old_tables.get(name, {k: old.get(k) for k in run}) for name in kept}, **tables}
+        summary = {**kept, **summary}
+        settings, raw = {**old["settings"], **settings}, {**old["raw"], **raw}
+    payload = {"area": area, "quick": quick, **run, "settings": settings, "raw": raw, "summary": summary,
+               "tables": tables}
     write_json(path, payload)
     return path

@@ -190,13 +190,15 @@ def render_table(table: Table, rows: list[dict]) -> str:
     return "\n".join([header, rule, *body])
 
 
-def source_line(results: dict, shown_path: str) -> str:
-    commit = (results.get("commit") or "unknown")[:10]
-    dirty = " with uncommitted changes" if results.get("dirty") else ""
+def source_line(results: dict, name: str, shown_path: str) -> str:
+    """Where table `name` was measured: its own provenance in the record, else the record's."""
+    run = results.get("tables", {}).get(name, results)
+    commit = (run.get("commit") or "unknown")[:10]
+    dirty = " with uncommitted changes" if run.get("dirty") else ""
     quick = " (a --quick run)" if results.get("quick") else ""
-    m = results.get("machine", {})
+    m = run.get("machine", {})
     return (
-        f"Recorded in `{shown_path}`{quick}: commit {commit}{dirty}, {results.get('date', 'undated')}, "
+        f"Recorded in `{shown_path}`{quick}: commit {commit}{dirty}, {run.get('date', 'undated')}, "
         f"{m.get('cpu', 'unknown CPU')}, {m.get('threads', '?')} threads; "
         "timings are medians (min–max) of the repeats."
     )
@@ -215,7 +217,7 @@ def render_block(area: str, name: str, results_dir: Path, markdown_dir: Path, ta
     if not rows:
         raise RenderError(f"{path} records no {name!r} rows; run that section of benchmarks/{area}.py")
     shown = Path(os.path.relpath(path, markdown_dir)).as_posix()
-    return f"{render_table(table, rows)}\n\n{source_line(results, shown)}\n"
+    return f"{render_table(table, rows)}\n\n{source_line(results, name, shown)}\n"
 
 
 def render_markdown(text: str, results_dir: Path, markdown_dir: Path, tables: dict = TABLES) -> str:

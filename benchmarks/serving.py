@@ -27,9 +27,10 @@ Sections (all by default, or pick with --sections):
            8, 16, 32 and 64 tokens (recorded apart, in serving-blocks.json, so it can be run on its own).
 
 A run records the sections it ran in benchmarks/results/serving.json (serving.quick.json with --quick),
-rewritten after every section; `python benchmarks/render.py` renders BENCHMARKS.md's serving tables from
-it, so record every section in one run. --quick keeps every table with fewer and shorter requests, smaller
-batches and one repeat (all sections: about 8 minutes on 2 cores). Needs `lmforge pull smollm2-135m`,
+rewritten after every section; the tables of sections it did not run stay, each with the commit and
+date it was measured at. `python benchmarks/render.py` renders BENCHMARKS.md's serving tables from it.
+--quick keeps every table with fewer and shorter requests, smaller batches and one repeat (all sections:
+about 8 minutes on 2 cores). Needs `lmforge pull smollm2-135m`,
 transformers, httpx, and llama.cpp's tools built from the source the llama-cpp-python sdist vendors
 (llama-bench, llama-server, llama-quantize; see --llama-bin).
 
@@ -129,7 +130,9 @@ class Run:
         rec["settings"][section], rec["raw"][section] = settings, raw
         rec["summary"].update(tables)
         out = self.args.out if area == "serving" else None
-        path = record(area, rec["settings"], rec["raw"], rec["summary"], out, self.quick, self.versions)
+        path = record(
+            area, rec["settings"], rec["raw"], rec["summary"], out, self.quick, self.versions, keep_others=True
+        )
         for name, rows in tables.items():
             spec = TABLES[area][name]
             print(f"\n{TITLES[name].format(**settings, threads=THREADS)}")
@@ -1177,7 +1180,8 @@ def block_size_run(model: Transformer, tok: Tokenizer, prompts: list[list[int]],
     """Median milliseconds of a decode step with every prompt running, in an engine with `block`-token blocks."""
     engine = LLMEngine(model, tok, EngineConfig(max_num_seqs=len(prompts), block_size=block))
     for i, prompt in enumerate(prompts):
-        engine.add_request(str(i), prompt, SamplingParams(max_tokens=steps + 8, temperature=0.8, ignore_eos=True, seed=i))
+        params = SamplingParams(max_tokens=steps + 8, temperature=0.8, ignore_eos=True, seed=i)
+        engine.add_request(str(i), prompt, params)
     while any(s.num_output_tokens == 0 for r in engine.requests.values() for s in r.seqs):
         engine.step()
     times = []
@@ -1204,7 +1208,9 @@ def blocks(run: Run, smol: SmolLM2) -> None:
     default = next(r for r in rows if r["block_size"] == EngineConfig.block_size)
     for row in rows:  # a ranking only where the repeats' ranges do not overlap
         ms, base = row["ms_per_step"], default["ms_per_step"]
-        row["vs_default"] = "faster" if ms["max"] < base["min"] else "slower" if ms["min"] > base["max"] else "within the spread"
+        row["vs_default"] = (
+            "faster" if ms["max"] < base["min"] else "slower" if ms["min"] > base["max"] else "within the spread"
+        )
     run.add("blocks", {"batch": batch, "steps": steps, "min_len": low, "max_len": high, "weights": "int4"}, raw,
             {"blocks": rows}, area="serving-blocks")
 
