@@ -14,7 +14,10 @@ import torch
 
 
 def parser(description: str) -> argparse.ArgumentParser:
-    """An argument parser with the flags every benchmark takes."""
+    """An argument parser with the flags every benchmark takes; pins the run's git state (`record.git_state`)."""
+    from record import git_state
+
+    git_state()
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--quick", action="store_true", help="smaller run (at most 3 minutes on 2 cores), same table")
     p.add_argument("--out", default=None, help="write every printed figure to this JSON file")

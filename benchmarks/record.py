@@ -4,7 +4,9 @@ A record holds the git commit (and whether the tree had uncommitted changes), th
 the machine, the versions of the packages the numbers depend on, the run's settings, every
 repeat's raw numbers and the summary the tables are rendered from (`render.py`). A `--quick`
 run writes <area>.quick.json, so it never replaces a full run. Timings in a summary are
-`spread(values)`: the median with the minimum, maximum and number of repeats.
+`spread(values)`: the median with the minimum, maximum and number of repeats. A quality figure
+measured over seeds is `over_seeds(values)`: mean, standard deviation and every value; a ranking
+of two variants is claimed only where `separated(a, b)`.
 
     from record import record, spread
     record("serving", settings, raw, {"single": [{"weights": "int4", "tokens_per_s": spread(rates)}]}, quick=args.quick)
@@ -12,6 +14,7 @@ run writes <area>.quick.json, so it never replaces a full run. Timings in a summ
 
 from __future__ import annotations
 
+import functools
 import json
 import statistics
 import subprocess
@@ -39,8 +42,25 @@ def spread(values: list[float]) -> dict:
     return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}
 
 
+def over_seeds(values: list[float]) -> dict:
+    """The summary of one quality figure over seeds: mean, sample standard deviation, how many, and each value."""
+    values = [float(v) for v in values]
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return {"mean": statistics.fmean(values), "std": std, "n": len(values), "values": values}
+
+
+def separated(a: dict, b: dict) -> bool:
+    """Whether two summaries (`spread` or `over_seeds`) differ by more than their spread: ranges that do not
+    overlap, or means further apart than the sum of the standard deviations. Rankings are claimed only then."""
+    if "mean" in a:
+        return abs(a["mean"] - b["mean"]) > a["std"] + b["std"]
+    return a["max"] < b["min"] or b["max"] < a["min"]
+
+
+@functools.cache
 def git_state() -> dict:
-    """The commit the code was at and whether the work tree differed from it."""
+    """The commit the code was at and whether the work tree differed from it, as it was when the run began
+    (`parser()` asks first, so edits made while a long run goes on do not change what it records)."""
 
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()

@@ -37,8 +37,10 @@ class RenderError(Exception):
 
 
 def median(value):
-    """The number a cell or ratio uses: a recorded spread's median, else the value itself."""
-    return value["median"] if isinstance(value, dict) else value
+    """The number a cell or ratio uses: a recorded spread's median, a figure over seeds' mean, else the value."""
+    if isinstance(value, dict):
+        return value["median"] if "median" in value else value["mean"]
+    return value
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,9 @@ Table = tuple[Column | Ratio, ...]  # how one table shows the rows recorded unde
 def format_value(value, fmt: str) -> str:
     if value is None:
         return "-"
+    if isinstance(value, dict) and "mean" in value:
+        text = format(value["mean"], fmt)
+        return f"{text} ± {format(value['std'], fmt)}" if value["n"] > 1 else text
     if isinstance(value, dict):
         text = format(value["median"], fmt)
         return f"{text} ({format(value['min'], fmt)}–{format(value['max'], fmt)})" if value.get("n", 1) > 1 else text
@@ -200,7 +205,7 @@ def source_line(results: dict, name: str, shown_path: str) -> str:
     return (
         f"Recorded in `{shown_path}`{quick}: commit {commit}{dirty}, {run.get('date', 'undated')}, "
         f"{m.get('cpu', 'unknown CPU')}, {m.get('threads', '?')} threads; "
-        "timings are medians (min–max) of the repeats."
+        "timings are medians (min–max) of the repeats, figures over seeds mean ± standard deviation."
     )
 
 

@@ -87,3 +87,22 @@ def test_unknown_tables_and_missing_results_are_errors(tmp_path, recorded):
         render.render_markdown("<!-- results:demo:nope -->\n<!-- /results -->\n", results, tmp_path, tables)
     with pytest.raises(render.RenderError, match="does not exist"):
         render.render_markdown("<!-- results:demo:speed -->\n<!-- /results -->\n", tmp_path, tmp_path, tables)
+
+
+def load_record():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import record
+    finally:
+        sys.path.pop(0)
+    return record
+
+
+def test_figures_over_seeds_show_mean_and_std_and_rank_only_beyond_the_spread():
+    record = load_record()
+    a, b, c = record.over_seeds([3.0, 3.2, 3.4]), record.over_seeds([3.5, 3.7, 3.9]), record.over_seeds([3.3, 3.5])
+    assert render.format_value(a, ".2f") == "3.20 ± 0.20"
+    assert render.median(a) == pytest.approx(3.2)
+    assert record.separated(a, b) and not record.separated(a, c)
+    fast, slow, close = record.spread([1.0, 1.1, 1.2]), record.spread([1.3, 1.5]), record.spread([1.15, 1.4])
+    assert record.separated(fast, slow) and not record.separated(fast, close)
