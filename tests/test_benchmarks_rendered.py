@@ -106,3 +106,19 @@ def test_figures_over_seeds_show_mean_and_std_and_rank_only_beyond_the_spread():
     assert record.separated(a, b) and not record.separated(a, c)
     fast, slow, close = record.spread([1.0, 1.1, 1.2]), record.spread([1.3, 1.5]), record.spread([1.15, 1.4])
     assert record.separated(fast, slow) and not record.separated(fast, close)
+
+
+def test_a_partial_run_keeps_the_other_tables_with_their_own_provenance(tmp_path, monkeypatch):
+    record = load_record()
+    path = tmp_path / "demo.json"
+    monkeypatch.setattr(record, "git_state", lambda: {"commit": "a" * 40, "dirty": False})
+    record.record("demo", {"one": {"x": 1}}, {"one": [1.0]}, {"one": [{"v": 1}]}, path)
+    monkeypatch.setattr(record, "git_state", lambda: {"commit": "b" * 40, "dirty": True})
+    record.record("demo", {"two": {"y": 2}}, {"two": [2.0]}, {"two": [{"v": 2}]}, path, keep_others=True)
+    data = json.loads(path.read_text())
+    assert data["summary"] == {"one": [{"v": 1}], "two": [{"v": 2}]}
+    assert data["settings"] == {"one": {"x": 1}, "two": {"y": 2}} and data["raw"] == {"one": [1.0], "two": [2.0]}
+    assert "commit aaaaaaaaaa," in render.source_line(data, "one", "demo.json")
+    assert "commit bbbbbbbbbb with uncommitted changes" in render.source_line(data, "two", "demo.json")
+    record.record("demo", {"two": {"y": 3}}, {"two": [3.0]}, {"two": [{"v": 3}]}, path)
+    assert set(json.loads(path.read_text())["summary"]) == {"two"}  # without keep_others a record stands alone
