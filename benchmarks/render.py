@@ -195,17 +195,27 @@ def render_table(table: Table, rows: list[dict]) -> str:
     return "\n".join([header, rule, *body])
 
 
-def source_line(results: dict, name: str, shown_path: str) -> str:
-    """Where table `name` was measured: its own provenance in the record, else the record's."""
+def source_line(results: dict, name: str, rows: list[dict], shown_path: str) -> str:
+    """Where table `name` was measured (its own provenance in the record, else the record's) and how its
+    figures summarise repeats or seeds."""
     run = results.get("tables", {}).get(name, results)
     commit = (run.get("commit") or "unknown")[:10]
     dirty = " with uncommitted changes" if run.get("dirty") else ""
     quick = " (a --quick run)" if results.get("quick") else ""
     m = run.get("machine", {})
+    values = [v for row in rows for v in row.values() if isinstance(v, dict)]
+    notes = "; ".join(
+        note
+        for note, present in (
+            ("timings are medians (min–max) of the repeats", any("median" in v for v in values)),
+            ("figures over seeds are mean ± standard deviation", any("mean" in v for v in values)),
+        )
+        if present
+    ) or "single measurements"
     return (
         f"Recorded in `{shown_path}`{quick}: commit {commit}{dirty}, {run.get('date', 'undated')}, "
         f"{m.get('cpu', 'unknown CPU')}, {m.get('threads', '?')} threads; "
-        "timings are medians (min–max) of the repeats, figures over seeds mean ± standard deviation."
+        f"{notes}."
     )
 
 
@@ -222,7 +232,7 @@ def render_block(area: str, name: str, results_dir: Path, markdown_dir: Path, ta
     if not rows:
         raise RenderError(f"{path} records no {name!r} rows; run that section of benchmarks/{area}.py")
     shown = Path(os.path.relpath(path, markdown_dir)).as_posix()
-    return f"{render_table(table, rows)}\n\n{source_line(results, name, shown)}\n"
+    return f"{render_table(table, rows)}\n\n{source_line(results, name, rows, shown)}\n"
 
 
 def render_markdown(text: str, results_dir: Path, markdown_dir: Path, tables: dict = TABLES) -> str:

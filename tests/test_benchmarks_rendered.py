@@ -118,7 +118,7 @@ def test_a_partial_run_keeps_the_other_tables_with_their_own_provenance(tmp_path
     data = json.loads(path.read_text())
     assert data["summary"] == {"one": [{"v": 1}], "two": [{"v": 2}]}
     assert data["settings"] == {"one": {"x": 1}, "two": {"y": 2}} and data["raw"] == {"one": [1.0], "two": [2.0]}
-    assert "commit aaaaaaaaaa," in render.source_line(data, "one", "demo.json")
-    assert "commit bbbbbbbbbb with uncommitted changes" in render.source_line(data, "two", "demo.json")
+    assert "commit aaaaaaaaaa," in render.source_line(data, "one", [], "demo.json")
+    assert "commit bbbbbbbbbb with uncommitted changes" in render.source_line(data, "two", [], "demo.json")
     record.record("demo", {"two": {"y": 3}}, {"two": [3.0]}, {"two": [{"v": 3}]}, path)
     assert set(json.loads(path.read_text())["summary"]) == {"two"}  # without keep_others a record stands alone
