@@ -148,6 +148,8 @@ TABLES: dict[str, dict[str, Table]] = {
         "mixers": (
             Column("mixers", "mixer"),
             Column("parameters", "params", ",d"),
+            Column("prefill tok/s @1k", "prefill_1k", ",.0f"),
+            Column("prefill tok/s @8k", "prefill_8k", ",.0f"),
             Column("decode tok/s @1k", "decode_1k", ",.0f"),
             Ratio("decode vs softmax @1k", "decode_1k", "decode_1k", _marked("softmax")),
             Column("decode tok/s @8k", "decode_8k", ",.0f"),

@@ -18,8 +18,9 @@ Sections (all by default, or pick with --sections):
   prefix   a 1,000-token shared system prompt and 8 short user suffixes in sequence to one engine: time to
            first token of the first request vs the median of the later ones, with prefix caching on and off.
   mixers   quickstart-sized models briefly trained with softmax, mamba2s, a 2mamba/softmax hybrid and sparse
-           mixers (max_seq_len 8448): decode tokens/s at a batch of 8 after prefilling contexts of 1k and 8k
-           tokens, and cache/state memory per sequence (token bytes x context + sequence bytes), vs softmax.
+           mixers (max_seq_len 8448): prefill tokens/s of 8 contexts of 1k and of 8k tokens (one timing),
+           decode tokens/s at that batch after them, and cache/state memory per sequence (token bytes x
+           context + sequence bytes), vs softmax.
   soak     reliability: `lmforge serve` on a tiny random model, 64 concurrent clients for 2 minutes with
            cancellations, streaming and non-streaming requests and bad requests; fails (exit 1) on any 5xx,
            unanswered good request, or blocks / sequences still in use at the end (from /metrics).
@@ -941,6 +942,7 @@ def mixers(run: Run, smol: SmolLM2) -> None:
             assert all(len(p) == context for p in prompts), "not enough stdlib text for the contexts"
             raw[name][label] = result = decode_after_prefill(loaded.model, loaded.tokenizer, prompts, n_new, windows)
             row[f"decode_{label}"] = spread(result["tokens_per_s"])
+            row[f"prefill_{label}"] = batch * context / result["prefill_s"]
             row[f"memory_{label}_mib"] = memory_per_sequence(loaded.model, context)
             print(
                 f"  {name} @{label}: prefill {result['prefill_s']:.1f} s, decode "

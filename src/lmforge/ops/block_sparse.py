@@ -190,14 +190,27 @@ def _flex_block_mask(mask: torch.Tensor, t: int, block_q: int, block_k: int):
 _compiled_flex = None
 
 
+def flex_length(t: int, block_q: int, block_k: int) -> int:
+    """The padded length FlexAttention runs a `t`-token sequence at: the next power of two, rounded up to
+    both block sizes, so a few compiled shapes serve every length (one per length would reach the
+    compiler's recompile limit, for example under the engine's chunked prefill)."""
+    multiple = math.lcm(block_q, block_k)
+    return -(-(1 << (t - 1).bit_length()) // multiple) * multiple
+
+
 def block_sparse_attention_flex(q, k, v, mask: torch.Tensor, block_q: int, block_k: int) -> torch.Tensor:
     """The same attention for a whole sequence (queries and keys at positions 0..T-1) through
     compiled `torch.nn.attention.flex_attention` with a BlockMask, which skips dropped blocks
-    inside one fused kernel. The first call per shape compiles; PyTorch has no FlexAttention
-    backward on CPU."""
+    inside one fused kernel. The sequence is padded to `flex_length`: padded keys come after every
+    real query, so the causal mask hides them, and padded query blocks keep no key block. The first
+    call per padded length compiles; PyTorch has no FlexAttention backward on CPU."""
     global _compiled_flex
     from torch.nn.attention.flex_attention import flex_attention
 
     if _compiled_flex is None:
         _compiled_flex = torch.compile(flex_attention, dynamic=False)
-    return _compiled_flex(q, k, v, block_mask=_flex_block_mask(mask, q.shape[-2], block_q, block_k))
+    t = q.shape[-2]
+    padded = flex_length(t, block_q, block_k)
+    q, k, v = (F.pad(x, (0, 0, 0, padded - t)) for x in (q, k, v))
+    mask = F.pad(mask, (0, padded // block_k - mask.shape[-1], 0, padded // block_q - mask.shape[-2]), value=False)
+    return _compiled_flex(q, k, v, block_mask=_flex_block_mask(mask, padded, block_q, block_k))[..., :t, :]
