@@ -1,4 +1,8 @@
-"""Shared helpers for benchmark scripts: timing, machine description, table and JSON output."""
+"""Shared helpers for benchmark scripts: thread pinning, timing, machine description, table and JSON output.
+
+Import it before torch: it pins every thread pool to `THREADS` (LMFORGE_BENCH_THREADS, default 2) first,
+so lmforge and the peers it launches run with the same number of threads.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,13 @@ import statistics
 import time
 from pathlib import Path
 
-import torch
+THREADS = int(os.environ.get("LMFORGE_BENCH_THREADS", "2"))
+for _pool in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+    os.environ[_pool] = str(THREADS)
+
+import torch  # noqa: E402  (after the thread pools are pinned)
+
+torch.set_num_threads(THREADS)
 
 
 def parser(description: str) -> argparse.ArgumentParser:

@@ -6,8 +6,8 @@ A generated table sits between markers naming an area and one of its tables:
     (everything here is rewritten)
     <!-- /results -->
 
-`TABLES` says, per area and table, which summary rows it shows and how: columns, formats, and
-ratios computed from the recorded numbers. A recorded timing (`record.spread`) shows as its median
+`tables/<area>.py` says, per table, which summary rows it shows and how (`columns.py`: columns,
+formats, and ratios computed from the recorded numbers). A recorded timing (`record.spread`) shows as its median
 with the spread of the repeats, "52.1 (50.3–53.0)". Under each table a line names the results file,
 the commit and the date it was recorded on.
 
@@ -22,9 +22,10 @@ import json
 import os
 import re
 import sys
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
+
+from columns import Column, Table
+from tables import TABLES
 
 from lmforge.fileio import write_text
 
@@ -34,155 +35,6 @@ BLOCK = re.compile(r"<!-- results:([\w.-]+):([\w.-]+) -->\n(.*?)<!-- /results --
 
 class RenderError(Exception):
     """A marked block that cannot be rendered (unknown table, missing results)."""
-
-
-def median(value):
-    """The number a cell or ratio uses: a recorded spread's median, a figure over seeds' mean, else the value."""
-    if isinstance(value, dict):
-        return value["median"] if "median" in value else value["mean"]
-    return value
-
-
-@dataclass(frozen=True)
-class Column:
-    """A column showing one recorded field of each row."""
-
-    header: str
-    key: str
-    fmt: str = ""
-
-    def cell(self, row: dict, rows: list[dict]) -> str:
-        return format_value(row.get(self.key), self.fmt)
-
-
-@dataclass(frozen=True)
-class Ratio:
-    """A column dividing a row's field by a field of the same row, or of the row `reference(row, other)` picks."""
-
-    header: str
-    numerator: str
-    denominator: str
-    reference: Callable[[dict, dict], bool] | None = None
-    fmt: str = ".2f"
-
-    def cell(self, row: dict, rows: list[dict]) -> str:
-        base = row if self.reference is None else next((r for r in rows if self.reference(row, r)), None)
-        num, den = median(row.get(self.numerator)), median(base.get(self.denominator)) if base else None
-        return format_value(num / den if num is not None and den else None, self.fmt)
-
-
-Table = tuple[Column | Ratio, ...]  # how one table shows the rows recorded under summary[its name]
-
-
-def format_value(value, fmt: str) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, dict) and "mean" in value:
-        text = format(value["mean"], fmt)
-        return f"{text} ± {format(value['std'], fmt)}" if value["n"] > 1 else text
-    if isinstance(value, dict):
-        text = format(value["median"], fmt)
-        return f"{text} ({format(value['min'], fmt)}–{format(value['max'], fmt)})" if value.get("n", 1) > 1 else text
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    return format(value, fmt)
-
-
-def _marked(key: str) -> Callable[[dict, dict], bool]:
-    """A reference picker: the row whose `key` is true."""
-    return lambda row, other: bool(other.get(key))
-
-
-def _peer_at_same_concurrency(row: dict, other: dict) -> bool:
-    return other["server"] == "llama-server" and other["concurrency"] == row["concurrency"]
-
-
-TABLES: dict[str, dict[str, Table]] = {
-    "serving": {
-        "single": (
-            Column("weights", "weights"),
-            Column("llama.cpp file", "peer"),
-            Column("lmforge tok/s", "lmforge_tokens_per_s", ".1f"),
-            Column("lmforge ms/token", "lmforge_ms_per_token", ".1f"),
-            Column("llama-bench tg tok/s", "bench_tg_tokens_per_s", ".1f"),
-            Ratio("lmforge / llama-bench", "lmforge_tokens_per_s", "bench_tg_tokens_per_s"),
-            Column("llama-server tok/s", "server_tokens_per_s", ".1f"),
-            Ratio("lmforge / llama-server", "lmforge_tokens_per_s", "server_tokens_per_s"),
-            Column("lmforge prefill tok/s", "lmforge_prefill_tokens_per_s", ".0f"),
-            Column("llama-bench pp tok/s", "bench_pp_tokens_per_s", ".0f"),
-            Ratio("prefill ratio", "lmforge_prefill_tokens_per_s", "bench_pp_tokens_per_s"),
-        ),
-        "single_split": (
-            Column("weights", "weights"),
-            Column("ms/token", "ms_per_token", ".1f"),
-            Column("matrix products ms (weights, attention)", "products_ms", ".1f"),
-            Column("rest ms", "rest_ms", ".1f"),
-            Ratio("products share", "products_ms", "ms_per_token", fmt=".0%"),
-        ),
-        "offline": (
-            Column("engine", "engine"),
-            Column("weights", "weights"),
-            Column("requests", "requests", "d"),
-            Column("output tok/s", "tokens_per_s", ",.0f"),
-            Ratio("vs transformers (best batch)", "tokens_per_s", "tokens_per_s", _marked("transformers_best")),
-            Ratio("vs one at a time (bf16)", "tokens_per_s", "tokens_per_s", _marked("sequential")),
-        ),
-        "online": (
-            Column("concurrency", "concurrency", "d"),
-            Column("server", "server"),
-            Column("requests", "requests", "d"),
-            Column("output tok/s", "tokens_per_s", ".1f"),
-            Ratio("vs llama-server", "tokens_per_s", "tokens_per_s", _peer_at_same_concurrency),
-            Column("TTFT p50 ms", "ttft_p50_ms", ",.0f"),
-            Column("TTFT p99 ms", "ttft_p99_ms", ",.0f"),
-            Column("ITL p50 ms", "itl_p50_ms", ".1f"),
-            Column("ITL p99 ms", "itl_p99_ms", ".1f"),
-        ),
-        "prefix": (
-            Column("prefix caching", "prefix_caching"),
-            Column("cached tokens (later)", "cached_tokens", "d"),
-            Column("first TTFT ms", "first_ttft_ms", ",.0f"),
-            Column("later TTFT ms (median)", "later_ttft_ms", ",.0f"),
-            Ratio("later / first", "later_ttft_ms", "first_ttft_ms"),
-        ),
-        "mixers": (
-            Column("mixers", "mixer"),
-            Column("parameters", "params", ",d"),
-            Column("prefill tok/s @1k", "prefill_1k", ",.0f"),
-            Column("prefill tok/s @8k", "prefill_8k", ",.0f"),
-            Column("decode tok/s @1k", "decode_1k", ",.0f"),
-            Ratio("decode vs softmax @1k", "decode_1k", "decode_1k", _marked("softmax")),
-            Column("decode tok/s @8k", "decode_8k", ",.0f"),
-            Ratio("decode vs softmax @8k", "decode_8k", "decode_8k", _marked("softmax")),
-            Column("memory/seq @1k MiB", "memory_1k_mib", ".2f"),
-            Ratio("memory vs softmax @1k", "memory_1k_mib", "memory_1k_mib", _marked("softmax")),
-            Column("memory/seq @8k MiB", "memory_8k_mib", ".2f"),
-            Ratio("memory vs softmax @8k", "memory_8k_mib", "memory_8k_mib", _marked("softmax")),
-        ),
-        "soak": (
-            Column("seconds", "seconds", ".0f"),
-            Column("clients", "clients", "d"),
-            Column("requests", "requests", "d"),
-            Column("answered", "answered", "d"),
-            Column("cancelled", "cancelled", "d"),
-            Column("bad, refused as expected", "refused_as_expected", "d"),
-            Column("5xx", "server_errors", "d"),
-            Column("unanswered", "unanswered", "d"),
-            Column("blocks used at end", "blocks_used_end", ".0f"),
-            Column("running at end", "running_end", ".0f"),
-            Column("passed", "passed"),
-        ),
-    },
-    "serving-blocks": {
-        "blocks": (
-            Column("block size (tokens)", "block_size", "d"),
-            Column("ms per decode step", "ms_per_step", ".1f"),
-            Column("output tok/s", "tokens_per_s", ".0f"),
-            Ratio("step time vs default", "ms_per_step", "ms_per_step", lambda row, other: other["block_size"] == 16),
-            Column("vs the default (16)", "vs_default"),
-        ),
-    },
-}
 
 
 def cells(table: Table, rows: list[dict]) -> list[dict[str, str]]:
@@ -225,7 +77,7 @@ def render_block(area: str, name: str, results_dir: Path, markdown_dir: Path, ta
     """The text between the markers of one block."""
     table = tables.get(area, {}).get(name)
     if table is None:
-        raise RenderError(f"no table spec for results:{area}:{name}; add it to TABLES in benchmarks/render.py")
+        raise RenderError(f"no table spec for results:{area}:{name}; add it to benchmarks/tables/{area.replace('-', '_')}.py")
     path = results_dir / f"{area}.json"
     if not path.is_file():
         raise RenderError(f"{path} does not exist; run benchmarks/{area}.py to record it")

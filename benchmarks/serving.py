@@ -41,14 +41,12 @@ transformers, httpx, and llama.cpp's tools built from the source the llama-cpp-p
 
 from __future__ import annotations
 
-import os
-
-THREADS = 2
-os.environ["OMP_NUM_THREADS"] = str(THREADS)  # pinned before torch is imported, for this process and its servers
+from common import THREADS  # first: it pins the thread pools before torch is imported, here and in servers
 
 import asyncio
 import copy
 import json
+import os
 import random
 import re
 import shutil
@@ -69,8 +67,9 @@ import httpx
 import numpy as np
 import torch
 from common import parser, print_table
+from tables import TABLES
 from record import record, spread
-from render import TABLES, cells
+from render import cells
 
 from lmforge.checkpoint import load_checkpoint, save_checkpoint
 from lmforge.config import load_run_config, run_config_from_dict
@@ -1249,7 +1248,6 @@ def main() -> None:
     unknown = set(sections) - set(SECTION_RUNS) or set(args.weights) - {"bf16", "int8", "int4"}
     if unknown:
         sys.exit(f"unknown section or weights: {', '.join(sorted(unknown))}")
-    torch.set_num_threads(THREADS)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the servers on the way out, as on Ctrl-C
     run = Run(args)
     smol = SmolLM2(run.work, args.llama_bin)

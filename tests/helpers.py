@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
+import importlib
 import random
+import sys
+from pathlib import Path
 
 import torch
 
 from lmforge.config import ModelConfig, run_config_from_dict
 from lmforge.model.transformer import Transformer
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def benchmark_modules(*names: str) -> list:
+    """Modules of benchmarks/ by name (the scripts import each other as top-level modules)."""
+    path = str(ROOT / "benchmarks")
+    if path not in sys.path:
+        sys.path.insert(0, path)
+    return [importlib.import_module(name) for name in names]
+
 
 WORDS = ("alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi rho sigma tau "
          "upsilon phi chi psi omega def return class import while for in if else").split()

@@ -1,24 +1,11 @@
 """BENCHMARKS.md's generated tables match the recorded results (benchmarks/render.py --check, in process)."""
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
+from helpers import ROOT, benchmark_modules
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def load_render():
-    spec = importlib.util.spec_from_file_location("benchmarks_render", ROOT / "benchmarks" / "render.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while it executes
-    spec.loader.exec_module(module)
-    return module
-
-
-render = load_render()
+render, columns, record = benchmark_modules("render", "columns", "record")
 
 
 def test_benchmarks_md_tables_match_the_recorded_results():
@@ -50,9 +37,9 @@ def recorded(tmp_path):
     tables = {
         "demo": {
             "speed": (
-                render.Column("engine", "engine"),
-                render.Column("tokens/s", "tps", ".1f"),
-                render.Ratio("vs peer", "tps", "tps", lambda row, other: other.get("peer")),
+                columns.Column("engine", "engine"),
+                columns.Column("tokens/s", "tps", ".1f"),
+                columns.Ratio("vs peer", "tps", "tps", lambda row, other: other.get("peer")),
             )
         }
     }
@@ -89,27 +76,16 @@ def test_unknown_tables_and_missing_results_are_errors(tmp_path, recorded):
         render.render_markdown("<!-- results:demo:speed -->\n<!-- /results -->\n", tmp_path, tmp_path, tables)
 
 
-def load_record():
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        import record
-    finally:
-        sys.path.pop(0)
-    return record
-
-
 def test_figures_over_seeds_show_mean_and_std_and_rank_only_beyond_the_spread():
-    record = load_record()
     a, b, c = record.over_seeds([3.0, 3.2, 3.4]), record.over_seeds([3.5, 3.7, 3.9]), record.over_seeds([3.3, 3.5])
-    assert render.format_value(a, ".2f") == "3.20 ± 0.20"
-    assert render.median(a) == pytest.approx(3.2)
+    assert columns.format_value(a, ".2f") == "3.20 ± 0.20"
+    assert columns.median(a) == pytest.approx(3.2)
     assert record.separated(a, b) and not record.separated(a, c)
     fast, slow, close = record.spread([1.0, 1.1, 1.2]), record.spread([1.3, 1.5]), record.spread([1.15, 1.4])
     assert record.separated(fast, slow) and not record.separated(fast, close)
 
 
 def test_a_partial_run_keeps_the_other_tables_with_their_own_provenance(tmp_path, monkeypatch):
-    record = load_record()
     path = tmp_path / "demo.json"
     monkeypatch.setattr(record, "git_state", lambda: {"commit": "a" * 40, "dirty": False})
     record.record("demo", {"one": {"x": 1}}, {"one": [1.0]}, {"one": [{"v": 1}]}, path)
