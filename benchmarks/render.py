@@ -80,11 +80,11 @@ def render_block(area: str, name: str, results_dir: Path, markdown_dir: Path, ta
         raise RenderError(f"no table spec for results:{area}:{name}; add it to benchmarks/tables/{area.replace('-', '_')}.py")
     path = results_dir / f"{area}.json"
     if not path.is_file():
-        raise RenderError(f"{path} does not exist; run benchmarks/{area}.py to record it")
+        raise RenderError(f"{path} does not exist; run the benchmark its BENCHMARKS.md section names to record it")
     results = json.loads(path.read_text(encoding="utf-8"))
     rows = results.get("summary", {}).get(name)
     if not rows:
-        raise RenderError(f"{path} records no {name!r} rows; run that section of benchmarks/{area}.py")
+        raise RenderError(f"{path} records no {name!r} rows; run the section of the benchmark that records it")
     shown = Path(os.path.relpath(path, markdown_dir)).as_posix()
     return f"{render_table(table, rows)}\n\n{source_line(results, name, rows, shown)}\n"
 
