@@ -10,7 +10,6 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import time
 from pathlib import Path
 
@@ -35,23 +34,28 @@ def parser(description: str) -> argparse.ArgumentParser:
 
 
 def machine() -> dict:
-    """What the numbers were measured on."""
-    cpu = platform.processor() or platform.machine()
+    """What the numbers were measured on: CPU model, its widest vector instructions (a bf16 product is fast only
+    with AVX-512 BF16 or AMX), cores, torch and threads."""
+    cpu, flags = platform.processor() or platform.machine(), set()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
+            elif line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
                 break
     except OSError:
         pass
-    info = {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads()}
+    isa = next((name for name in ("amx_bf16", "avx512_bf16", "avx512f", "avx2") if name in flags), None)
+    info = {"cpu": cpu, "isa": isa, "cores": os.cpu_count(), "torch": torch.__version__,
+            "threads": torch.get_num_threads()}
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name()
     return info
 
 
-def median_time(fn, repeats: int, warmup: int = 1) -> float:
-    """Median wall seconds of `fn()` over `repeats` runs after `warmup` runs."""
+def timings(fn, repeats: int, warmup: int = 1) -> list[float]:
+    """Wall seconds of each of `repeats` runs of `fn()` after `warmup` runs."""
     for _ in range(warmup):
         fn()
     times = []
@@ -59,7 +63,7 @@ def median_time(fn, repeats: int, warmup: int = 1) -> float:
         t = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t)
-    return statistics.median(times)
+    return times
 
 
 def print_table(rows: list[dict], columns: list[tuple[str, str, str]]) -> None:

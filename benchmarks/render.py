@@ -68,7 +68,7 @@ def source_line(results: dict, name: str, rows: list[dict], shown_path: str) -> 
     ) or "single measurements"
     return (
         f"Recorded in `{shown_path}`{quick}: commit {commit}{dirty}, {run.get('date', 'undated')}, "
-        f"{m.get('cpu', 'unknown CPU')}, {m.get('threads', '?')} threads; "
+        f"{m.get('cpu', 'unknown CPU')}{' (' + m['isa'] + ')' if m.get('isa') else ''}, {m.get('threads', '?')} threads; "
         f"{notes}."
     )
 

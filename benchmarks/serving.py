@@ -67,6 +67,7 @@ import httpx
 import numpy as np
 import torch
 from common import parser, print_table
+from llamacpp import LlamaCpp, add_bin_argument, embedding_type, tensor_types
 from tables import TABLES
 from record import record, spread
 from render import cells
@@ -84,7 +85,6 @@ from lmforge.serve.llm import LLM, stream
 from lmforge.serve.params import SamplingParams
 from lmforge.tokenizer import Tokenizer
 
-DEFAULT_LLAMA_BIN = "/work/peers/llama_cpp_python-0.3.36/vendor/llama.cpp/build/bin"
 QUANT = {"int8": QuantSpec("rtn", 8, None), "int4": QuantSpec("rtn", 4, 32)}  # int4 g32: the Q4_1 block
 PRODUCT_OPS = {  # matrix products: of the weights (float, int8 and int4 packed) and of attention
     "aten::mm",
@@ -215,88 +215,6 @@ def lmforge_serve_cmd(model: Path, port: int, *flags: str) -> list[str]:
     return [sys.executable, "-m", "lmforge.cli", "serve", str(model), "--port", str(port), *flags]
 
 
-class LlamaCpp:
-    """llama.cpp's own tools (llama-bench, llama-server, llama-quantize), run as subprocesses with 2 threads."""
-
-    def __init__(self, bin_dir: str):
-        self.bin = Path(bin_dir)
-        missing = [t for t in ("llama-bench", "llama-server", "llama-quantize") if not (self.bin / t).is_file()]
-        if missing:
-            sys.exit(
-                f"{', '.join(missing)} not found in {self.bin}: build llama.cpp's tools from the llama-cpp-python "
-                "sdist's vendor/llama.cpp (cmake --build build --target llama-server llama-bench llama-quantize) "
-                "and pass --llama-bin DIR"
-            )
-
-    @cached_property
-    def version(self) -> str:
-        out = subprocess.run([self.bin / "llama-server", "--version"], check=False, capture_output=True, text=True)
-        line = next((x for x in (out.stdout + out.stderr).splitlines() if x.startswith("version")), "version: unknown")
-        return line.split(":", 1)[1].strip()
-
-    def quantize(self, src: Path, dst: Path, qtype: str) -> Path:
-        subprocess.run([self.bin / "llama-quantize", src, dst, qtype, str(THREADS)], check=True, capture_output=True)
-        return dst
-
-    def bench(self, model: Path, n_prompt: int, n_gen: int, repeats: int) -> dict[str, list[float]]:
-        """llama-bench's tokens/s of every repetition: {"pp": [...], "tg": [...]}."""
-        out = subprocess.run(
-            [
-                self.bin / "llama-bench",
-                "-m",
-                model,
-                "-p",
-                str(n_prompt),
-                "-n",
-                str(n_gen),
-                "-t",
-                str(THREADS),
-                "-r",
-                str(repeats),
-                "-o",
-                "json",
-            ],
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout
-        tests = json.loads(out)
-        return {
-            "pp": next(t for t in tests if t["n_gen"] == 0)["samples_ts"],
-            "tg": next(t for t in tests if t["n_prompt"] == 0)["samples_ts"],
-        }
-
-    def server_cmd(self, model: Path, port: int, parallel: int, ctx: int) -> list[str]:
-        return [
-            str(self.bin / "llama-server"),
-            "-m",
-            str(model),
-            "-t",
-            str(THREADS),
-            "-np",
-            str(parallel),
-            "-c",
-            str(ctx),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--no-webui",
-        ]
-
-
-def tensor_types(path: Path) -> Counter:
-    import gguf
-
-    return Counter(t.tensor_type.name for t in gguf.GGUFReader(path).tensors if t.name.startswith("blk."))
-
-
-def embedding_type(path: Path) -> str:
-    import gguf
-
-    return next(t.tensor_type.name for t in gguf.GGUFReader(path).tensors if t.name == "token_embd.weight")
-
-
 class SmolLM2:
     """SmolLM2-135M (the dequantized Q4_1 file) at bf16 / int8 / int4, its GGUF files and checkpoints, made when
     first asked for."""
@@ -328,7 +246,7 @@ class SmolLM2:
 
     @cached_property
     def llama(self) -> LlamaCpp:
-        return LlamaCpp(self.llama_bin)
+        return LlamaCpp(self.llama_bin, ("llama-bench", "llama-server", "llama-quantize"))
 
     @cached_property
     def quantized(self) -> dict[str, Transformer]:
@@ -1234,11 +1152,7 @@ def main() -> None:
     )
     p.add_argument("--weights", default="bf16,int8,int4", help="SmolLM2 weights for single and offline")
     p.add_argument("--repeats", type=int, default=None, help="repeats of every timing (default 3, 1 with --quick)")
-    p.add_argument(
-        "--llama-bin",
-        default=os.environ.get("LLAMA_CPP_BIN", DEFAULT_LLAMA_BIN),
-        help="directory of llama.cpp's llama-bench, llama-server and llama-quantize (env LLAMA_CPP_BIN)",
-    )
+    add_bin_argument(p)
     args = p.parse_args()
     args.repeats = args.repeats or (1 if args.quick else 3)
     if args.repeats < 1:

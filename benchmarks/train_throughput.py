@@ -13,10 +13,11 @@ materialises all logits instead of lmforge's chunked fused loss. The variants ar
 
 from __future__ import annotations
 
+from common import parser, print_table, timings  # first: pins the thread pools before torch loads
+
 import time
 
 import torch
-from common import parser, print_table, timings
 from record import record, spread
 from render import cells
 from tables import TABLES

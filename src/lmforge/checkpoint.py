@@ -125,10 +125,19 @@ def read_run_config(ckpt_dir: Path) -> RunConfig:
     return _read_config(ckpt_dir)[0]
 
 
+# settings added after checkpoints were written without them, with the value that reproduces those checkpoints
+EARLIER_DEFAULTS = {"model": {"linear_variant": "lmforge"}}
+
+
+def with_earlier_defaults(run: dict) -> dict:
+    """A stored run config with every later-added setting it lacks set to the behaviour it was written with."""
+    return {**run, **{section: {**values, **run.get(section, {})} for section, values in EARLIER_DEFAULTS.items()}}
+
+
 def _read_config(ckpt_dir: Path) -> tuple[RunConfig, dict | None]:
     try:
         raw = json.loads((ckpt_dir / CONFIG).read_text(encoding="utf-8"))
-        return run_config_from_dict(raw["lmforge"]), raw.get("quantization")
+        return run_config_from_dict(with_earlier_defaults(raw["lmforge"])), raw.get("quantization")
     except (json.JSONDecodeError, KeyError, TypeError, AttributeError, LmforgeError) as e:
         raise CheckpointError(f"{ckpt_dir / CONFIG} is corrupt or not an lmforge config ({e})") from None
 

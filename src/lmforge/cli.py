@@ -229,10 +229,9 @@ def cmd_export(args: argparse.Namespace) -> None:
 
 def cmd_quantize(args: argparse.Namespace) -> None:
     from lmforge.checkpoint import CHECKPOINT_OUTPUT, WEIGHTS, save_checkpoint
-    from lmforge.eval.perplexity import evaluation_texts
     from lmforge.fileio import claim_output
     from lmforge.interop.load import load_model
-    from lmforge.quant.calibration import calibration_windows
+    from lmforge.quant.calibration import calibration_set
     from lmforge.quant.quantize import CALIBRATED, QuantSpec, quantize_model
 
     group = None if args.group_size == 0 else args.group_size or (128 if args.bits == 4 else None)
@@ -242,8 +241,7 @@ def cmd_quantize(args: argparse.Namespace) -> None:
     float_bytes = sum(t.numel() * t.element_size() for t in loaded.model.state_dict().values())
     calibration, info = None, {}
     if spec.method in CALIBRATED:
-        texts = evaluation_texts(args.calib)
-        calibration = calibration_windows(loaded.tokenizer, texts, args.calib_seqs, args.calib_len, args.seed)
+        calibration = calibration_set(loaded.tokenizer, args.calib, args.calib_seqs, args.calib_len, args.seed)
         info = {"data": args.calib, "sequences": calibration.shape[0], "tokens_per_sequence": calibration.shape[1],
                 "seed": args.seed}
     stats = quantize_model(loaded.model, spec, calibration, progress=not args.no_progress)
@@ -427,8 +425,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--group-size", type=Number(int, Range(0)), default=None,
                    help="input columns sharing a scale (default 128 for 4 bits, per output channel for 8; 0: per channel); "
                         "a width that is not a multiple gets a shorter last group")
-    p.add_argument("--calib", default="stdlib",
-                   help="calibration corpus for gptq/awq: 'stdlib' (its validation split), 'pydoc', or a file/directory/glob")
+    p.add_argument("--calib", default="mixed",
+                   help="calibration text for gptq/awq: 'mixed' (default: half Python standard library source outside "
+                        "the split `eval perplexity` scores, half pydoc English prose), 'stdlib' (that source alone), "
+                        "'pydoc', or a file/directory/glob")
     p.add_argument("--calib-seqs", type=Number(int, Range(1)), default=128, help="calibration sequences (default 128)")
     p.add_argument("--calib-len", type=Number(int, Range(2)), default=512, help="tokens per calibration sequence (default 512)")
     p.add_argument("--no-act-order", action="store_true",

@@ -90,6 +90,9 @@ def check_ranges(obj: Any, prefix: str = "", error: type[Exception] = ConfigErro
         raise error(problem)
 
 
+LINEAR_VARIANTS = ("authors", "lmforge")  # model.linear_variant: see lmforge.model.mixers.linear
+
+
 @dataclass
 class ModelConfig:
     """Shape of the one model (a Llama-family decoder; mixers chosen per layer)."""
@@ -108,6 +111,7 @@ class ModelConfig:
     attention_bias: bool = False  # biases on q/k/v projections (Qwen2)
     linear_chunk_size: int = bounded(64, 1)  # chunk length of the chunked linear-attention path (first order)
     second_order_chunk_size: int = bounded(256, 1)  # 2Mamba's chunk length: its feature maps are costly, so fewer, longer chunks
+    linear_variant: str = "authors"  # Mamba-2S/2Mamba/2Mamba-E: "authors" (as 2Mamba2Furious configures them) or "lmforge" (output RMSNorm and decay bias on all)
     mamba2_state: int = bounded(64, 1)  # Mamba-2 baseline: state size N per head
     mamba2_expand: int = bounded(2, 1)  # Mamba-2 baseline: inner width / d_model
     sparse_block_q: int = bounded(64, 1)  # sparse mixer: query block length
@@ -138,6 +142,8 @@ class ModelConfig:
             raise ConfigError(
                 f"model.n_heads={self.n_heads} must be a multiple of model.n_kv_heads={self.n_kv_heads}"
             )
+        if self.linear_variant not in LINEAR_VARIANTS:
+            raise ConfigError(f"model.linear_variant must be {' or '.join(LINEAR_VARIANTS)}, got {self.linear_variant!r}")
         if self.sparse_kernel not in ("auto", "gather", "flex"):
             raise ConfigError(f"model.sparse_kernel must be auto, gather or flex, got {self.sparse_kernel!r}")
         if not self.mixers:
@@ -174,8 +180,8 @@ class TrainConfig:
     grad_accum: int = bounded(1, 1)
     steps: int = bounded(1000, 1)
     optimizer: str = "adamw"  # "adamw", or a matrix optimizer for hidden matrices: "muon", "namo", "namo_d"
-    lr: float = bounded(3e-3, 0, low_open=True)  # AdamW's learning rate (all parameters with "adamw", the rest otherwise)
-    matrix_lr: float | None = bounded(None, 0, low_open=True)  # the matrix optimizer's learning rate; None: same as lr
+    lr: float = bounded(3e-3, 0, low_open=True)  # AdamW's rate for embeddings, head, gains and biases
+    matrix_lr: float | None = bounded(None, 0, low_open=True)  # hidden matrices' rate, whatever the optimizer; None: lr
     matrix_momentum: float = bounded(0.95, 0, 1, high_open=True)  # Muon's beta / NAMO's mu1
     matrix_beta2: float = bounded(0.99, 0, 1, high_open=True)  # NAMO's mu2
     matrix_eps: float = bounded(1e-8, 0, low_open=True)  # NAMO's eps

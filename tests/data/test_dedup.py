@@ -4,7 +4,7 @@ import json
 import random
 import subprocess
 import sys
-from functools import lru_cache
+from functools import lru_cache, partial
 from itertools import combinations
 
 import numpy as np
@@ -21,11 +21,15 @@ from lmforge.data.dedup import (
     band_keys,
     candidate_pairs,
     cluster_roots,
+    concat_sets,
+    estimated_jaccard,
+    exact_jaccard,
     minhash_signatures,
     near_duplicates,
     ngram_hashes,
     ngram_hashes_batch,
     normalize,
+    shingle_sets,
     words,
 )
 from lmforge.data.document import Document
@@ -158,18 +162,57 @@ def test_minhash_finds_planted_near_duplicates():
 def test_verification_cuts_candidates_below_threshold():
     sig = minhash_signatures([d.text for d in planted()[0]])
     _, clusters_all = near_duplicates(band_keys(sig))
-    drop, clusters_strict = near_duplicates(band_keys(sig), sig, threshold=0.9)
+    drop, clusters_strict = near_duplicates(band_keys(sig), partial(estimated_jaccard, signatures=sig), threshold=0.9)
     assert 0 < clusters_strict < clusters_all
     estimated = (sig[drop][:, None] == sig[None]).mean(axis=2)
     estimated[np.arange(len(drop)), drop] = 0
     assert (estimated.max(axis=1) >= 0.9).all()  # every dropped document has a twin above the threshold
 
 
+def test_exact_jaccard_matches_python_sets_in_float64():
+    texts = [d.text for d in planted()[0][:40]] + ["", "one two", "one two", "a b c d e f", ""]
+    sets = shingle_sets(texts, 5)
+    pairs = np.array([(i, j) for i in range(len(texts)) for j in range(i + 1, len(texts))])
+    naive = []
+    for i, j in pairs.tolist():
+        a, b = (shingles(t) if len(words(t)) >= 5 else ({tuple(words(t))} if words(t) else set()) for t in (texts[i], texts[j]))
+        naive.append(len(a & b) / len(a | b) if a | b else 1.0)
+    assert exact_jaccard(pairs, sets).tolist() == naive  # exact in float64, no estimate
+    for i, t in enumerate(texts):  # each text's set: its n-gram hashes, sorted, without repeats
+        own = sets[0][sets[1][i] : sets[1][i + 1]]
+        assert own.tolist() == np.unique(ngram_hashes(t, 5)).tolist()
+    halves = concat_sets([shingle_sets(texts[:7], 5), shingle_sets([], 5), shingle_sets(texts[7:], 5)])
+    assert all((x == y).all() for x, y in zip(halves, sets))
+
+
+def test_exact_verification_merges_exactly_the_candidates_at_the_threshold():
+    docs, near, far, _ = planted()
+    texts = [d.text for d in docs]
+    keys, sets = band_keys(minhash_signatures(texts)), shingle_sets(texts, 5)
+    candidates = candidate_pairs(keys)
+    kept = {tuple(p) for p in candidates.tolist() if jaccard(texts[p[0]], texts[p[1]]) >= 0.8}
+    drop, clusters = near_duplicates(keys, partial(exact_jaccard, sets=sets), threshold=0.8)
+    roots = cluster_roots(len(docs), np.array(sorted(kept)).reshape(-1, 2))
+    assert drop.tolist() == np.flatnonzero(roots != np.arange(len(docs))).tolist() and clusters > 0
+    index = {d.id: i for i, d in enumerate(docs)}
+    assert all(roots[index[a]] != roots[index[b]] for a, b in far)  # heavy copies stay apart
+
+
+def test_default_step_verifies_exactly_and_finds_the_planted_pairs():
+    docs, near, far, _ = planted()
+    out, stats = run(MinHashDedup(), docs)
+    kept = {d.id for d in out}
+    found = sum(a not in kept or b not in kept for a, b in near)
+    assert found / len(near) >= 0.95
+    assert all(a in kept and b in kept for a, b in far)
+    assert MinHashDedup().verify == "exact" and MinHashDedup().threshold == 0.8
+
+
 def test_sharded_phases_give_the_single_stream_survivors():
     docs = planted()[0]
     shards = [docs[i::3] for i in range(3)]  # three workers; stream order is shard by shard
     stream = [d for shard in shards for d in shard]
-    step = MinHashDedup(threshold=0.5, batch_size=100)
+    step = MinHashDedup(threshold=0.5, verify="estimate", batch_size=100)
     phase_stats = StepStats()
     drop = step.resolve([step.summarize(shard) for shard in shards], phase_stats)
     phased = [d.id for shard in shards for d in drop_ids(shard, drop, step.reason, phase_stats)]
@@ -180,12 +223,13 @@ def test_sharded_phases_give_the_single_stream_survivors():
     # and the phases are the functions a driver can call directly
     config = MinHashConfig(threshold=0.5)
     sigs = [minhash_signatures([d.text for d in shard], config) for shard in shards]
-    direct, _ = near_duplicates(np.concatenate([band_keys(s, config) for s in sigs]), np.concatenate(sigs), 0.5)
+    verify = partial(estimated_jaccard, signatures=np.concatenate(sigs))
+    direct, _ = near_duplicates(np.concatenate([band_keys(s, config) for s in sigs]), verify, 0.5)
     assert {stream[i].id for i in direct} == drop
 
 
-@pytest.mark.parametrize("step", [ExactDedup(), MinHashDedup(threshold=0.5), MinHashDedup(threshold=0.0)],
-                         ids=["exact", "minhash-verified", "minhash"])
+@pytest.mark.parametrize("step", [ExactDedup(), MinHashDedup(threshold=0.5), MinHashDedup(threshold=0.5, verify="estimate"),
+                                  MinHashDedup(threshold=0.0)], ids=["exact", "minhash-exact", "minhash-estimate", "minhash"])
 def test_empty_shards_resolve_like_absent_ones(step):
     docs = planted()[0]
     expected = step.resolve([step.summarize(docs[:20]), step.summarize(docs[20:])], StepStats())
@@ -275,5 +319,7 @@ def test_bad_parameters_are_config_errors():
         MinHashDedup(bands=0)
     with pytest.raises(ConfigError, match="threshold"):
         MinHashConfig(threshold=1.5)
+    with pytest.raises(ConfigError, match="verify"):
+        MinHashDedup(verify="approximate")
     with pytest.raises(ConfigError, match="n-gram"):
         Decontaminate(texts=["x"], n=0)

@@ -1,6 +1,13 @@
-import torch
+import json
 
-from lmforge.config import ModelConfig
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lmforge.checkpoint import load_checkpoint, save_checkpoint
+from lmforge.config import ModelConfig, run_config_from_dict
+from lmforge.errors import ConfigError
+from lmforge.model.mixers import build_mixer
 from lmforge.model.transformer import Transformer, count_parameters
 
 LINEAR = ["mamba2s", "2mamba", "2mamba_e", "mamba2"]
@@ -39,3 +46,88 @@ def test_sparse_mixer_keeping_every_block_is_dense_attention():
     allblocks = model(["sparse", "softmax"], sparse_top_k=1.0)
     allblocks.load_state_dict(m.state_dict())
     torch.testing.assert_close(allblocks(x), dense(x), rtol=1e-9, atol=1e-9)
+
+
+VARIANT_MIXERS = ["mamba2s", "2mamba", "2mamba_e"]
+
+
+def variant_layer(name, variant, t_chunk=8):
+    """One mixer in float64 with every parameter randomised (norm gains, biases, conv taps), so a missing or extra
+    piece changes the output."""
+    torch.manual_seed(0)
+    cfg = ModelConfig(vocab_size=97, d_model=32, n_layers=1, n_heads=2, mixers=[name], linear_chunk_size=t_chunk,
+                      second_order_chunk_size=t_chunk, linear_variant=variant)
+    layer = build_mixer(name, cfg, 0).to(torch.float64)
+    with torch.no_grad():
+        for p in layer.parameters():
+            p.copy_(torch.randn_like(p) * (0.3 if p.dim() > 1 else 0.5) + (1.0 if p.dim() == 1 and p.numel() > 2 else 0.0))
+    return layer
+
+
+def naive_mixer(layer, x, name, variant):
+    """The 2Mamba2Furious attention written out as the authors' `forwrd_gated` computes it (all pairs, explicit
+    decay mask; LlamaDecoderLayerClean.py), over the layer's own parameters; "lmforge" adds its differences."""
+    b, t, _ = x.shape
+    h, d = layer.n_heads, layer.head_dim
+    qkv = layer.qkv_proj(x).mT
+    qkv = F.conv1d(qkv, layer.conv.weight, layer.conv.bias, padding=1, groups=qkv.shape[1])[..., :t].mT
+    q, k, v = (z.view(b, t, h, d).transpose(1, 2) for z in qkv.chunk(3, dim=-1))
+    cum = -F.softplus(layer.decay_proj(x)).mT.cumsum(-1)
+    causal = torch.ones(t, t, dtype=torch.bool).tril()
+    decay = torch.exp(cum[..., :, None] - cum[..., None, :]).masked_fill(~causal, 0.0)
+    scale = 1.0 if (name, variant) == ("mamba2s", "lmforge") else d**-0.5
+    scores = q @ k.mT * scale
+    if name == "mamba2s":
+        weights = scores * decay
+        v = v * F.softplus(layer.dt_proj(x)).mT[..., None]
+    elif name == "2mamba":
+        weights = scores**2 * decay
+        weights = weights / (weights.sum(-1, keepdim=True) + 1e-6)
+    else:
+        weights = scores.exp() * decay
+        weights = weights / weights.sum(-1, keepdim=True)
+    y = (weights @ v).transpose(1, 2).reshape(b, t, h * d)
+    if name == "mamba2s" or variant == "lmforge":
+        y = F.rms_norm(y, (h * d,), layer.out_norm.weight, layer.out_norm.eps)
+    return layer.o_proj(y)
+
+
+@pytest.mark.parametrize("variant", ["authors", "lmforge"])
+@pytest.mark.parametrize("name", VARIANT_MIXERS)
+def test_each_variant_matches_the_written_out_formula_in_float64(name, variant):
+    layer = variant_layer(name, variant)
+    x = torch.randn(2, 29, 32, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    fast = layer(x, torch.arange(29)[None])
+    torch.testing.assert_close(fast, naive_mixer(layer, x, name, variant), rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("name", VARIANT_MIXERS)
+def test_authors_variant_has_no_decay_bias_and_norms_only_mamba2s(name):
+    authors = dict(variant_layer(name, "authors").named_parameters())
+    lmforge = dict(variant_layer(name, "lmforge").named_parameters())
+    assert "decay_proj.bias" not in authors and "decay_proj.bias" in lmforge
+    assert ("out_norm.weight" in authors) == (name == "mamba2s") and "out_norm.weight" in lmforge
+    assert set(lmforge) - set(authors) == {"decay_proj.bias"} | ({"out_norm.weight"} if name != "mamba2s" else set())
+
+
+def test_default_variant_is_the_authors():
+    assert ModelConfig().linear_variant == "authors"
+    with pytest.raises(ConfigError, match="linear_variant"):
+        ModelConfig(linear_variant="paper")
+
+
+def test_checkpoint_without_the_setting_loads_as_lmforge_with_identical_outputs(tmp_path, tokenizer):
+    raw = {"model": {"vocab_size": tokenizer.vocab_size, "d_model": 32, "n_layers": 3, "n_heads": 2,
+                     "mixers": ["2mamba", "mamba2s", "2mamba_e"], "max_seq_len": 64, "linear_variant": "lmforge"}}
+    cfg = run_config_from_dict(raw)
+    torch.manual_seed(0)
+    old = Transformer(cfg.model).eval()
+    path = save_checkpoint(tmp_path / "ckpt", old, cfg, tokenizer)
+    stored = json.loads((path / "config.json").read_text())
+    del stored["lmforge"]["model"]["linear_variant"]  # as written before the setting existed
+    (path / "config.json").write_text(json.dumps(stored))
+    loaded = load_checkpoint(path)
+    assert loaded.config.model.linear_variant == "lmforge"
+    x = torch.randint(0, tokenizer.vocab_size, (2, 40))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.model.eval()(x), old(x), rtol=0, atol=0)

@@ -66,6 +66,7 @@ class Harness:
 
 
 CASES = [(mixers, {}) for mixers in MIXERS] + [(["sparse"], {"sparse_block_q": q}) for q in (1, 5, 16)]
+CASES += [([name], {"linear_variant": "lmforge"}) for name in ("mamba2s", "2mamba", "2mamba_e")]
 
 
 @pytest.mark.parametrize("mixers, settings", CASES, ids=lambda c: "+".join(c) if isinstance(c, list) else str(c))

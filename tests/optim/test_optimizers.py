@@ -9,6 +9,8 @@ from lmforge.optim.build import build_optimizer, split_parameters
 from lmforge.optim.hybrid import HybridOptimizer
 from lmforge.optim.matrix import namo_scale
 from lmforge.optim.orthogonalize import orthogonalize_all
+from lmforge.ops.newton_schulz import newton_schulz5
+from lmforge.train.schedule import lr_multiplier
 
 
 def _train(model, opt, steps, seed=0):
@@ -27,10 +29,10 @@ def test_split_puts_each_parameter_once_in_its_place():
     ids = [id(p) for ps in split.values() for p in ps]
     assert len(ids) == len(set(ids)) == len(list(model.parameters()))
     names = {id(p): n for n, p in model.named_parameters()}
-    assert {names[id(p)] for p in split["decay"]} == {"embed.weight", "head.weight"}
+    assert {names[id(p)] for p in split["embedding"]} == {"embed.weight", "head.weight"}
     assert all(names[id(p)].startswith("layers.") and p.dim() == 2 for p in split["matrix"])
-    assert all(p.dim() == 1 for p in split["no_decay"])
-    assert any(names[id(p)].endswith(".bias") for p in split["no_decay"])
+    assert all(p.dim() == 1 for p in split["gain"])
+    assert any(names[id(p)].endswith(".bias") for p in split["gain"])
 
 
 @pytest.mark.parametrize("scale", ["original", "match_rms_adamw"])
@@ -47,41 +49,69 @@ def test_muon_matches_torch_muon(scale):
         ours_p.grad, peer_p.grad = grad.clone(), grad.clone()
         ours.step()
         peer.step()
-    torch.testing.assert_close(ours_p.data, peer_p.data, rtol=2e-3, atol=2e-4)
-    assert not torch.allclose(ours_p.data, w0)
+    ours_update, peer_update = ours_p.data - w0, peer_p.data - w0
+    # both orthogonalise in bf16, rounding differently: agreement to about 1% of the update, no closer
+    assert float((ours_update - peer_update).norm() / peer_update.norm()) < 0.02
+    assert float(peer_update.norm()) > 0.1
 
 
-def _namo_step_by_hand(grads, lr, mu1, mu2, eps, wd, w):
-    """NAMO's formulas written out for one matrix, step by step (float64)."""
-    m = torch.zeros_like(w)
-    v = 0.0
+@pytest.mark.parametrize("scale", ["original", "match_rms_adamw"])
+def test_muon_with_weight_decay_follows_the_reference(scale):
+    """Muon (Jordan et al. 2024) in float64: Nesterov momentum, orthogonalised, decoupled weight decay at lr."""
+    torch.manual_seed(0)
+    w0 = torch.randn(20, 12, dtype=torch.float64)
+    grads = [torch.randn(20, 12, dtype=torch.float64) for _ in range(3)]
+    lr, wd, beta = 0.02, 0.5, 0.9
+    p = torch.nn.Parameter(w0.clone())
+    opt = HybridOptimizer([{"params": [p], "kind": "muon", "scale": scale, "ns_steps": 5, "lr": lr,
+                            "weight_decay": wd, "momentum": beta}])
+    for g in grads:
+        p.grad = g.clone()
+        opt.step()
+    step = lr * (math.sqrt(20 / 12) if scale == "original" else 0.2 * math.sqrt(20))
+    w, m = w0, torch.zeros_like(w0)
+    for g in grads:
+        m = beta * m + (1 - beta) * g
+        w = w * (1 - lr * wd) - step * newton_schulz5((1 - beta) * g + beta * m, compute_dtype=None)
+    torch.testing.assert_close(p.data, w, rtol=0, atol=1e-6)
+
+
+def _namo_reference(w, grads, lr, mu1, mu2, eps, wd, clamp=None):
+    """NAMO / NAMO-D (Zhang, Liu, Schaeffer, arXiv 2602.17080) written out in float64 for one matrix:
+    Nesterov momentum, a second moment of the whole gradient (NAMO) or of each column (NAMO-D, clamped
+    around the mean by c), steps scaled to AdamW's RMS (0.2 sqrt(max(rows, cols))) and decoupled weight
+    decay at the adaptive step, both capped at 1."""
     rows, cols = w.shape
+    m = torch.zeros_like(w)
+    v = torch.zeros(cols if clamp else (), dtype=torch.float64)
     for t, g in enumerate(grads, 1):
         m = mu1 * m + (1 - mu1) * g
-        v = mu2 * v + (1 - mu2) * float((g * g).sum())
+        v = mu2 * v + (1 - mu2) * ((g * g).sum(0) if clamp else (g * g).sum())
         nesterov = (1 - mu1) * g + mu1 * m
-        step = lr * math.sqrt(1 - mu2**t) / (1 - mu1**t) * float(nesterov.norm()) / (math.sqrt(v) + eps)
-        from lmforge.ops.newton_schulz import newton_schulz5
-
+        d = (nesterov.norm(dim=0) if clamp else nesterov.norm()) / (v.sqrt() + eps)
+        if clamp:
+            d = d.clamp(clamp * d.mean(), d.mean() / clamp)
+        step = lr * math.sqrt(1 - mu2**t) / (1 - mu1**t) * d
         o = newton_schulz5(nesterov, compute_dtype=None)
-        w = w * (1 - wd * min(step, 1.0)) - min(step * 0.2 * math.sqrt(max(rows, cols)), 1.0) * o
+        w = w * (1 - wd * step.clamp(max=1.0)) - (step * 0.2 * math.sqrt(max(rows, cols))).clamp(max=1.0) * o
     return w
 
 
-def test_namo_two_steps_follow_the_formula():
+@pytest.mark.parametrize("kind", ["namo", "namo_d"])
+def test_namo_with_weight_decay_follows_the_reference(kind):
     torch.manual_seed(0)
     w0 = torch.randn(12, 20, dtype=torch.float64)
-    grads = [torch.randn(12, 20, dtype=torch.float64) for _ in range(2)]
+    grads = [torch.randn(12, 20, dtype=torch.float64) * torch.logspace(-1, 1, 20, dtype=torch.float64) for _ in range(3)]
+    hyper = dict(lr=0.02, momentum=0.9, beta2=0.99, eps=1e-8, weight_decay=0.5)
     p = torch.nn.Parameter(w0.clone())
-    hyper = dict(lr=0.01, weight_decay=0.1, momentum=0.95, beta2=0.99, eps=1e-8, ns_steps=5)
-    opt = HybridOptimizer([{"params": [p], "kind": "namo", **hyper}])
+    opt = HybridOptimizer([{"params": [p], "kind": kind, "clamp": 0.5, "ns_steps": 5, **hyper}])
     opt.step()  # no gradient yet: nothing happens
     for g in grads:
         p.grad = g.clone()
-        with torch.device("cpu"):
-            opt.step()
-    expected = _namo_step_by_hand(grads, 0.01, 0.95, 0.99, 1e-8, 0.1, w0)
-    torch.testing.assert_close(p.data, expected, rtol=1e-2, atol=1e-3)  # bf16 Newton-Schulz in the optimizer
+        opt.step()
+    expected = _namo_reference(w0, grads, hyper["lr"], hyper["momentum"], hyper["beta2"], hyper["eps"],
+                               hyper["weight_decay"], 0.5 if kind == "namo_d" else None)
+    torch.testing.assert_close(p.data, expected, rtol=0, atol=1e-6)
 
 
 def test_namo_d_with_c_1_scales_every_column_alike():
@@ -141,9 +171,14 @@ def test_resume_after_k_steps_equals_uninterrupted(name):
         assert torch.equal(resumed.state_dict()[k], v), k
 
 
-def test_schedules_scale_both_parts_by_the_same_ratio():
-    model = tiny_model(64)
-    opt = build_optimizer(model, TrainConfig(optimizer="muon", lr=1e-3, matrix_lr=2e-2))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5)
-    assert sorted(g["lr"] for g in opt.param_groups) == [5e-4, 5e-4, 1e-2]
-    assert sched.get_last_lr()
+def test_schedule_scales_every_group_by_the_same_ratio_each_step():
+    cfg = TrainConfig(optimizer="muon", lr=1e-3, matrix_lr=2e-2, steps=10, warmup_steps=2, decay_fraction=0.3)
+    opt = build_optimizer(tiny_model(64), cfg)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_multiplier(s, cfg))
+    # warmup over 2 steps, constant, then a linear decay to 0 over the last 3 of 10 steps
+    multipliers = [0.5, 1, 1, 1, 1, 1, 1, 2 / 3, 1 / 3, 0]
+    for step, multiplier in enumerate(multipliers):
+        assert sched.get_last_lr() == pytest.approx([2e-2 * multiplier, 1e-3 * multiplier, 1e-3 * multiplier], rel=1e-12, abs=0), step
+        assert [g["lr"] for g in opt.param_groups] == sched.get_last_lr()
+        opt.step()
+        sched.step()

@@ -8,7 +8,7 @@ import torch
 from lmforge.config import ModelConfig
 from lmforge.model.transformer import Transformer
 from lmforge.quant.awq import awq_block, fold_scales, llama_scale_groups, search_clip
-from lmforge.quant.gptq import Hessian, gptq
+from lmforge.quant.gptq import Hessian, gptq, inverse_cholesky
 from lmforge.quant.grid import Grid, dequantize, fake_quantize, grid_params, rtn
 from lmforge.quant.hqq import hqq, shrink_lp
 
@@ -35,11 +35,61 @@ def test_gptq_beats_rtn_on_the_layer_output(grid, act_order):
     h = Hessian(192)
     for chunk in x.split(500):  # accumulated batch by batch
         h.add(chunk)
-    torch.testing.assert_close(h.h, 2 * x.double().t() @ x.double() / len(x))
+    exact = 2 * x.double().t() @ x.double() / len(x)
+    assert float((h.h - exact).abs().max() / exact.abs().max()) < 1e-6  # float32 products, float64 sum
     codes, scales, zeros = gptq(w, h.h, grid, act_order=act_order)
     w_gptq = dequantize(codes, scales, zeros, grid)
     w_rtn = dequantize(*rtn(w, grid), grid)
     assert output_error(w, w_gptq, x) < 0.7 * output_error(w, w_rtn, x)
+
+
+def gptq_reference(w, h, grid, damp=0.01, act_order=False):
+    """GPTQ column by column in float64 with the explicit inverse Hessian (the paper's eq. 2-3, no blocks,
+    no Cholesky): quantize column q, spread its error over the columns left by H^-1[q, F] / H^-1[q, q],
+    then remove q from H^-1 by one step of Gaussian elimination."""
+    n, k = w.shape
+    group = grid.group_len(k)
+    w = w.double().clone()
+    h = h.double().clone()
+    perm = torch.argsort(torch.diag(h), descending=True) if act_order else torch.arange(k)
+    static = act_order or grid.group_size is None
+    scales, zeros = grid_params(w, grid) if static else (torch.zeros(n, grid.n_groups(k)), torch.zeros(n, grid.n_groups(k)))
+    w, h = w[:, perm], h[perm][:, perm]
+    h += damp * torch.diag(h).mean() * torch.eye(k, dtype=torch.float64)
+    hinv = torch.linalg.inv(h)
+    codes = torch.zeros(n, k, dtype=torch.uint8)
+    for q in range(k):
+        g = int(perm[q]) // group
+        if not static and q % group == 0:
+            scales[:, g:g + 1], zeros[:, g:g + 1] = grid_params(w[:, q:q + group], Grid(grid.bits, None, grid.symmetric))
+        s, z = scales[:, g].double(), zeros[:, g].double()
+        codes[:, q] = torch.clamp(torch.round(w[:, q].float() / s + z), 0, grid.max_code).to(torch.uint8)
+        err = (w[:, q] - (codes[:, q].double() - z) * s) / hinv[q, q]
+        w[:, q:] -= err[:, None] * hinv[q, q:][None, :]
+        hinv = hinv - hinv[:, q:q + 1] @ hinv[q:q + 1, :] / hinv[q, q]
+    return codes[:, torch.argsort(perm)], scales, zeros
+
+
+@pytest.mark.parametrize("grid", [Grid(4, 16), Grid(8, None, True), Grid(4, 24)])
+@pytest.mark.parametrize("act_order", [False, True])
+def test_blocked_gptq_equals_the_column_by_column_reference(grid, act_order):
+    torch.manual_seed(1)
+    w = torch.randn(12, 76) * 0.05
+    x = correlated_inputs(512, 76)
+    h = 2 * x.double().t() @ x.double() / len(x)
+    codes, scales, zeros = gptq(w, h, grid, act_order=act_order, block=32)  # several blocks, a ragged last group
+    ref_codes, ref_scales, ref_zeros = gptq_reference(w, h, grid, act_order=act_order)
+    assert torch.equal(scales, ref_scales.float()) and torch.equal(zeros, ref_zeros.float())
+    assert torch.equal(codes, ref_codes)
+
+
+def test_inverse_cholesky_is_the_upper_factor_of_the_inverse():
+    x = correlated_inputs(512, 96).double()
+    h = x.t() @ x / 512 + 0.01 * torch.eye(96, dtype=torch.float64)
+    u = inverse_cholesky(h)
+    assert torch.equal(u, u.triu()) and (torch.diag(u) > 0).all()
+    torch.testing.assert_close(u, torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(h)), upper=True),
+                               rtol=1e-9, atol=1e-12)
 
 
 def test_gptq_handles_dead_inputs():

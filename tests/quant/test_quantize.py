@@ -179,3 +179,21 @@ def test_dequantized_model_is_a_plain_float_model():
         assert not is_quantized(plain) and plain.head is None
         torch.testing.assert_close(plain(x), before, rtol=1e-5, atol=1e-5)
     assert isinstance(plain.cfg, ModelConfig)
+
+
+@torch.no_grad()
+def test_linears_sharing_a_hessian_get_what_each_gets_alone():
+    from lmforge.quant.gptq import gptq
+    from lmforge.quant.quantize import block_linears, capture_inputs, gptq_shared
+
+    torch.manual_seed(0)
+    block = tiny_model(VOCAB).layers[0]
+    hidden = [torch.randn(2, 24, block.mixer_norm.weight.shape[0])]
+    linears = block_linears(block)
+    hessians, _ = capture_inputs(block, list(linears), hidden, torch.arange(24).expand(2, -1), keep=False, bf16=False)
+    assert hessians["mixer.q_proj"] is hessians["mixer.v_proj"]  # q, k, v read one input
+    spec = QuantSpec("gptq", 4, 32)
+    shared = gptq_shared(linears, hessians, spec)
+    for name, lin in linears.items():
+        alone = gptq(lin.weight, hessians[name].h, spec.grid, spec.damp, spec.act_order)
+        assert all(torch.equal(a, b) for a, b in zip(shared[name], alone)), name

@@ -1,6 +1,7 @@
 import pytest
 import torch
-from helpers import tiny_run_config
+import torch.nn.functional as F
+from helpers import tiny_model, tiny_run_config
 
 from lmforge.checkpoint import load_checkpoint
 from lmforge.data.loader import eval_windows
@@ -45,6 +46,22 @@ def test_plain_fine_tuning_uses_the_next_token_loss(dense, tmp_path):
     losses = [r["loss"] for r in read_metrics(tmp_path / "ce" / "metrics.jsonl") if "loss" in r]
     assert losses[0] > 1.0  # cross-entropy on text, not a divergence from the teacher
     assert load_checkpoint(tmp_path / "ce").config.model.mixers == ["sparse", "sparse"]
+
+
+def test_the_mse_variant_adds_the_weighted_residual_stream_error():
+    teacher = tiny_model(64)
+    student = tiny_model(64, mixers=["sparse"], sparse_block_q=4, sparse_block_k=4, sparse_top_k=0.1, sparse_top_p=0.1)
+    student.load_state_dict(teacher.state_dict())
+    x = torch.randint(0, 64, (2, 33), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        kl = distillation_objective(teacher, 0.0)(student, x[:, :-1], x[:, 1:])
+        both = distillation_objective(teacher, 2.0)(student, x[:, :-1], x[:, 1:])
+        mse = torch.stack([F.mse_loss(a, b) for a, b in zip(student.hidden_states(x[:, :-1])[1:],
+                                                            teacher.hidden_states(x[:, :-1])[1:])]).mean()
+        itself = distillation_objective(teacher, 2.0)(teacher, x[:, :-1], x[:, 1:])
+    assert kl > 0 and mse > 0  # the sparse student differs from its dense teacher
+    torch.testing.assert_close(both, kl + 2.0 * mse)
+    assert abs(float(itself)) < 1e-5
 
 
 def test_bad_requests():

@@ -77,6 +77,14 @@ def test_refuses_to_clobber_or_resume_the_wrong_run(tmp_path, corpus_dir, prepar
         train(tiny_run_config(corpus_dir, tmp_path / "s", prepared.dir, seq_len=128), progress=False, log=lambda s: None)
 
 
+def test_refuses_to_resume_with_another_optimizer(tmp_path, corpus_dir, prepared):
+    train(tiny_run_config(corpus_dir, tmp_path / "r", prepared.dir, steps=4, optimizer="muon"), until_step=2,
+          progress=False, log=lambda s: None)
+    other = tiny_run_config(corpus_dir, tmp_path / "r", prepared.dir, steps=4, optimizer="namo")
+    with pytest.raises(CheckpointError, match=r"matrix \(muon, 14 tensors\).*matrix \(namo, 14 tensors\).*--overwrite"):
+        train(other, resume=True, progress=False, log=lambda s: None)
+
+
 def test_ctrl_c_saves_a_resumable_checkpoint(tmp_path, corpus_dir, prepared):
     cfg = tiny_run_config(corpus_dir, tmp_path / "i", prepared.dir, steps=100000, eval_every=0)
     logs = []

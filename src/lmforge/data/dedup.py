@@ -15,7 +15,9 @@ ch. 3): a document's shingles are its word n-grams; each of `bands * rows` unive
 functions (a*x + b) mod p, p = 2^31 - 1, keeps its minimum over the shingles, and two signatures
 agree in one position with probability equal to the shingle sets' Jaccard similarity s. Two
 documents become a candidate pair when all `rows` values of some band agree, which happens with
-probability 1 - (1 - s^rows)^bands: for 14 x 8, 0.56 at s = 0.7, 0.92 at 0.8, 0.99 at 0.85.
+probability 1 - (1 - s^rows)^bands: for the default 16 x 6, 0.22 at s = 0.5, 0.87 at 0.7, 0.992
+at 0.8, 0.9995 at 0.85. The bands are loose on purpose: verification removes the candidates below
+the threshold, so the bands need only catch the pairs above it.
 
 The 31-bit Mersenne prime keeps the arithmetic exact in uint64 (a, x, b < p, so a*x + b < p^2 < 2^62),
 reduces mod p with a shift, a mask and one subtraction instead of a division, and halves signature
@@ -23,8 +25,12 @@ memory against 64-bit values. Shingle hashes are reduced mod p first: two docume
 shingles each share a residue between distinct shingles with probability about 10^6 / p = 5e-4,
 and then only one shingle's worth, far below the estimator's own spread (1/sqrt(bands * rows)).
 
+Candidates are then verified: by default against the true Jaccard of their shingle sets
+(`exact_jaccard`), else against the signatures' estimate (`estimated_jaccard`).
+
 For a sharded run the work splits into phases: workers call `minhash_signatures` and `band_keys`
-on their shard; the driver concatenates the keys in stream order and calls `near_duplicates`;
+(and `shingle_sets` to verify exactly) on their shard; the driver concatenates them in stream
+order and calls `near_duplicates`;
 workers then apply `DropIds` with the ids it returns. `MinHashDedup` does all of it in one stream.
 """
 
@@ -34,9 +40,9 @@ import hashlib
 import itertools
 import re
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import lru_cache, partial
 
 import numpy as np
 
@@ -48,6 +54,7 @@ MERSENNE31 = np.uint64((1 << 31) - 1)
 EMPTY = np.uint32(0xFFFFFFFF)  # minimum over no shingles; above every value mod 2^31 - 1
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _NOT_WORD = re.compile(r"[^\w\s]|_")
+VERIFY = ("exact", "estimate")
 _CHUNK = 8192  # shingles per [shingles, permutations] block: a few MB, cache-sized
 
 
@@ -118,11 +125,11 @@ def ngram_hashes(text: str, n: int) -> np.ndarray:
 @dataclass(frozen=True)
 class MinHashConfig:
     """MinHash-LSH parameters: `bands` x `rows` permutations, word `ngram` shingles, the `seed`
-    of the hash functions, and the estimated Jaccard a candidate pair must reach (`threshold`,
-    0 keeps every candidate) before it merges clusters."""
+    of the hash functions, and the Jaccard a candidate pair must reach (`threshold`, 0 keeps
+    every candidate) before it merges clusters."""
 
-    bands: int = 14
-    rows: int = 8
+    bands: int = 16
+    rows: int = 6
     ngram: int = 5
     seed: int = 0
     threshold: float = 0.0
@@ -169,14 +176,19 @@ def minhash_signatures(texts: Sequence[str], config: MinHashConfig = MinHashConf
 
     Every text without words gets the all-`EMPTY` signature (the minimum over no shingles), so
     such texts are near-duplicates of each other and of nothing else."""
-    shingles, offsets = ngram_hashes_batch(texts, config.ngram)
+    return signatures_of(*ngram_hashes_batch(texts, config.ngram), config)
+
+
+def signatures_of(shingles: np.ndarray, offsets: np.ndarray, config: MinHashConfig) -> np.ndarray:
+    """`minhash_signatures` of texts given by their n-gram hashes (`ngram_hashes_batch`)."""
+    n = len(offsets) - 1
     x = shingles % MERSENNE31
     a, b = _permutations(config.num_perm, config.seed)
-    sig = np.full((len(texts), config.num_perm), EMPTY, np.uint32)
+    sig = np.full((n, config.num_perm), EMPTY, np.uint32)
     out = np.empty((min(_CHUNK, len(x)), config.num_perm), np.uint64)
     tmp = np.empty_like(out)
     doc = 0
-    while doc < len(texts):
+    while doc < n:
         # documents [doc, end) whose shingles fit one block (at least one document per block)
         end = max(doc + 1, int(np.searchsorted(offsets, offsets[doc] + _CHUNK, side="right")) - 1)
         lo, hi = offsets[doc], offsets[end]
@@ -215,15 +227,78 @@ def candidate_pairs(keys: np.ndarray) -> np.ndarray:
     return np.unique(np.concatenate(pairs), axis=0)
 
 
-def verify_pairs(pairs: np.ndarray, signatures: np.ndarray, threshold: float) -> np.ndarray:
-    """The pairs whose estimated Jaccard (share of equal signature values) reaches `threshold`:
-    cuts the false positives of LSH, whose buckets also catch pairs below the S-curve's knee."""
-    keep = np.zeros(len(pairs), bool)
+def estimated_jaccard(pairs: np.ndarray, signatures: np.ndarray) -> np.ndarray:
+    """Each pair's Jaccard estimated from its signatures: the share of equal values (float64)."""
+    out = np.zeros(len(pairs))
     step = 65536  # pairs compared at a time, bounding the [pairs, permutations] temporaries
     for s in range(0, len(pairs), step):
         p = pairs[s : s + step]
-        keep[s : s + step] = (signatures[p[:, 0]] == signatures[p[:, 1]]).mean(axis=1) >= threshold
-    return pairs[keep]
+        out[s : s + step] = (signatures[p[:, 0]] == signatures[p[:, 1]]).mean(axis=1)
+    return out
+
+
+def shingle_sets(texts: Sequence[str], n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each text's set of word n-gram hashes, sorted: (hashes uint64, offsets int64 of length
+    len(texts) + 1), text i's set being hashes[offsets[i]:offsets[i + 1]]."""
+    return unique_per_text(*ngram_hashes_batch(texts, n))
+
+
+def unique_per_text(hashes: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`shingle_sets` of texts given by their n-gram hashes (`ngram_hashes_batch`)."""
+    n = len(offsets) - 1
+    doc = np.repeat(np.arange(n), np.diff(offsets))
+    order = np.lexsort((hashes, doc))
+    hashes, doc = hashes[order], doc[order]
+    first = np.ones(len(hashes), bool)
+    first[1:] = (hashes[1:] != hashes[:-1]) | (doc[1:] != doc[:-1])
+    counts = np.bincount(doc[first], minlength=n)
+    unique_offsets = np.zeros(n + 1, np.int64)
+    np.cumsum(counts, out=unique_offsets[1:])
+    return hashes[first], unique_offsets
+
+
+def concat_sets(parts: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """The shingle sets of several batches (`shingle_sets` results), as one, in order."""
+    hashes = np.concatenate([np.zeros(0, np.uint64), *(h for h, _ in parts)])
+    counts = np.concatenate([np.zeros(0, np.int64), *(np.diff(o) for _, o in parts)])
+    offsets = np.zeros(len(counts) + 1, np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    return hashes, offsets
+
+
+def exact_jaccard(pairs: np.ndarray, sets: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """Each pair's true Jaccard of its shingle sets (`shingle_sets`), float64; two empty sets give 1.
+
+    Both sets of every pair in a block are gathered into one array, sorted within each pair, and
+    the values equal to their neighbour in the same pair are the intersection."""
+    hashes, offsets = sets
+    out = np.ones(len(pairs))
+    sizes = np.diff(offsets)
+    left, right = sizes[pairs[:, 0]], sizes[pairs[:, 1]]
+    ends = np.cumsum(left + right)
+    start = 0
+    while start < len(pairs):
+        # pairs [start, stop) whose values fit one block (at least one pair per block)
+        base = ends[start - 1] if start else 0
+        stop = max(start + 1, int(np.searchsorted(ends, base + (1 << 22), side="right")))
+        out[start:stop] = _block_jaccard(pairs[start:stop], hashes, offsets, left[start:stop], right[start:stop])
+        start = stop
+    return out
+
+
+def _block_jaccard(pairs, hashes, offsets, left, right) -> np.ndarray:
+    total = left + right
+    owner = np.repeat(np.arange(len(pairs)), total)
+    pos = np.arange(int(total.sum())) - np.repeat(np.cumsum(total) - total, total)
+    n_left = left[owner]
+    index = np.where(pos < n_left, offsets[pairs[owner, 0]] + pos, offsets[pairs[owner, 1]] + pos - n_left)
+    values = hashes[index]
+    order = np.lexsort((values, owner))
+    values, owner = values[order], owner[order]
+    same = (values[1:] == values[:-1]) & (owner[1:] == owner[:-1])
+    inter = np.bincount(owner[1:][same], minlength=len(pairs))
+    union = total - inter
+    return np.where(union > 0, inter / np.maximum(union, 1), 1.0)
 
 
 def cluster_roots(n: int, pairs: np.ndarray) -> np.ndarray:
@@ -243,14 +318,15 @@ def cluster_roots(n: int, pairs: np.ndarray) -> np.ndarray:
     return np.array([find(i) for i in range(n)], np.int64)
 
 
-def near_duplicates(keys: np.ndarray, signatures: np.ndarray | None = None,
+def near_duplicates(keys: np.ndarray, jaccard: Callable[[np.ndarray], np.ndarray] | None = None,
                     threshold: float = 0.0) -> tuple[np.ndarray, int]:
     """The driver's phase: from every document's band keys (in stream order) the indices to drop
     (all but the first of each cluster) and the number of clusters with more than one document.
-    `signatures` are needed only to verify candidates against `threshold` > 0."""
+    With `threshold` > 0 a candidate pair merges only if `jaccard(pairs)` (`exact_jaccard` or
+    `estimated_jaccard` bound to the documents' sets or signatures) reaches it."""
     pairs = candidate_pairs(keys)
     if threshold > 0:
-        pairs = verify_pairs(pairs, signatures, threshold)
+        pairs = pairs[jaccard(pairs) >= threshold]
     roots = cluster_roots(len(keys), pairs)
     drop = np.flatnonzero(roots != np.arange(len(keys)))
     return drop, len(np.unique(roots[drop]))
@@ -281,19 +357,25 @@ class ExactDedup(GlobalStep):
 @dataclass
 class MinHashDedup(GlobalStep):
     """Near-duplicate removal by MinHash-LSH: keeps the first document (in shard, then stream
-    order) of each cluster of candidate pairs. Workers compute band keys (and signatures when
-    `threshold` > 0) of their shard; the driver clusters them all at once. The bands catch
-    pairs from about 0.72 Jaccard up; verifying each candidate's signature estimate against
-    `threshold` keeps the cut at the intended 0.8. The estimate from 112 hashes has a standard
-    deviation of about 0.04 there, so the default asks for 0.81: on planted near-duplicates
-    (benchmarks/data_pipeline.py) precision/recall for pairs above 0.8 true Jaccard are
-    0.65/0.99 unverified, 0.945/0.95 verified at 0.80 and 0.97/0.93 at 0.81."""
+    order) of each cluster of candidate pairs. Workers compute band keys, plus what verification
+    needs, of their shard; the driver clusters them all at once.
 
-    bands: int = 14
-    rows: int = 8
+    A candidate pair merges only if its Jaccard reaches `threshold` (0: every candidate merges).
+    `verify="exact"` (the default) computes the true Jaccard of the two shingle sets, which the
+    workers hand to the driver (8 bytes per shingle, about one per word); `"estimate"` uses the
+    share of equal signature values (4 bytes per permutation per document), whose standard
+    deviation at 0.8 is about 0.04 with 96 hashes, so pairs just above the threshold are lost and
+    pairs just below it kept whatever the threshold. The defaults (16 x 6, exact, 0.8) were chosen
+    on planted near-duplicates of python3.11-doc paragraphs and checked on a set generated apart
+    from /usr/share/doc paragraphs (benchmarks/data_pipeline.py, BENCHMARKS.md): there exact
+    verification keeps precision at 1.0 and recall is what the bands catch."""
+
+    bands: int = 16
+    rows: int = 6
     ngram: int = 5
     seed: int = 0
-    threshold: float = 0.81  # a candidate pair must also have this Jaccard estimated from the signatures (0: off)
+    threshold: float = 0.8
+    verify: str = "exact"  # how a candidate's Jaccard is obtained: "exact" (shingle sets) or "estimate" (signatures)
     batch_size: int = 8192  # documents hashed at once (bounds the signature memory of a shard)
 
     name = "minhash_dedup"
@@ -301,25 +383,36 @@ class MinHashDedup(GlobalStep):
 
     def __post_init__(self) -> None:
         self.config = MinHashConfig(self.bands, self.rows, self.ngram, self.seed, self.threshold)
+        if self.verify not in VERIFY:
+            raise ConfigError(f"minhash verify={self.verify!r} is not one of {', '.join(VERIFY)}")
 
-    def summarize(self, docs: list[Document]) -> tuple[list[str], np.ndarray, np.ndarray | None]:
-        """The shard's ids, band keys [n, bands] and, when verifying, signatures [n, bands * rows]
-        (zero rows for an empty shard, so every shard's arrays concatenate)."""
-        keys = np.zeros((len(docs), self.bands), np.uint64)
-        signatures = np.zeros((len(docs), self.config.num_perm), np.uint32) if self.threshold > 0 else None
+    def summarize(self, docs: list[Document]) -> tuple[list[str], np.ndarray, object]:
+        """The shard's ids, band keys [n, bands] and what verification needs: the shingle sets
+        (`shingle_sets`), the signatures [n, bands * rows], or None without verification (an
+        empty shard gives empty arrays, so every shard's parts concatenate)."""
+        ids, keys, parts = [d.id for d in docs], np.zeros((len(docs), self.bands), np.uint64), []
         for start in range(0, len(docs), self.batch_size):
-            sig = minhash_signatures([d.text for d in docs[start : start + self.batch_size]], self.config)
+            hashes, offsets = ngram_hashes_batch([d.text for d in docs[start : start + self.batch_size]], self.ngram)
+            sig = signatures_of(hashes, offsets, self.config)
             keys[start : start + len(sig)] = band_keys(sig, self.config)
-            if signatures is not None:
-                signatures[start : start + len(sig)] = sig
-        return [d.id for d in docs], keys, signatures
+            if self.threshold > 0:
+                parts.append(unique_per_text(hashes, offsets) if self.verify == "exact" else sig)
+        if self.threshold == 0:
+            return ids, keys, None
+        if self.verify == "exact":
+            return ids, keys, concat_sets(parts)
+        return ids, keys, np.concatenate([np.zeros((0, self.config.num_perm), np.uint32), *parts])
 
-    def resolve(self, summaries: list[tuple[list[str], np.ndarray, np.ndarray | None]], stats: StepStats) -> set[str]:
+    def resolve(self, summaries: list[tuple[list[str], np.ndarray, object]], stats: StepStats) -> set[str]:
         ids = [doc_id for summary in summaries for doc_id in summary[0]]
         if not ids:
             return set()
         keys = np.concatenate([summary[1] for summary in summaries])
-        signatures = np.concatenate([summary[2] for summary in summaries]) if self.threshold > 0 else None
-        drop, clusters = near_duplicates(keys, signatures, self.threshold)
+        jaccard = None
+        if self.threshold > 0 and self.verify == "exact":
+            jaccard = partial(exact_jaccard, sets=concat_sets([summary[2] for summary in summaries]))
+        elif self.threshold > 0:
+            jaccard = partial(estimated_jaccard, signatures=np.concatenate([summary[2] for summary in summaries]))
+        drop, clusters = near_duplicates(keys, jaccard, self.threshold)
         stats.changed["duplicate_clusters"] += clusters
         return {ids[i] for i in drop}

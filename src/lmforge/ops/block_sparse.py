@@ -170,7 +170,8 @@ def block_sparsity(mask: torch.Tensor, n_keys: int, block_q: int, block_k: int, 
 
 def _flex_block_mask(mask: torch.Tensor, t: int, block_q: int, block_k: int):
     """A FlexAttention BlockMask for a whole sequence: own blocks get the causal mask_mod,
-    every other kept block is attended in full."""
+    every other kept block is attended in full. The mask_mod also looks the block up in `mask`, so
+    an uncompiled call (which evaluates mask_mod everywhere) gives the same values as the kernel."""
     from torch.nn.attention.flex_attention import BlockMask
 
     own, _ = block_layout(0, mask.shape[-2], block_q, t, block_k, mask.device)
@@ -180,11 +181,11 @@ def _flex_block_mask(mask: torch.Tensor, t: int, block_q: int, block_k: int):
         order = torch.sort((~m).to(torch.int8), dim=-1, stable=True).indices.to(torch.int32)
         return counts, order
 
-    def causal(b, h, q_idx, kv_idx):
-        return q_idx >= kv_idx
+    def causal_in_kept_blocks(b, h, q_idx, kv_idx):
+        return (q_idx >= kv_idx) & mask[b, h, q_idx // block_q, kv_idx // block_k]
 
     return BlockMask.from_kv_blocks(*as_indices(mask & own), *as_indices(mask & ~own), BLOCK_SIZE=(block_q, block_k),
-                                    mask_mod=causal, seq_lengths=(t, t))
+                                    mask_mod=causal_in_kept_blocks, seq_lengths=(t, t))
 
 
 _compiled_flex = None

@@ -7,49 +7,56 @@ from torch import nn
 from lmforge.config import TrainConfig
 from lmforge.optim.hybrid import HybridOptimizer
 
+GROUPS = ("matrix", "embedding", "gain")  # the parameter groups of every optimizer, in this order
+
 
 def split_parameters(model: nn.Module) -> dict[str, list[nn.Parameter]]:
-    """Which parameters a matrix optimizer may take.
+    """The parameter groups every optimizer shares.
 
-    "matrix": 2-D weight matrices inside the blocks (hidden layers); "decay": other 2-D
-    parameters (the embedding and output head); "no_decay": norm gains, biases and
-    anything else that is not 2-D. Each trainable parameter lands in exactly one list.
+    "matrix": 2-D weight matrices inside the blocks (hidden layers); "embedding": other 2-D
+    parameters (the embedding and output head); "gain": norm gains, biases and anything else
+    that is not 2-D. Each trainable parameter lands in exactly one list.
     """
-    groups: dict[str, list[nn.Parameter]] = {"matrix": [], "decay": [], "no_decay": []}
+    groups: dict[str, list[nn.Parameter]] = {name: [] for name in GROUPS}
     seen: set[int] = set()
     for name, p in model.named_parameters():
         if not p.requires_grad or id(p) in seen:
             continue
         seen.add(id(p))
         if p.dim() != 2:
-            groups["no_decay"].append(p)
+            groups["gain"].append(p)
         elif name.startswith("layers."):
             groups["matrix"].append(p)
         else:
-            groups["decay"].append(p)
+            groups["embedding"].append(p)
     return groups
 
 
+def _matrix_group(cfg: TrainConfig, lr: float) -> dict:
+    """Settings of the hidden matrices' group: AdamW's with "adamw", else the matrix optimizer's."""
+    if cfg.optimizer == "adamw":
+        return _adamw_group(cfg, lr, cfg.weight_decay)
+    return {"kind": cfg.optimizer, "lr": lr, "weight_decay": cfg.weight_decay, "momentum": cfg.matrix_momentum,
+            "beta2": cfg.matrix_beta2, "eps": cfg.matrix_eps, "scale": cfg.muon_scale, "clamp": cfg.namo_d_clamp,
+            "ns_steps": cfg.ns_steps}
+
+
+def _adamw_group(cfg: TrainConfig, lr: float, weight_decay: float) -> dict:
+    return {"kind": "adamw", "lr": lr, "betas": (cfg.beta1, cfg.beta2), "eps": 1e-8, "weight_decay": weight_decay}
+
+
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> HybridOptimizer:
-    """AdamW for everything ("adamw"), or the matrix optimizer for hidden matrices plus AdamW for the rest."""
+    """One optimizer with the same three groups whatever `cfg.optimizer` is, so optimizers compare on equal terms.
+
+    Hidden matrices at `matrix_lr` (default `lr`), updated by `cfg.optimizer` (AdamW included);
+    embedding and head by AdamW at `lr` with weight decay; gains and biases by AdamW at `lr`
+    without weight decay. Empty groups are dropped.
+    """
     split = split_parameters(model)
-    adamw = {"kind": "adamw", "lr": cfg.lr, "betas": (cfg.beta1, cfg.beta2), "eps": 1e-8}
-    matrices = split["matrix"]
-    groups = [
-        {"params": split["decay"] + (matrices if cfg.optimizer == "adamw" else []), "weight_decay": cfg.weight_decay, **adamw},
-        {"params": split["no_decay"], "weight_decay": 0.0, **adamw},
-    ]
-    if cfg.optimizer != "adamw":
-        groups.append({
-            "params": matrices,
-            "kind": cfg.optimizer,
-            "lr": cfg.matrix_lr if cfg.matrix_lr is not None else cfg.lr,
-            "weight_decay": cfg.weight_decay,
-            "momentum": cfg.matrix_momentum,
-            "beta2": cfg.matrix_beta2,
-            "eps": cfg.matrix_eps,
-            "scale": cfg.muon_scale,
-            "clamp": cfg.namo_d_clamp,
-            "ns_steps": cfg.ns_steps,
-        })
-    return HybridOptimizer([g for g in groups if g["params"]])
+    matrix_lr = cfg.matrix_lr if cfg.matrix_lr is not None else cfg.lr
+    settings = {
+        "matrix": _matrix_group(cfg, matrix_lr),
+        "embedding": _adamw_group(cfg, cfg.lr, cfg.weight_decay),
+        "gain": _adamw_group(cfg, cfg.lr, 0.0),
+    }
+    return HybridOptimizer([{"name": name, "params": split[name], **settings[name]} for name in GROUPS if split[name]])

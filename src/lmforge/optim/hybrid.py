@@ -16,6 +16,15 @@ from lmforge.optim.orthogonalize import orthogonalize_all
 MATRIX_KINDS = ("muon", "namo", "namo_d")
 
 
+def _layout(groups: list[dict]) -> list[tuple[str | None, str | None, int]]:
+    """(name, kind, number of parameters) of each group."""
+    return [(g.get("name"), g.get("kind"), len(g["params"])) for g in groups]
+
+
+def _describe(layout: list[tuple[str | None, str | None, int]]) -> str:
+    return ", ".join(f"{name or 'unnamed'} ({kind}, {n} tensors)" for name, kind, n in layout)
+
+
 class HybridOptimizer(torch.optim.Optimizer):
     """AdamW (Loshchilov & Hutter, arXiv 1711.05101) for "adamw" groups; Muon, NAMO or NAMO-D
     for groups of 2-D hidden matrices, whose orthogonalisation is shared out across ranks
@@ -28,6 +37,17 @@ class HybridOptimizer(torch.optim.Optimizer):
             if group["kind"] != "adamw" and any(p.dim() != 2 for p in group["params"]):
                 raise ValueError(f"{group['kind']} groups take only 2-D matrices")
         super().__init__(param_groups, defaults={})
+
+    def layout_difference(self, state: dict) -> str | None:
+        """How the parameter groups of a saved `state_dict` differ from this optimizer's (None if they match).
+
+        Resuming across layouts would mismatch the per-parameter state (or silently switch the
+        update rule, since loading restores each group's settings), so the caller refuses it.
+        """
+        saved, mine = _layout(state["param_groups"]), _layout(self.param_groups)
+        if saved == mine:
+            return None
+        return f"its optimizer has parameter groups {_describe(saved)}, this run builds {_describe(mine)}"
 
     @torch.no_grad()
     def step(self, closure=None):

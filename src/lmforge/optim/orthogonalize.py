@@ -22,14 +22,15 @@ def _world() -> tuple[int, int]:
 
 
 def orthogonalize_all(matrices: list[torch.Tensor], steps: int = 5) -> list[torch.Tensor]:
-    """newton_schulz5 of every matrix (bf16 where the device supports it), in input order."""
+    """newton_schulz5 of every matrix, in input order: in bf16 where the device supports it, except that
+    float64 matrices stay float64 (a caller asking for float64 wants the exact iteration, as the tests do)."""
     out: list[torch.Tensor | None] = [None] * len(matrices)
     by_shape: dict[tuple, list[int]] = {}
     for i, m in enumerate(matrices):
         by_shape.setdefault((tuple(m.shape), m.device, m.dtype), []).append(i)
     rank, world = _world()
     for (shape, device, dtype), indices in by_shape.items():
-        compute = torch.bfloat16 if bf16_supported(device) else None
+        compute = torch.bfloat16 if bf16_supported(device) and dtype != torch.float64 else None
         stack = torch.stack([matrices[i] for i in indices])
         if world == 1:
             result = newton_schulz5(stack, steps, compute_dtype=compute)

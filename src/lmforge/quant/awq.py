@@ -53,9 +53,16 @@ def llama_scale_groups(block: nn.Module, positions: torch.Tensor) -> list[ScaleG
 
 @torch.no_grad()
 def search_scales(x: torch.Tensor, linears: list[nn.Linear], inspect: Callable, grid: Grid,
-                  mean_abs: torch.Tensor) -> torch.Tensor:
-    """The input-column scales s [K] minimising the error of `inspect(x)` with linears quantized as (W s) / s."""
-    reference = inspect(x)
+                  mean_abs: torch.Tensor, bf16: bool = False) -> torch.Tensor:
+    """The input-column scales s [K] minimising the error of `inspect(x)` with linears quantized as (W s) / s.
+
+    With `bf16` every `inspect` (the reference and each candidate alike) runs its products in bf16.
+    """
+    def judged(x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
+            return inspect(x).float()
+
+    reference = judged(x)
     originals = [lin.weight.detach().clone() for lin in linears]
     best, best_loss = torch.ones_like(mean_abs), float("inf")
     try:
@@ -64,7 +71,7 @@ def search_scales(x: torch.Tensor, linears: list[nn.Linear], inspect: Callable, 
             s = s / (s.max() * s.min()).sqrt()
             for lin, w in zip(linears, originals):
                 lin.weight.copy_(fake_quantize(w * s, grid) / s)
-            loss = float((inspect(x) - reference).float().pow(2).mean())
+            loss = float((judged(x) - reference).pow(2).mean())
             if loss < best_loss:
                 best, best_loss = s, loss
     finally:
@@ -117,11 +124,11 @@ def group_outputs(w: torch.Tensor, x: torch.Tensor, group: int) -> torch.Tensor:
 
 @torch.no_grad()
 def awq_block(block: nn.Module, inputs: dict[str, torch.Tensor], positions: torch.Tensor, grid: Grid,
-              search_rows: int) -> dict[str, torch.Tensor]:
+              search_rows: int, bf16: bool = False) -> dict[str, torch.Tensor]:
     """Scale (folded into the block) and clip one block's linears; returns each linear's range shrink [N, G].
 
     `inputs` maps linear names to their calibration inputs [n, T, K] (updated in place for
-    the folded scales); the scale search judges the first `search_rows` sequences.
+    the folded scales); the scale search judges the first `search_rows` sequences (in bf16 with `bf16`).
     """
     groups = llama_scale_groups(block, positions)
     modules = dict(block.named_modules())
@@ -129,7 +136,7 @@ def awq_block(block: nn.Module, inputs: dict[str, torch.Tensor], positions: torc
     for g in groups:
         x = inputs[g.linears[0]]
         mean_abs = x.reshape(-1, x.shape[-1]).abs().float().mean(0)
-        chosen.append(search_scales(x[:search_rows], [modules[n] for n in g.linears], g.inspect, grid, mean_abs))
+        chosen.append(search_scales(x[:search_rows], [modules[n] for n in g.linears], g.inspect, grid, mean_abs, bf16))
     for g, s in zip(groups, chosen):  # every search saw the float block; now fold them all
         fold_scales(g.prev, [modules[n] for n in g.linears], s)
         for name in g.linears:

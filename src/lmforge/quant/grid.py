@@ -96,11 +96,23 @@ def storable(scales: torch.Tensor) -> torch.Tensor:
     return scales.clamp(min=2**-24).half().float()
 
 
+def per_group(fn, w: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor, group: int) -> torch.Tensor:
+    """fn(values, s, z) over w [N, K] with each group's parameters [N, G] broadcast over its columns
+    (whole groups as one [N, G, group] view, a short last group alone): no [N, K] copies of the parameters."""
+    n, k = w.shape
+    full = k // group * group
+    parts = []
+    if full:
+        g = full // group
+        parts.append(fn(w[:, :full].reshape(n, g, group), scales[:, :g, None], zeros[:, :g, None]).reshape(n, full))
+    if full < k:
+        parts.append(fn(w[:, full:], scales[:, -1:], zeros[:, -1:]))
+    return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+
+
 def quantize(w: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor, grid: Grid) -> torch.Tensor:
     """Integer codes [N, K] (uint8) of w on the grid given by scales and zeros [N, G]."""
-    k = w.shape[1]
-    group = grid.group_len(k)
-    return round_codes(w, expand_groups(scales, group, k), expand_groups(zeros, group, k), grid.max_code)
+    return per_group(lambda v, s, z: round_codes(v, s, z, grid.max_code), w, scales, zeros, grid.group_len(w.shape[1]))
 
 
 def round_codes(w: torch.Tensor, s: torch.Tensor, z: torch.Tensor, max_code: int) -> torch.Tensor:
@@ -111,13 +123,8 @@ def round_codes(w: torch.Tensor, s: torch.Tensor, z: torch.Tensor, max_code: int
 def dequantize(codes: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor, grid: Grid,
                dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Float weight (u - z) * s [N, K] from codes [N, K] and group parameters [N, G]."""
-    n, k = codes.shape
-    group = grid.group_len(k)
-    if k % group == 0:  # broadcast over whole groups: no [N, K] copies of the parameters
-        grouped = codes.view(n, k // group, group).to(dtype)
-        return ((grouped - zeros.to(dtype)[..., None]) * scales.to(dtype)[..., None]).view(n, k)
-    s, z = expand_groups(scales.to(dtype), group, k), expand_groups(zeros.to(dtype), group, k)
-    return (codes.to(dtype) - z) * s
+    return per_group(lambda u, s, z: (u.to(dtype) - z) * s, codes, scales.to(dtype), zeros.to(dtype),
+                     grid.group_len(codes.shape[1]))
 
 
 def fake_quantize(w: torch.Tensor, grid: Grid, max_shrink: torch.Tensor | float = 1.0) -> torch.Tensor:

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from lmforge.device import resolve_precision
 from lmforge.model.transformer import Transformer
 from lmforge.quant.awq import awq_block
 from lmforge.quant.gptq import Hessian, gptq
@@ -29,6 +30,7 @@ from lmforge.quant.linear import QuantLinear
 METHODS = ("rtn", "gptq", "awq", "hqq")
 CALIBRATED = ("gptq", "awq")
 BATCH_SEQS = 8  # calibration sequences per forward pass
+PRECISIONS = ("auto", "bf16", "fp32")
 
 
 @dataclass
@@ -42,12 +44,15 @@ class QuantSpec:
     act_order: bool = True  # GPTQ: columns by decreasing Hessian diagonal, static groups (measured: better)
     damp: float = 0.01  # GPTQ: damping as a fraction of the mean Hessian diagonal
     awq_search_seqs: int = 16  # AWQ: calibration sequences the scale search is judged on
+    calib_precision: str = "auto"  # GPTQ, AWQ: calibration forwards and AWQ's scale search; auto: bf16 where native
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise QuantizationError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
         if self.head_bits not in (0, 4, 8):
             raise QuantizationError(f"head bits must be 0 (float), 4 or 8, got {self.head_bits}")
+        if self.calib_precision not in PRECISIONS:
+            raise QuantizationError(f"calibration precision must be one of {', '.join(PRECISIONS)}, got {self.calib_precision!r}")
         self.grid  # validates bits and group size
 
     @property
@@ -88,8 +93,9 @@ def quantize_model(model: Transformer, spec: QuantSpec, calibration: torch.Tenso
         hidden = [model.embed(calibration[i:i + BATCH_SEQS]) for i in range(0, len(calibration), BATCH_SEQS)]
         positions = torch.arange(calibration.shape[1]).expand(len(calibration), -1)
     errors = []
+    bf16 = resolve_precision(spec.calib_precision, model.embed.weight.device) == "bf16"
     for block in tqdm(model.layers, desc=f"{spec.method} int{spec.bits}", unit="block", disable=not progress):
-        hidden = quantize_block(block, spec, hidden, positions, errors)
+        hidden = quantize_block(block, spec, hidden, positions, errors, bf16)
     if spec.head_bits:
         quantize_head(model, spec.head_grid())
     model.train(was_training)
@@ -97,8 +103,9 @@ def quantize_model(model: Transformer, spec: QuantSpec, calibration: torch.Tenso
 
 
 def quantize_block(block: nn.Module, spec: QuantSpec, hidden: list[torch.Tensor] | None, positions: torch.Tensor | None,
-                   errors: list[float]) -> list[torch.Tensor] | None:
-    """Quantize one block's linears; returns the next block's calibration inputs (None without calibration)."""
+                   errors: list[float], bf16: bool = False) -> list[torch.Tensor] | None:
+    """Quantize one block's linears; returns the next block's calibration inputs (None without calibration).
+    With `bf16` the calibration forwards (and AWQ's scale search) run their products in bf16."""
     linears = block_linears(block)
     grid = spec.grid
     results: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
@@ -107,13 +114,12 @@ def quantize_block(block: nn.Module, spec: QuantSpec, hidden: list[torch.Tensor]
             results[name] = rtn(lin.weight, grid) if spec.method == "rtn" else hqq(lin.weight, grid)
         install(block, linears, results, grid if spec.method == "rtn" else Grid(grid.bits, grid.group_size), errors)
         return None
-    inputs, outputs = capture_inputs(block, list(linears), hidden, positions, keep=spec.method == "awq")
+    inputs, outputs = capture_inputs(block, list(linears), hidden, positions, spec.method == "awq", bf16)
     if spec.method == "gptq":
-        for name, lin in linears.items():
-            results[name] = gptq(lin.weight, inputs[name].h, grid, spec.damp, spec.act_order)
+        results = gptq_shared(linears, inputs, spec)
         install(block, linears, results, grid, errors)
-        return [block(x, positions[: x.shape[0]], None) for x in hidden]  # inputs to the next block, quantized so far
-    shrinks = awq_block(block, inputs, positions, grid, spec.awq_search_seqs)
+        return forward_dense(block, hidden, positions, bf16)  # inputs to the next block, quantized so far
+    shrinks = awq_block(block, inputs, positions, grid, spec.awq_search_seqs, bf16)
     for name, lin in linears.items():
         scales, zeros = grid_params(lin.weight, grid, shrinks.get(name, 1.0))
         results[name] = quantize(lin.weight, scales, zeros, grid), scales, zeros
@@ -121,9 +127,46 @@ def quantize_block(block: nn.Module, spec: QuantSpec, hidden: list[torch.Tensor]
     return outputs
 
 
+def gptq_shared(linears: dict[str, nn.Linear], hessians: dict, spec: QuantSpec) -> dict:
+    """GPTQ codes, scales, zeros per linear; linears sharing one Hessian (one input) are quantized as one
+    matrix of their stacked rows, which gives each the same result as alone with one factorisation."""
+    sharing: dict[int, list[str]] = defaultdict(list)
+    for name in linears:
+        sharing[id(hessians[name])].append(name)
+    results = {}
+    for names in sharing.values():
+        w = torch.cat([linears[n].weight for n in names])
+        codes, scales, zeros = gptq(w, hessians[names[0]].h, spec.grid, spec.damp, spec.act_order)
+        at = 0
+        for n in names:
+            rows = slice(at, at + linears[n].out_features)
+            results[n] = codes[rows], scales[rows], zeros[rows]
+            at = rows.stop
+    return results
+
+
+def forward_dense(block: nn.Module, hidden: list[torch.Tensor], positions: torch.Tensor, bf16: bool) -> list[torch.Tensor]:
+    """The block's outputs over the calibration batches, its quantized linears dequantized once, not per batch."""
+    quantized = [m for m in block.modules() if isinstance(m, QuantLinear)]
+    for m in quantized:
+        m.keep_dense = True
+    try:
+        return [calibration_forward(block, x, positions, bf16) for x in hidden]
+    finally:
+        for m in quantized:
+            m.keep_dense, m._dense = False, None
+
+
+def calibration_forward(block: nn.Module, x: torch.Tensor, positions: torch.Tensor, bf16: bool) -> torch.Tensor:
+    """The block's output on one calibration batch; with `bf16` its products run in bf16 (about 2.5x the
+    float32 rate on CPUs with AVX-512 bf16) while the residual stream stays float32."""
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
+        return block(x, positions[: x.shape[0]], None).float()
+
+
 def capture_inputs(block: nn.Module, names: list[str], hidden: list[torch.Tensor], positions: torch.Tensor,
-                   keep: bool) -> tuple[dict, list[torch.Tensor]]:
-    """Run the float block over the calibration batches, recording each linear's inputs.
+                   keep: bool, bf16: bool) -> tuple[dict, list[torch.Tensor]]:
+    """Run the float block over the calibration batches, recording each linear's inputs (as float32).
 
     Returns (inputs, block outputs): with `keep`, inputs[name] is the concatenated input
     tensor [n, T, K]; otherwise a GPTQ `Hessian` accumulated batch by batch. Linears that
@@ -136,7 +179,7 @@ def capture_inputs(block: nn.Module, names: list[str], hidden: list[torch.Tensor
     outputs = []
     try:
         for x in hidden:
-            outputs.append(block(x, positions[: x.shape[0]], None))
+            outputs.append(calibration_forward(block, x, positions, bf16))
             if keep:
                 continue
             shared: dict[int, Hessian] = {}
@@ -156,7 +199,7 @@ def capture_inputs(block: nn.Module, names: list[str], hidden: list[torch.Tensor
     for n in names:
         key = tuple(id(t) for t in seen[n])
         if key not in by_batches:
-            by_batches[key] = torch.cat(seen[n])
+            by_batches[key] = torch.cat(seen[n]).float()
         inputs[n] = by_batches[key]
     return inputs, outputs
 

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from lmforge.fileio import atomic_path
+from lmforge.plotting import pyplot, save_figure
 
 
 class MetricsLog:
@@ -40,16 +41,11 @@ def read_metrics(path: str | Path) -> list[dict]:
 
 def plot_loss(metrics_path: str | Path, png_path: str | Path) -> None:
     """Train and validation loss against tokens seen, written atomically as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     records = read_metrics(metrics_path)
     train = [r for r in records if "loss" in r]
     val = [r for r in records if "val_loss" in r and not r.get("final")]
     final = [r for r in records if r.get("final")]
-    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
+    fig, ax = pyplot().subplots(figsize=(7, 4.2), dpi=110)
     if train:
         ax.plot([r["tokens"] for r in train], [r["loss"] for r in train], label="train loss", lw=1.2)
     if val:
@@ -60,7 +56,4 @@ def plot_loss(metrics_path: str | Path, png_path: str | Path) -> None:
     ax.set_ylabel("cross-entropy (nats/token)")
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    with atomic_path(png_path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
+    save_figure(fig, png_path)

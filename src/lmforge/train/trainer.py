@@ -145,6 +145,10 @@ def train(
         _check_resumable(read_run_config(ckpt_dir), cfg, ckpt_dir)
         state, trainer_state = load_training_state(ckpt_dir)
         load_weights(model, ckpt_dir / WEIGHTS)
+        difference = optimizer.layout_difference(state["optimizer"])
+        if difference:
+            raise CheckpointError(f"cannot resume from {ckpt_dir}: {difference}; resume with the optimizer it was trained "
+                                  "with (train.optimizer), or start a new run with --overwrite")
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["torch_rng"])

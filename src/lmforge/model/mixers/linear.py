@@ -2,10 +2,33 @@
 
 Mongaras & Larson, "2Mamba2Furious: Linear in Complexity, Competitive in Accuracy"
 (arXiv 2602.17363) strip Mamba-2 (Dao & Gu, arXiv 2405.21060) down to: a width-2 causal
-depthwise convolution of q, k, v, a per-head input-dependent decay A_t = -softplus(h W_A),
-and an output RMSNorm. Mamba-2S keeps Mamba-2's value scaling by softplus(h W_dt); 2Mamba
-squares and normalises the scores (second-order linear attention); 2Mamba-E exponentiates
-them (softmax attention with a decay bias, quadratic, with a KV cache).
+depthwise convolution (with bias) of q, k, v and a per-head input-dependent decay
+A_t = -softplus(h W_A). Mamba-2S keeps Mamba-2's value scaling by softplus(h W_dt) and an
+output RMSNorm; 2Mamba squares the scores and normalises them by their sum (second-order
+linear attention); 2Mamba-E exponentiates them (softmax attention with a decay bias,
+quadratic, with a KV cache).
+
+`model.linear_variant` picks how the three are configured:
+- "authors" (the default): as the authors' code configures them. In gmongaras/2Mamba2Furious
+  at commit 7ad98b5, GPT_Trainer/LlamaDecoderLayerClean.py, the `configs` entries
+  "squared__sm_norm__A_mask_type_neg_softplus__in_conv_k_2" (2Mamba, line 817),
+  "exp__sm_norm__A_mask_type_neg_softplus__in_conv_k_2" (2Mamba-E, line 890) and
+  "linear__output_norm__A_mask_type_neg_softplus__in_conv_k_2__dt_on_values" (Mamba-2S, line 669)
+  set norm_type "sm_norm" for 2Mamba and 2Mamba-E, so the output RMSNorm is built only for
+  "output_norm" (line 1178) and only Mamba-2S has one; the decay projection `A_mask_proj`
+  (line 1102) and `dt_proj` (line 1138) take `bias=config.attention_bias`, which
+  GPT_Trainer/Trainer.py's `get_model` leaves at LlamaConfig's default, False; the input
+  convolution has a bias (line 1112); no SiLU on q/k, no D residual, no z gate, no RoPE.
+  The paper agrees: Algorithm 4 (Mamba-2S) ends in RMSNorm with W_dt, W_A without biases,
+  and Section 5 builds 2Mamba from it by removing the RMSNorm, adding the softmax-style
+  normalisation and squaring the q.k product.
+- "lmforge": the variant lmforge shipped first, kept for its checkpoints (a config.json
+  written before the setting existed loads as this one): an output RMSNorm on all three
+  and a bias on the decay projection, initialised so the heads' memories spread over about
+  7 to 700 tokens.
+The lmforge variant's Mamba-2S also leaves its scores unscaled (the authors scale them by
+1/sqrt(d), which its output norm nearly cancels). Both keep lmforge's initialisation of the
+convolution and a 1e-6 added to 2Mamba's normaliser (the authors' kernel clamps it at 1e-8).
 
 Training runs the chunked kernels of `lmforge.ops.linear_attention`. In the engine each
 sequence keeps a fixed-size recurrent state plus the convolution's last inputs in its
@@ -106,25 +129,30 @@ class StatefulMixer(nn.Module):
 
 
 class DecayedAttention(nn.Module):
-    """Shared body of Mamba-2S, 2Mamba and 2Mamba-E: conv'd q, k, v, a per-head decay, output norm."""
+    """Shared body of Mamba-2S, 2Mamba and 2Mamba-E: conv'd q, k, v, a per-head decay, and (Mamba-2S, or
+    every one in the "lmforge" variant) an output norm."""
 
-    variant = ""
+    sum_normalised = True  # scores normalised by their sum: the authors put no output norm after them
 
     def __init__(self, cfg: ModelConfig, layer: int):
         super().__init__()
         self.layer = layer
         self.n_heads, self.head_dim, self.chunk = cfg.n_heads, cfg.head_dim, cfg.linear_chunk_size
         inner = cfg.n_heads * cfg.head_dim
+        lmforge = cfg.linear_variant == "lmforge"
         self.qkv_proj = nn.Linear(cfg.d_model, 3 * inner, bias=False)
         self.conv = ShortConv(3 * inner, width=2)
-        self.decay_proj = nn.Linear(cfg.d_model, cfg.n_heads, bias=True)
-        self.out_norm = RMSNorm(inner, cfg.norm_eps)
+        self.decay_proj = nn.Linear(cfg.d_model, cfg.n_heads, bias=lmforge)
+        self.out_norm = RMSNorm(inner, cfg.norm_eps) if lmforge or not self.sum_normalised else nn.Identity()
+        # scores scaled by 1/sqrt(d), as the authors' kernels do; lmforge's Mamba-2S left them unscaled
+        self.score_divisor = 1.0 if lmforge and not self.sum_normalised else math.sqrt(self.head_dim)
         self.o_proj = nn.Linear(inner, cfg.d_model, bias=False)
 
     def reset_mixer_parameters(self) -> None:
         self.conv.reset()
-        with torch.no_grad():
-            self.decay_proj.bias.copy_(_decay_bias(self.n_heads))
+        if self.decay_proj.bias is not None:
+            with torch.no_grad():
+                self.decay_proj.bias.copy_(_decay_bias(self.n_heads))
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
         b, t, _ = x.shape
@@ -138,7 +166,7 @@ class DecayedAttention(nn.Module):
         return q, k, v, log_decay, tail
 
     def output(self, y: torch.Tensor) -> torch.Tensor:
-        """Merged heads [B, T, H * d] -> output norm -> projection."""
+        """Merged heads [B, T, H * d] -> output norm (where there is one) -> projection."""
         return self.o_proj(self.out_norm(y))
 
 
@@ -153,9 +181,8 @@ class _StateSpaceAttention(StatefulMixer, DecayedAttention):
     def mix(self, x: torch.Tensor, tail, state, need_state: bool):
         q, k, v, log_decay, tail = self.inputs(x, tail)
         work = accumulation_dtype(q.dtype)  # the scan accumulates in fp32 (fp64 for fp64)
-        q, k, v = q.to(work), k.to(work), self._values(x, v).to(work)
+        q, k, v = q.to(work) / self.score_divisor, k.to(work), self._values(x, v).to(work)
         if self.order == 2:
-            q = q / math.sqrt(self.head_dim)
             v = torch.cat([v, torch.ones_like(v[..., :1])], dim=-1)  # last column accumulates the normaliser
         if need_state and x.shape[1] == 1:
             y, state = recurrent_linear_attention(q, k, v, log_decay, self.order, state)
@@ -185,6 +212,8 @@ class _StateSpaceAttention(StatefulMixer, DecayedAttention):
 @register_mixer("mamba2s")
 class Mamba2S(_StateSpaceAttention):
     """Mamba-2S: values scaled by softplus(h W_dt), first-order state S_t = exp(A_t) S_{t-1} + k_t^T v_t."""
+
+    sum_normalised = False
 
     def __init__(self, cfg: ModelConfig, layer: int):
         super().__init__(cfg, layer)
