@@ -65,8 +65,8 @@ def git_state() -> dict:
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
 
-    try:  # results files written by earlier runs do not count as changes
-        changes = git("status", "--porcelain", "--", ".", ":(exclude)benchmarks/results")
+    try:  # results files written by earlier runs, and the page they are rendered into, do not count as changes
+        changes = git("status", "--porcelain", "--", ".", ":(exclude)benchmarks/results", ":(exclude)BENCHMARKS.md")
         return {"commit": git("rev-parse", "HEAD"), "dirty": bool(changes)}
     except (OSError, subprocess.CalledProcessError):
         return {"commit": None, "dirty": None}

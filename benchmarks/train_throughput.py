@@ -2,9 +2,12 @@
 
 Every variant runs in one process on the same batches: a warm-up step (which includes compilation),
 then timed steps (forward, backward, fused AdamW step); the table shows the median step's tokens/s
-with the spread of the steps, MFU against the bf16 matrix-product peak measured in the same run,
-and the speed-up over fp32 eager. An ablation runs bf16 with the naive cross-entropy that
-materialises all logits instead of lmforge's chunked fused loss. The variants are measured in
+with the spread of the steps, MFU against the matrix-product peak of the training precision measured
+in the same run, and the speed-up over fp32 eager. The training precision is what
+`train.precision = "auto"` picks: bf16 autocast where the CPU's bf16 products are native (AVX-512
+BF16, AMX), else fp32 (elsewhere bf16 products are several times slower than fp32, so its variants
+are left out). An ablation runs it with the naive cross-entropy that materialises all logits
+instead of lmforge's chunked fused loss. The variants are measured in
 `--rounds` interleaved rounds, so a slow spell of the machine does not fall on one variant only.
 
     python benchmarks/train_throughput.py            # about 4 minutes on 2 cores
@@ -24,17 +27,21 @@ from tables import TABLES
 
 import lmforge.model.transformer as transformer_module
 from lmforge.config import load_run_config
-from lmforge.device import autocast, measure_peak_flops
+from lmforge.device import autocast, measure_peak_flops, resolve_precision
 from lmforge.model.transformer import Transformer, flops_per_token
 from lmforge.ops.cross_entropy import linear_cross_entropy, linear_cross_entropy_reference
 from lmforge.optim import build_optimizer
 
-VARIANTS = (  # name, precision, compiled, fused cross-entropy
-    ("fp32 eager", "fp32", False, True),
-    ("bf16 autocast eager", "bf16", False, True),
-    ("bf16 autocast + torch.compile", "bf16", True, True),
-    ("bf16 eager, naive cross-entropy", "bf16", False, False),
-)
+
+
+def variants_for(precision: str) -> list[tuple[str, str, bool, bool]]:
+    """(name, precision, compiled, fused cross-entropy) of each variant: fp32 eager, then the training precision
+    `train.precision = "auto"` picks on this CPU (bf16 only where its products are native) eager, compiled,
+    and with the naive cross-entropy."""
+    label = "bf16 autocast" if precision == "bf16" else "fp32"
+    eager = [("fp32 eager", "fp32", False, True)] + ([(f"{label} eager", precision, False, True)] if precision == "bf16" else [])
+    return [*eager, (f"{label} + torch.compile", precision, True, True),
+            (f"{label} eager, naive cross-entropy", precision, False, False)]
 
 
 def naive_loss(hidden, weight, targets, ignore_index=-100, compute_dtype=None):
@@ -75,9 +82,12 @@ def main() -> None:
     g = torch.Generator().manual_seed(0)
     shape = (cfg.train.batch_size, cfg.train.seq_len)
     batches = [(torch.randint(0, 4096, shape, generator=g), torch.randint(0, 4096, shape, generator=g)) for _ in range(4)]
-    peaks = {p: [measure_peak_flops(torch.device("cpu"), p, size=2048, seconds=1.0) for _ in range(3)] for p in ("fp32", "bf16")}
-    variants, first, steps_s = {}, {}, {name: [] for name, *_ in VARIANTS}
-    for name, precision, compiled, fused in VARIANTS:
+    cpu = torch.device("cpu")
+    trained_in = resolve_precision("auto", cpu)
+    plan = variants_for(trained_in)
+    peaks = {p: [measure_peak_flops(cpu, p, size=2048, seconds=1.0) for _ in range(3)] for p in {"fp32", trained_in}}
+    variants, first, steps_s = {}, {}, {name: [] for name, *_ in plan}
+    for name, precision, compiled, fused in plan:
         variants[name] = Variant(cfg, precision, compiled, fused, batches)
         t = time.perf_counter()
         variants[name].step()  # includes compilation
@@ -89,22 +99,23 @@ def main() -> None:
         print(f"  round {r + 1}/{rounds} measured", flush=True)
     tokens = shape[0] * shape[1]
     flops = flops_per_token(variants["fp32 eager"].model, cfg.train.seq_len)
-    bf16_peak = max(peaks["bf16"])
+    peak = max(peaks[trained_in])
     rows = []
-    for name, precision, compiled, fused in VARIANTS:
+    for name, precision, compiled, fused in plan:
         rates = [tokens / s for s in steps_s[name]]
         rows.append({"variant": name, "precision": precision, "compiled": compiled, "fused_cross_entropy": fused,
                      "tokens_per_s": spread(rates), "gflops": spread([r * flops / 1e9 for r in rates]),
-                     "mfu": spread([r * flops / bf16_peak for r in rates]), "first_step_s": first[name],
+                     "mfu": spread([r * flops / peak for r in rates]), "first_step_s": first[name],
                      "fp32": name == "fp32 eager"})
     summary = {"throughput": rows}
     settings = {"throughput": {"model": "quickstart, vocabulary 4096", "batch": shape[0], "seq_len": shape[1],
                                "rounds": rounds, "steps_per_round": steps, "flops_per_token": flops,
+                               "training_precision": trained_in, "mfu_against": f"{trained_in} peak",
                                "peak_gflops": {p: max(v) / 1e9 for p, v in peaks.items()}}}
     raw = {"throughput": {"step_seconds": steps_s, "first_step_seconds": first,
                           "peak_flops": peaks}}
     print(f"\nquickstart model, batch {shape[0]} x {shape[1]} tokens, {rounds} x {steps} steps per variant; "
-          f"MFU against the measured bf16 peak {bf16_peak / 1e9:.0f} GFLOP/s (fp32 {max(peaks['fp32']) / 1e9:.0f})")
+          f"MFU against the measured {trained_in} matrix-product peak {peak / 1e9:.0f} GFLOP/s")
     spec = TABLES["train-throughput"]["throughput"]
     print_table(cells(spec, rows), [(c.header, c.header, "s") for c in spec])
     path = record("train-throughput", settings, raw, summary, path=args.out, quick=args.quick)
