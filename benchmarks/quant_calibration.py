@@ -10,12 +10,13 @@ Sources of evaluation text (none of them calibration text):
     `lmforge eval perplexity` scores by default: in domain for calibration sets holding stdlib code).
 Calibration sets: "mixed" (the default: stdlib code outside the evaluation split, and pydoc prose, half
 each) and "stdlib" (that code alone, the former default's domain); the ablations vary one GPTQ setting at a
-time on the mixed set (damping, act-order, calibration tokens, the bf16 calibration forward).
+time on the mixed set (damping, act-order, the bf16 calibration forward); the tokens section calibrates GPTQ
+on 128 and on 32 windows.
 
     .venv/bin/python benchmarks/quant_calibration.py --sections defaults     # float, RTN, HQQ, GPTQ, AWQ (mixed)
     .venv/bin/python benchmarks/quant_calibration.py --sections stdlib       # GPTQ, AWQ calibrated on stdlib code
     .venv/bin/python benchmarks/quant_calibration.py --sections ablations    # GPTQ: damping, act-order, fp32 forward
-    .venv/bin/python benchmarks/quant_calibration.py --sections tokens       # GPTQ: 64 and 32 calibration sequences
+    .venv/bin/python benchmarks/quant_calibration.py --sections tokens       # GPTQ: 128 and 32 calibration sequences
     .venv/bin/python benchmarks/quant_calibration.py --quick                 # defaults and one ablation, small
 Each section is recorded beside the others' tables (a run replaces only the tables it measures).
 """
@@ -41,7 +42,8 @@ import torch
 from lmforge.device import resolve_precision
 from lmforge.eval.perplexity import evaluation_texts, perplexity
 from lmforge.interop.load import load_model
-from lmforge.quant.calibration import DEFAULT_CALIBRATION, calibration_set, sample_texts
+from lmforge.quant import DEFAULT_CALIBRATION, DEFAULT_WINDOW_LEN, DEFAULT_WINDOWS
+from lmforge.quant.calibration import calibration_set, sample_texts
 from lmforge.quant.quantize import QuantSpec, quantize_model
 
 AREA = "quant-calibration"
@@ -52,13 +54,14 @@ ABLATIONS = {  # GPTQ variants, each one change from the defaults
     "fp32 calibration forward": {"calib_precision": "fp32"},
 }
 SECTIONS = ("defaults", "stdlib", "ablations", "tokens")
+TOKEN_WINDOWS = {False: (128, 32), True: (4, 1)}  # calibration windows of the tokens section (full, --quick)
 TITLES = {
     "perplexity": "int4 g128 perplexity on text from other sources than the calibration ({eval_tokens} tokens each, "
                   "{seeds} calibration seeds, {calib_seqs} x {calib_len} calibration tokens)",
     "time": "GPTQ and AWQ at their defaults: wall seconds to quantize SmolLM2-135M, {threads} threads",
     "perplexity_stdlib": "the same, GPTQ and AWQ calibrated on stdlib code alone (the former default's domain)",
     "ablation": "GPTQ variants on the selection sources (mixed calibration, {seeds} seeds)",
-    "tokens": "GPTQ with fewer calibration tokens, selection sources (mixed calibration, {seeds} seeds)",
+    "tokens": "GPTQ calibrated on more and fewer tokens, selection sources (mixed calibration, {seeds} seeds)",
 }
 ROFF_REQUEST = re.compile(r"^[.'].*$", re.MULTILINE)
 ROFF_ESCAPE = re.compile(r"\\f[BIRP0-9]|\\f\(..|\\[-&e]|\\\(..|\\s[-+]?\d")
@@ -174,11 +177,11 @@ def run_calibrated(args, loaded, texts, raw: dict, calib_name: str) -> dict:
 
 
 def run_variants(args, loaded, texts, raw: dict, table: str) -> dict:
-    """GPTQ with one setting changed from the defaults ("ablation") or fewer calibration tokens ("tokens"),
-    mixed calibration, over seeds, on the selection sources."""
+    """GPTQ with one setting changed from the defaults ("ablation") or with each of TOKEN_WINDOWS' calibration
+    sizes ("tokens"), mixed calibration, over seeds, on the selection sources."""
     base, tok = loaded.model, loaded.tokenizer
     if table == "tokens":
-        variants = {f"{args.calib_seqs // share} x {args.calib_len} tokens": ({}, args.calib_seqs // share) for share in (2, 4)}
+        variants = {f"{n} x {args.calib_len}": ({}, n) for n in TOKEN_WINDOWS[args.quick]}
     else:
         variants = {name: (change, args.calib_seqs) for name, change in ABLATIONS.items()}
         if resolve_precision("auto", torch.device("cpu")) == "fp32":  # the defaults already calibrate in fp32 here
@@ -206,7 +209,7 @@ def main() -> None:
     p.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS))
     p.add_argument("--seeds", type=int, default=3, help="calibration seeds per setting")
     args = p.parse_args()
-    args.calib_seqs, args.calib_len = (4, 128) if args.quick else (128, 512)
+    args.calib_seqs, args.calib_len = (4, 128) if args.quick else (DEFAULT_WINDOWS, DEFAULT_WINDOW_LEN)
     args.eval_tokens, args.seq_len = (512, 256) if args.quick else (8192, 512)
     args.seeds = 1 if args.quick else args.seeds
     sections = ["defaults", "ablations"] if args.quick else args.sections

@@ -10,6 +10,7 @@ from typing import NoReturn
 from lmforge import __version__
 from lmforge.config import MAX_SEED, Range, field_range
 from lmforge.errors import LmforgeError
+from lmforge.quant import DEFAULT_CALIBRATION, DEFAULT_WINDOW_LEN, DEFAULT_WINDOWS
 
 MODEL_HELP = "a pulled model name (see `lmforge pull --list`), a .gguf file, a Hugging Face directory, or an lmforge checkpoint/run directory"
 OVERRIDE_HELP = "overrides of the config, e.g. train.steps=500 model.d_model=128 data.corpus=./texts"
@@ -425,12 +426,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--group-size", type=Number(int, Range(0)), default=None,
                    help="input columns sharing a scale (default 128 for 4 bits, per output channel for 8; 0: per channel); "
                         "a width that is not a multiple gets a shorter last group")
-    p.add_argument("--calib", default="mixed",
+    p.add_argument("--calib", default=DEFAULT_CALIBRATION,
                    help="calibration text for gptq/awq: 'mixed' (default: half Python standard library source outside "
                         "the split `eval perplexity` scores, half pydoc English prose), 'stdlib' (that source alone), "
                         "'pydoc', or a file/directory/glob")
-    p.add_argument("--calib-seqs", type=Number(int, Range(1)), default=128, help="calibration sequences (default 128)")
-    p.add_argument("--calib-len", type=Number(int, Range(2)), default=512, help="tokens per calibration sequence (default 512)")
+    p.add_argument("--calib-seqs", type=Number(int, Range(1)), default=DEFAULT_WINDOWS,
+                   help=f"calibration sequences (default {DEFAULT_WINDOWS})")
+    p.add_argument("--calib-len", type=Number(int, Range(2)), default=DEFAULT_WINDOW_LEN,
+                   help=f"tokens per calibration sequence (default {DEFAULT_WINDOW_LEN})")
     p.add_argument("--no-act-order", action="store_true",
                    help="gptq: quantize columns left to right instead of by decreasing activation energy (the default)")
     p.add_argument("--head-bits", type=int, choices=(0, 4, 8), default=8,

@@ -19,13 +19,14 @@ from lmforge.data.document import Document
 from lmforge.data.readers import read_corpus
 from lmforge.data.split import choose_validation
 from lmforge.errors import DataError
+from lmforge.quant import DEFAULT_CALIBRATION, DEFAULT_WINDOW_LEN, DEFAULT_WINDOWS
 from lmforge.tokenizer import Tokenizer
 
-DEFAULT_CALIBRATION = "mixed"
 CHARS_PER_WINDOW_TOKEN = 16  # documents sampled per source: about 4x the text the windows need
 
 
-def calibration_windows(tokenizer: Tokenizer, texts: list[str], n_seqs: int = 128, seq_len: int = 512, seed: int = 0,
+def calibration_windows(tokenizer: Tokenizer, texts: list[str], n_seqs: int = DEFAULT_WINDOWS,
+                        seq_len: int = DEFAULT_WINDOW_LEN, seed: int = 0,
                         log: Callable[[str], None] = print) -> torch.Tensor:
     """`n_seqs` windows of `seq_len` tokens [n, T] at seed-random offsets of the documents' token stream.
 
@@ -79,8 +80,8 @@ def sample_texts(texts: list[str], n_chars: int, seed: int) -> list[str]:
     return chosen
 
 
-def calibration_set(tokenizer: Tokenizer, spec: str = DEFAULT_CALIBRATION, n_seqs: int = 128, seq_len: int = 512,
-                    seed: int = 0, log: Callable[[str], None] = print) -> torch.Tensor:
+def calibration_set(tokenizer: Tokenizer, spec: str = DEFAULT_CALIBRATION, n_seqs: int = DEFAULT_WINDOWS,
+                    seq_len: int = DEFAULT_WINDOW_LEN, seed: int = 0, log: Callable[[str], None] = print) -> torch.Tensor:
     """Calibration windows [n, T] of a spec (see `calibration_sources`): equal shares of the `n_seqs` windows
     from each source, drawn from a seed-random sample of its documents."""
     sources = calibration_sources(spec)
