@@ -1,0 +1,112 @@
+"""Deep-Thinking Ratio: the fast path against the float64 reference, and the meter inside the engine."""
+
+import math
+
+import pytest
+import torch
+
+from lmforge.config import ModelConfig
+from lmforge.eval.dtr import DeepThinkingMeter, DTRConfig, deep_flags, jsd_bits, settling_depths
+from lmforge.model.transformer import Transformer
+from lmforge.serve.engine import EngineConfig, LLMEngine
+from lmforge.serve.params import SamplingParams
+
+
+def model(vocab: int = 300, n_layers: int = 8, **kw) -> Transformer:
+    torch.manual_seed(0)
+    m = Transformer(ModelConfig(vocab_size=vocab, d_model=32, n_layers=n_layers, n_heads=4, n_kv_heads=2,
+                                max_seq_len=96, **kw))
+    with torch.no_grad():  # peaked lens distributions, and blocks that move the residual stream, so that
+        m.norm.weight.mul_(40)  # settling depths spread over the layers
+        for p in m.layers.parameters():
+            if p.dim() >= 2:
+                p.mul_(3)
+    return m.eval()
+
+
+def drifting_streams(n_layers: int, n: int, d: int, seed: int = 0) -> torch.Tensor:
+    """Residual streams [L, N, D] turning towards each token's final direction at a token-specific layer, with
+    per-layer noise (so some tokens settle and unsettle again)."""
+    g = torch.Generator().manual_seed(seed)
+    final, start = torch.randn(n, d, generator=g), torch.randn(n, d, generator=g)
+    turn = torch.rand(n, generator=g) * n_layers
+    layers = []
+    for layer in range(1, n_layers + 1):
+        w = torch.sigmoid((layer - turn) * 1.5).unsqueeze(1)
+        layers.append(w * final + (1 - w) * start + 0.3 * torch.randn(n, d, generator=g))
+    layers[-1] = final
+    return torch.stack(layers)
+
+
+def test_jsd_in_bits_matches_the_formula():
+    g = torch.Generator().manual_seed(1)
+    p, q = torch.rand(5, 7, generator=g, dtype=torch.float64), torch.rand(5, 7, generator=g, dtype=torch.float64)
+    p, q = p / p.sum(1, keepdim=True), q / q.sum(1, keepdim=True)
+    m = (p + q) / 2
+    expected = 0.5 * (p * (p / m).log2()).sum(1) + 0.5 * (q * (q / m).log2()).sum(1)
+    torch.testing.assert_close(jsd_bits(p.log(), q.log()), expected, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(jsd_bits(q.log(), p.log()), expected, rtol=1e-12, atol=1e-12)
+    assert float(jsd_bits(p.log()[:1], p.log()[:1])) == pytest.approx(0, abs=1e-12)
+    disjoint = torch.tensor([[0.0, -math.inf], [-math.inf, 0.0]], dtype=torch.float64)
+    assert float(jsd_bits(disjoint[:1], disjoint[1:])) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("n_layers, depth, cut", [(30, 0.85, 26), (8, 0.85, 7), (8, 1.0, 8), (10, 0.5, 5), (1, 0.85, 1)])
+def test_cut_is_the_ceiling_of_rho_l(n_layers, depth, cut):
+    assert DTRConfig(depth=depth).cut(n_layers) == cut
+
+
+@pytest.mark.parametrize("threshold, depth, max_rows", [(0.5, 0.85, 256), (0.5, 0.85, 23), (0.3, 0.85, 256),
+                                                       (0.5, 0.5, 23), (0.7, 1.0, 256), (0.5, 0.1, 256)])
+def test_fast_flags_equal_the_float64_reference(threshold, depth, max_rows):
+    m = model()
+    cfg = DTRConfig(threshold, depth)
+    streams = drifting_streams(m.cfg.n_layers, 200, m.cfg.d_model)
+    depths = settling_depths(m, list(streams), cfg)
+    expected = depths >= cfg.cut(m.cfg.n_layers)
+    assert 0.1 < expected.float().mean() < 0.9 or depth <= 0.1  # the streams exercise both outcomes
+    assert len(set(depths.tolist())) >= 4
+    assert torch.equal(deep_flags(m, streams, cfg, max_rows=max_rows), expected)
+
+
+def test_reference_depth_is_the_first_settled_layer():
+    m = model(n_layers=4)
+    streams = drifting_streams(4, 50, m.cfg.d_model, seed=3)
+    w = m.output_weight.detach().double()
+    with torch.no_grad():
+        logps = [torch.log_softmax(m.norm(h).double() @ w.t(), -1) for h in streams]
+    for t, depth in enumerate(settling_depths(m, list(streams)).tolist()):
+        divergences = [float(jsd_bits(logps[-1][t], lp[t])) for lp in logps]
+        assert depth == next(i + 1 for i, d in enumerate(divergences) if d <= 0.5)
+
+
+def engine_flags(m: Transformer, tokenizer, prompts: list[list[int]], params: SamplingParams):
+    """Run the engine with a meter; return each sample's tokens and flags."""
+    engine = LLMEngine(m, tokenizer, config=EngineConfig(dtype=torch.float32, block_size=4, max_num_seqs=4,
+                                                              max_num_batched_tokens=16, calibrate=False))
+    meter = DeepThinkingMeter(m, batch_tokens=5)
+    engine.observer = meter
+    requests = [engine.add_request(str(i), p, params) for i, p in enumerate(prompts)]
+    while engine.has_unfinished():
+        engine.step()
+    return [[(seq.token_ids, seq.num_prompt_tokens, meter.flags(seq)) for seq in r.seqs] for r in requests]
+
+
+@pytest.mark.parametrize("n", [1, 3])
+def test_meter_flags_every_generated_token_as_the_reference_does(tokenizer, n):
+    m = model(vocab=tokenizer.vocab_size)
+    prompts = [[5, 9, 11, 3, 7], list(range(10, 31)), [40]]
+    params = SamplingParams(temperature=1.0, max_tokens=9, ignore_eos=True, n=n, seed=4)
+    results = engine_flags(m, tokenizer, prompts, params)
+    cfg = DTRConfig()
+    seen = []
+    for samples in results:
+        assert len(samples) == n
+        for tokens, n_prompt, flags in samples:
+            with torch.no_grad():
+                hiddens = m.hidden_states(torch.tensor([tokens]))[1:]
+            rows = [h[0, n_prompt - 1: len(tokens) - 1] for h in hiddens]
+            expected = (settling_depths(m, rows, cfg) >= cfg.cut(m.cfg.n_layers)).tolist()
+            assert flags == expected and len(flags) == len(tokens) - n_prompt == 9
+            seen += flags
+    assert any(seen)  # the model has deep and shallow tokens, so the comparison means something
