@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from lmforge.config import ModelConfig
-from lmforge.eval.dtr import DeepThinkingMeter, DTRConfig, deep_flags, jsd_bits, settling_depths
+from lmforge.eval.dtr import DeepThinkingMeter, DTRConfig, jsd_bits, settling_depths, token_signals
 from lmforge.model.transformer import Transformer
 from lmforge.serve.engine import EngineConfig, LLMEngine
 from lmforge.serve.params import SamplingParams
@@ -66,15 +66,24 @@ def test_fast_flags_equal_the_float64_reference(threshold, depth, max_rows):
     expected = depths >= cfg.cut(m.cfg.n_layers)
     assert 0.1 < expected.float().mean() < 0.9 or depth <= 0.1  # the streams exercise both outcomes
     assert len(set(depths.tolist())) >= 4
-    assert torch.equal(deep_flags(m, streams, cfg, max_rows=max_rows), expected)
+    tokens = torch.randint(0, m.cfg.vocab_size, (streams.shape[1],), generator=torch.Generator().manual_seed(2))
+    signals = token_signals(m, streams, tokens, cfg, max_rows=max_rows)
+    assert torch.equal(signals.deep, expected)
+    logp = final_log_probs(m, streams[-1])
+    torch.testing.assert_close(signals.logprob.double(), logp.gather(1, tokens[:, None])[:, 0], rtol=1e-5, atol=1e-5)
+    certainty = (-logp - math.log(m.cfg.vocab_size)).mean(1)  # KL(uniform || p), written out
+    torch.testing.assert_close(signals.certainty.double(), certainty, rtol=1e-5, atol=1e-5)
+
+
+def final_log_probs(m: Transformer, hidden: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return torch.log_softmax(m.norm(hidden).double() @ m.output_weight.detach().double().t(), -1)
 
 
 def test_reference_depth_is_the_first_settled_layer():
     m = model(n_layers=4)
     streams = drifting_streams(4, 50, m.cfg.d_model, seed=3)
-    w = m.output_weight.detach().double()
-    with torch.no_grad():
-        logps = [torch.log_softmax(m.norm(h).double() @ w.t(), -1) for h in streams]
+    logps = [final_log_probs(m, h) for h in streams]
     for t, depth in enumerate(settling_depths(m, list(streams)).tolist()):
         divergences = [float(jsd_bits(logps[-1][t], lp[t])) for lp in logps]
         assert depth == next(i + 1 for i, d in enumerate(divergences) if d <= 0.5)
@@ -89,7 +98,7 @@ def engine_flags(m: Transformer, tokenizer, prompts: list[list[int]], params: Sa
     requests = [engine.add_request(str(i), p, params) for i, p in enumerate(prompts)]
     while engine.has_unfinished():
         engine.step()
-    return [[(seq.token_ids, seq.num_prompt_tokens, meter.flags(seq)) for seq in r.seqs] for r in requests]
+    return [[(seq.token_ids, seq.num_prompt_tokens, meter.signals(seq)) for seq in r.seqs] for r in requests]
 
 
 @pytest.mark.parametrize("n", [1, 3])
@@ -102,11 +111,15 @@ def test_meter_flags_every_generated_token_as_the_reference_does(tokenizer, n):
     seen = []
     for samples in results:
         assert len(samples) == n
-        for tokens, n_prompt, flags in samples:
+        for tokens, n_prompt, signals in samples:
             with torch.no_grad():
                 hiddens = m.hidden_states(torch.tensor([tokens]))[1:]
             rows = [h[0, n_prompt - 1: len(tokens) - 1] for h in hiddens]
-            expected = (settling_depths(m, rows, cfg) >= cfg.cut(m.cfg.n_layers)).tolist()
-            assert flags == expected and len(flags) == len(tokens) - n_prompt == 9
+            flags = [deep for deep, _, _ in signals]
+            assert flags == (settling_depths(m, rows, cfg) >= cfg.cut(m.cfg.n_layers)).tolist()
+            assert len(flags) == len(tokens) - n_prompt == 9
+            sampled = final_log_probs(m, rows[-1]).gather(1, torch.tensor(tokens[n_prompt:])[:, None])[:, 0]
+            torch.testing.assert_close(torch.tensor([lp for _, lp, _ in signals], dtype=torch.float64), sampled,
+                                       rtol=1e-4, atol=1e-4)
             seen += flags
     assert any(seen)  # the model has deep and shallow tokens, so the comparison means something

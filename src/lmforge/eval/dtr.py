@@ -7,7 +7,7 @@ D_{t,l} = JSD(p_{t,L}, p_{t,l}) in bits (between 0 and 1). The settling depth c_
 min_{j<=l} D_{t,j} <= g, i.e. the first whose divergence is at most g (the last layer's is 0, so every token
 settles); t is deep-thinking when c_t >= ceil(rho L), and DTR is the share of deep-thinking tokens.
 
-`settling_depths` is the reference: every layer's whole distribution in float64. `deep_flags` is the fast path
+`settling_depths` is the reference: every layer's whole distribution in float64. `token_signals` is the fast path
 the engine runs: a token is deep exactly when no layer below the cut settles, so it looks at the layer just
 below the cut first (where a shallow token has almost always settled) and at the other layers only for the
 tokens still open, in one float32 product per group of rows, never holding more than `max_rows` distributions.
@@ -78,10 +78,21 @@ def lens_log_probs(model: Transformer, hidden: torch.Tensor) -> torch.Tensor:
     return F.log_softmax(model.logits(model.norm(hidden)).float(), -1)
 
 
+@dataclass
+class TokenSignals:
+    """Per generated token: deep-thinking or not, the sampled token's log-probability under the model's own
+    distribution, and self-certainty, KL(uniform || p) in nats (Kang et al., arXiv 2502.18581): the rules
+    Think@n is compared against read the last two."""
+
+    deep: torch.Tensor
+    logprob: torch.Tensor
+    certainty: torch.Tensor
+
+
 @torch.no_grad()
-def deep_flags(model: Transformer, hiddens: torch.Tensor, config: DTRConfig = DTRConfig(),
-               max_rows: int = 256) -> torch.Tensor:
-    """Fast path: whether each token is deep-thinking, from its residual streams [L, N, D] after blocks 1..L.
+def token_signals(model: Transformer, hiddens: torch.Tensor, tokens: torch.Tensor, config: DTRConfig = DTRConfig(),
+                  max_rows: int = 256) -> TokenSignals:
+    """Fast path: the signals of tokens [N] from their residual streams [L, N, D] after blocks 1..L.
 
     A token is deep exactly when every layer below the cut has divergence above g. The final layer and the
     layer just below the cut go through the head together; only tokens unsettled there have their other
@@ -89,39 +100,44 @@ def deep_flags(model: Transformer, hiddens: torch.Tensor, config: DTRConfig = DT
     """
     n_layers, n = hiddens.shape[:2]
     cut = config.cut(n_layers)
-    deep = torch.ones(n, dtype=torch.bool)
-    if cut <= 1:
-        return deep  # no layer lies below the deep regime: every token settles inside it
-    below = cut - 2  # index of layer cut - 1; layers before it are hiddens[:below]
+    below = cut - 2  # index of layer cut - 1; the layers before it are hiddens[:below]
     per_group, per_token = max(max_rows // 2, 1), max(max_rows // max(below, 1), 1)
+    out = TokenSignals(torch.ones(n, dtype=torch.bool), torch.zeros(n), torch.zeros(n))
     for a in range(0, n, per_group):
         group = hiddens[:, a:a + per_group]
-        final, near = lens_log_probs(model, torch.cat([group[-1], group[below]])).chunk(2)
+        final, near = lens_log_probs(model, torch.cat([group[-1], group[below if cut > 1 else -1]])).chunk(2)
+        b = a + len(final)
+        out.logprob[a:b] = final.gather(1, tokens[a:b, None].to(final.device))[:, 0]
+        out.certainty[a:b] = -final.mean(-1) - math.log(final.shape[-1])
+        if cut <= 1:
+            continue  # no layer lies below the deep regime: every token settles inside it
         open_ = jsd_bits(final, near) > config.threshold
         ids = open_.nonzero().squeeze(1) if below else ()
-        for b in range(0, len(ids), per_token):
-            sel = ids[b:b + per_token]
+        for c in range(0, len(ids), per_token):
+            sel = ids[c:c + per_token]
             logp = lens_log_probs(model, group[:below, sel].reshape(-1, group.shape[-1])).view(below, len(sel), -1)
             open_[sel[(jsd_bits(final[sel].unsqueeze(0), logp) <= config.threshold).any(0)]] = False
-        deep[a:a + len(open_)] = open_
-    return deep
+        out.deep[a:b] = open_
+    return out
 
 
 class DeepThinkingMeter:
-    """Deep-thinking flags of the tokens the engine generates, from the hidden states its observer hands over
-    (`engine.observer = meter`): the rows of a step are kept until the sequence is seen to have sampled from
-    them, and evaluated `batch_tokens` tokens at a time, so the lens runs as few, larger products.
+    """Per-token signals (deep-thinking, log-probability, self-certainty) of what the engine generates, from
+    the hidden states its observer hands over (`engine.observer = meter`): the rows of a step are kept until
+    the sequence is seen to have sampled from them, and evaluated `batch_tokens` tokens at a time, so the lens
+    runs as few, larger products.
 
-    A request's samples share the first generated position (they fork after the prompt), so its flag is kept
-    once per request and counted for every sample.
+    A request's samples share the prompt's last position (they fork after it), so its rows are kept once per
+    request and evaluated with each sample's own first token.
     """
 
     def __init__(self, model: Transformer, config: DTRConfig = DTRConfig(), batch_tokens: int = 32):
         self.model, self.config, self.batch_tokens = model, config, batch_tokens
         self.n_layers = model.cfg.n_layers
         self._pending: dict[int, tuple[object, int, list[torch.Tensor]]] = {}  # seq_id -> (seq, its length, rows)
-        self._queue: list[tuple[object, torch.Tensor]] = []  # (key, rows [L, D]) of sampled positions
-        self._flags: dict[object, list[bool]] = {}
+        self._first_rows: dict[str, torch.Tensor] = {}  # request_id -> rows [L, D] of the prompt's last position
+        self._queue: list[tuple[object, torch.Tensor, int]] = []  # (key, rows [L, D], the token sampled from them)
+        self._signals: dict[object, list[tuple[bool, float, float]]] = {}  # key -> [(deep, logprob, certainty)]
 
     def __call__(self, seq, layer: int, hidden: torch.Tensor) -> None:
         if layer == 0:
@@ -134,27 +150,38 @@ class DeepThinkingMeter:
         self._pending[seq.seq_id][2].append(hidden[-1])
 
     def _settle(self, seq_id: int) -> None:
-        """Queue the pending rows of `seq_id` if the sequence sampled a token from them since; drop them if not."""
+        """Keep the pending rows of `seq_id` if the sequence sampled a token from them since; drop them if not."""
         seq, length, rows = self._pending.pop(seq_id, (None, 0, []))
         if seq is None or len(seq) <= length or len(rows) != self.n_layers:
             return
-        key = ("first", seq.request_id) if length == seq.num_prompt_tokens else seq_id
-        self._queue.append((key, torch.stack(rows)))
+        if length == seq.num_prompt_tokens:
+            self._first_rows[seq.request_id] = torch.stack(rows)
+        else:
+            self._queue.append((seq_id, torch.stack(rows), seq.token_ids[length]))
 
     def _evaluate(self) -> None:
         if not self._queue:
             return
-        flags = deep_flags(self.model, torch.stack([rows for _, rows in self._queue], 1), self.config)
-        for (key, _), flag in zip(self._queue, flags.tolist()):
-            self._flags.setdefault(key, []).append(flag)
+        hiddens = torch.stack([rows for _, rows, _ in self._queue], 1)
+        signals = token_signals(self.model, hiddens, torch.tensor([t for _, _, t in self._queue]), self.config)
+        per_token = zip(signals.deep.tolist(), signals.logprob.tolist(), signals.certainty.tolist())
+        for (key, _, _), values in zip(self._queue, per_token):
+            self._signals.setdefault(key, []).append(values)
         self._queue.clear()
 
-    def flags(self, seq) -> list[bool]:
-        """The deep-thinking flag of each token `seq` has generated so far that the meter saw computed."""
+    def signals(self, seq) -> list[tuple[bool, float, float]]:
+        """(deep, logprob, certainty) of each token `seq` has generated so far, in order."""
         for seq_id in list(self._pending):
             self._settle(seq_id)
+        first = ("first", seq.seq_id)
+        if first not in self._signals and seq.request_id in self._first_rows and len(seq) > seq.num_prompt_tokens:
+            self._queue.append((first, self._first_rows[seq.request_id], seq.token_ids[seq.num_prompt_tokens]))
         self._evaluate()
-        return self._flags.get(("first", seq.request_id), [])[:1] + self._flags.get(seq.seq_id, [])
+        return self._signals.get(first, []) + self._signals.get(seq.seq_id, [])
+
+    def flags(self, seq) -> list[bool]:
+        """The deep-thinking flag of each token `seq` has generated so far."""
+        return [deep for deep, _, _ in self.signals(seq)]
 
     def ratio(self, seq) -> float | None:
         """DTR of `seq`'s generated tokens so far (None before its first)."""
@@ -162,8 +189,9 @@ class DeepThinkingMeter:
         return sum(flags) / len(flags) if flags else None
 
     def release(self, request_id: str, seq_ids: list[int]) -> None:
-        """Forget a finished request's flags."""
-        self._flags.pop(("first", request_id), None)
+        """Forget a finished request's rows and signals."""
+        self._first_rows.pop(request_id, None)
         for seq_id in seq_ids:
-            self._flags.pop(seq_id, None)
+            self._signals.pop(("first", seq_id), None)
+            self._signals.pop(seq_id, None)
             self._pending.pop(seq_id, None)
