@@ -169,6 +169,16 @@ class LLMEngine:
             if not seq.finished:
                 self.scheduler.finish(seq, "abort")
 
+    def abort_sample(self, request_id: str, index: int) -> None:
+        """Stop one sample of a request now and free its memory (Think@n rejected it); the others go on."""
+        request = self.requests.get(request_id)
+        seq = next((s for s in request.seqs if s.index == index), None) if request else None
+        if seq is None or seq.finished:
+            return
+        self.scheduler.finish(seq, "abort")
+        if request.finished:
+            self.requests.pop(request_id, None)
+
     def has_unfinished(self) -> bool:
         return bool(self.requests)
 
