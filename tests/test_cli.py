@@ -207,3 +207,27 @@ def test_quantize_generate_evaluate_and_export(trained, tmp_path, capsys):
         assert code == 2, (args, err)
         assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "again").exists()
+
+
+def test_reasoning_effort_commands(trained, tmp_path, capsys):
+    run, out = trained / "run", tmp_path / "dtr.jsonl"
+    common = ["--task", "arithmetic", "--limit", "3", "--max-new-tokens", "8", "--no-progress"]
+    assert main(["eval", "dtr", str(run), *common, "-n", "2", "--out", str(out)]) == 0
+    assert "mean DTR" in capsys.readouterr().out
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 6 and all(0 <= r["dtr"] <= 1 and r["tokens"] == 8 for r in rows)
+    assert all(isinstance(r["correct"], bool) for r in rows)
+    assert main(["eval", "think-at-n", str(run), *common, "-n", "4", "--prefix", "3", "--rules", "dtr,all"]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in table[1:]] == ["dtr", "all"]
+    assert float(table[1].split()[2]) == pytest.approx(2 * 8 + 2 * 3)  # two samples stopped after the prefix
+    assert float(table[2].split()[2]) == pytest.approx(4 * 8)
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text('{"prompt": "alpha", "answer": 3}\nbeta gamma\n')
+    assert main(["eval", "dtr", str(run), "--prompts", str(prompts), "--max-new-tokens", "4", "--no-progress"]) == 0
+    assert "accuracy" in capsys.readouterr().out
+    code, _, err = run_cli("eval", "think-at-n", run, "--task", "arithmetic", "--rules", "dtr,vibes")
+    assert code == 2 and "unknown rule 'vibes'" in err
+    prompts.write_text('{"answer": 3}\n')
+    code, _, err = run_cli("eval", "dtr", run, "--prompts", prompts)
+    assert code == 2 and "needs a string 'prompt'" in err

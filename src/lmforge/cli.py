@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from dataclasses import dataclass
 from typing import NoReturn
@@ -270,6 +271,62 @@ def cmd_eval_perplexity(args: argparse.Namespace) -> None:
           f"{result['bpb']:.4f} bits/byte over {result['tokens']:,} tokens")
 
 
+def reasoning_setup(args: argparse.Namespace):
+    """The engine, problems and sampling settings `eval dtr` and `eval think-at-n` share."""
+    from lmforge.device import resolve_device
+    from lmforge.eval.reasoning import load_items
+    from lmforge.interop.load import load_model
+    from lmforge.serve.engine import LLMEngine
+    from lmforge.serve.params import SamplingParams
+
+    items = load_items(args.task, args.prompts, args.split, args.limit, args.seed, args.difficulty)
+    device = resolve_device(args.device)
+    loaded = load_model(args.model, device)
+    engine = LLMEngine(loaded.model, loaded.tokenizer, engine_config(args, device))
+    params = SamplingParams(n=args.n, max_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
+                            seed=args.seed)
+    return engine, items, params
+
+
+def write_rows(path: str | None, rows: list[dict]) -> None:
+    if path:
+        from lmforge.fileio import write_text
+
+        write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
+        print(f"wrote {len(rows)} samples to {path}")
+
+
+def cmd_eval_dtr(args: argparse.Namespace) -> None:
+    from lmforge.eval.dtr import DTRConfig
+    from lmforge.eval.reasoning import dtr_report, run, sample_rows
+
+    engine, items, params = reasoning_setup(args)
+    votes = run(engine, items, params, "all", args.chat, config=DTRConfig(args.threshold, args.depth), measure=True,
+                progress=not args.no_progress)
+    rows = sample_rows(items, votes)
+    print(dtr_report(rows))
+    write_rows(args.out, rows)
+
+
+def cmd_eval_think(args: argparse.Namespace) -> None:
+    from lmforge.eval.dtr import DTRConfig
+    from lmforge.errors import GenerationError
+    from lmforge.eval.reasoning import run, sample_rows, think_report
+    from lmforge.eval.think import RULES
+
+    unknown = [r for r in args.rules.split(",") if r not in RULES]
+    if unknown:
+        raise GenerationError(f"unknown rule {unknown[0]!r} in --rules; choose from {', '.join(RULES)}")
+    engine, items, params = reasoning_setup(args)
+    results, rows = {}, []
+    for rule in args.rules.split(","):
+        results[rule] = run(engine, items, params, rule, args.chat, args.prefix, args.keep,
+                            DTRConfig(args.threshold, args.depth), progress=not args.no_progress)
+        rows += [{"rule": rule, **r} for r in sample_rows(items, results[rule])]
+    print(think_report(items, results))
+    write_rows(args.out, rows)
+
+
 def cmd_quickstart(args: argparse.Namespace) -> None:
     from lmforge.quickstart import run_quickstart
 
@@ -455,6 +512,52 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--precision", default="fp32", choices=("auto", "bf16", "fp32"))
     e.add_argument("--device", default="auto")
     e.set_defaults(func=cmd_eval_perplexity)
+
+    for name, func, help_text, description in (
+        ("dtr", cmd_eval_dtr, "Deep-Thinking Ratio of generated answers, and how it tracks correctness",
+         "Sample answers to a task's problems (or a file of prompts) through the engine and report each sample's "
+         "Deep-Thinking Ratio (Chen et al., arXiv 2602.13517): the share of generated tokens whose logit-lens "
+         "prediction settles only in the deepest layers. Where answers are known, prints accuracy and the Pearson "
+         "correlation of DTR, length, mean log-probability and self-certainty with correctness."),
+        ("think-at-n", cmd_eval_think, "Think@n: vote among the samples whose short prefix thinks deepest",
+         "Sample n answers per problem, score each by its first --prefix tokens, stop the lowest (1 - keep) share "
+         "early and vote among the rest; compares rules at the same n: dtr, logprob, certainty, length (first to "
+         "finish) and all (self-consistency). Prints each rule's accuracy and tokens generated per problem."),
+    ):
+        e = evals.add_parser(name, help=help_text, description=description)
+        e.add_argument("model", help=MODEL_HELP)
+        e.add_argument("--task", default=None, choices=("arithmetic", "arithmetic-words", "tracing", "equations"),
+                       help="a synthetic reasoning task (its problems have known answers)")
+        e.add_argument("--prompts", default=None,
+                       help="a file of prompts instead: JSON lines with 'prompt' and optional integer 'answer', or one "
+                            "prompt per line")
+        e.add_argument("--split", default="test", choices=("train", "test"), help="task split (default test)")
+        e.add_argument("--difficulty", type=Number(int, Range(1)), default=3, help="task difficulty (steps; default 3)")
+        e.add_argument("--limit", type=Number(int, Range(1)), default=50, help="problems (default 50)")
+        e.add_argument("--chat", action="store_true",
+                       help="ask through the model's chat template (instruction-tuned models) instead of the task format")
+        e.add_argument("-n", type=Number(int, sampling="n"), default=8 if name == "think-at-n" else 4,
+                       help="samples per problem")
+        e.add_argument("--max-new-tokens", type=Number(int, Range(1)), default=256)
+        e.add_argument("--temperature", type=Number(float, sampling="temperature"), default=0.8)
+        e.add_argument("--top-p", type=Number(float, sampling="top_p"), default=1.0)
+        e.add_argument("--threshold", type=Number(float, Range(0, 1)), default=0.5,
+                       help="settling threshold g: Jensen-Shannon divergence in bits (default 0.5)")
+        e.add_argument("--depth", type=Number(float, Range(0, 1, low_open=True)), default=0.85,
+                       help="deep regime: layers from ceil(depth x L) on (default 0.85)")
+        if name == "think-at-n":
+            e.add_argument("--rules", default="dtr,all",
+                           help="comma-separated rules from dtr, logprob, certainty, length, all (default dtr,all)")
+            e.add_argument("--prefix", type=Number(int, Range(1)), default=50, help="tokens judged (default 50)")
+            e.add_argument("--keep", type=Number(float, Range(0, 1, low_open=True)), default=0.5,
+                           help="share kept (default 0.5)")
+        e.add_argument("--seed", type=Number(int, sampling="seed"), default=0)
+        e.add_argument("--max-num-seqs", type=Number(int, Range(1)), default=64, help="samples decoded together (default 64)")
+        e.add_argument("--out", default=None, help="write every sample as a JSON line here")
+        e.add_argument("--device", default="auto")
+        e.add_argument("--dtype", choices=("auto", "bf16", "fp32"), default="auto", help="compute dtype (auto: bf16 where native)")
+        e.add_argument("--no-progress", action="store_true", help="no progress bar")
+        e.set_defaults(func=func)
 
     for name in ("quickstart", "prepare", "train", "distill", "quantize"):
         sub.choices[name].add_argument("--no-progress", action="store_true", help="no progress bars")

@@ -40,6 +40,9 @@ class Sample:
     score: float | None = None
     kept: bool = True
     answer: object = None
+    dtr: float | None = None  # over every generated token, when a meter watched: DTR, mean log-probability,
+    logprob: float | None = None  # mean self-certainty
+    certainty: float | None = None
 
 
 @dataclass
@@ -77,40 +80,50 @@ class _Request:
 
 def think_at_n(engine: LLMEngine, prompts: list[list[int]], params: SamplingParams, rule: str = "dtr",
                prefix: int = 50, keep: float = 0.5, extract: Callable[[str], object] = extract_answer,
-               meter: DeepThinkingMeter | None = None) -> list[Vote]:
+               meter: DeepThinkingMeter | None = None, measure: bool = False,
+               progress: Callable[[int], None] | None = None) -> list[Vote]:
     """Run every prompt's n samples together through `engine` under `rule`; one Vote per prompt.
 
-    The meter (installed as the engine's observer for the rules that read per-token signals) is created
-    here unless given.
+    A meter watches the engine (as its observer) for the rules that read per-token signals, or for any rule
+    with `measure`, which also gives each sample its whole-sequence DTR, log-probability and self-certainty;
+    it is created here unless given. `progress` is called with the number of tokens each step generated.
     """
     if rule not in RULES:
         raise ValueError(f"unknown rule {rule!r}; choose one of {', '.join(RULES)}")
     if not 0 < keep <= 1:
         raise ValueError(f"keep is the share of samples kept, in (0, 1]; got {keep}")
-    if rule in SIGNAL:
+    watch = rule in SIGNAL or measure
+    if watch:
         meter = meter or DeepThinkingMeter(engine.model)
         engine.observer = meter
     n_keep = max(1, math.ceil(keep * params.n))
     states = {f"think-{i}": _Request(engine.add_request(f"think-{i}", p, params), params.n) for i, p in enumerate(prompts)}
     try:
         while engine.has_unfinished():
-            for delta in engine.step():
+            deltas = engine.step()
+            for delta in deltas:
                 sample = states[delta.request_id].samples[delta.index]
                 sample.text += delta.text
                 sample.tokens += len(delta.token_ids)
                 sample.finish_reason = delta.finish_reason or sample.finish_reason
+            if progress:
+                progress(sum(len(d.token_ids) for d in deltas))
             for request_id, state in states.items():
                 if not state.decided:
                     judge(engine, meter, request_id, state, rule, prefix, n_keep)
     finally:
-        if rule in SIGNAL:
+        if watch:
             engine.observer = None
     votes = []
     for state in states.values():
-        for s in state.samples:
+        seqs = sorted(state.request.seqs, key=lambda q: q.index)
+        for s, seq in zip(state.samples, seqs):
             s.answer = extract(s.text) if s.kept else None
-        if meter is not None:
-            meter.release(state.request.request_id, [seq.seq_id for seq in state.request.seqs])
+            if watch and s.kept:
+                signals = meter.signals(seq)
+                s.dtr, s.logprob, s.certainty = (prefix_score(signals, r, len(signals)) for r in SIGNAL)
+        if watch:
+            meter.release(state.request.request_id, [seq.seq_id for seq in seqs])
         votes.append(Vote(majority(state.samples), state.samples))
     return votes
 
