@@ -227,7 +227,7 @@ def test_reasoning_effort_commands(trained, tmp_path, capsys):
     assert main(["eval", "dtr", str(run), "--prompts", str(prompts), "--max-new-tokens", "4", "--no-progress"]) == 0
     assert "accuracy" in capsys.readouterr().out
     code, _, err = run_cli("eval", "think-at-n", run, "--task", "arithmetic", "--rules", "dtr,vibes")
-    assert code == 2 and "unknown rule 'vibes'" in err
+    assert code == 2 and "unknown think rule 'vibes'" in err
     prompts.write_text('{"answer": 3}\n')
     code, _, err = run_cli("eval", "dtr", run, "--prompts", prompts)
     assert code == 2 and "needs a string 'prompt'" in err

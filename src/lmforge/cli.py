@@ -151,7 +151,16 @@ def engine_config(args: argparse.Namespace, device):
         block_size=getattr(args, "block_size", 16), dtype=engine_dtype(args.dtype, device),
         kv_cache_memory=parse_size(args.kv_cache_memory) if getattr(args, "kv_cache_memory", None) else None,
         enable_prefix_caching=False if getattr(args, "no_prefix_caching", False) else None, seed=args.seed,
-        keep_dense_weights=not getattr(args, "no_dense_weights", False))
+        keep_dense_weights=not getattr(args, "no_dense_weights", False), **dtr_config(args))
+
+
+def dtr_config(args: argparse.Namespace) -> dict:
+    """The engine's DTR settings where the command has the flags."""
+    if not hasattr(args, "threshold"):
+        return {}
+    from lmforge.eval.dtr import DTRConfig
+
+    return {"dtr": DTRConfig(args.threshold, args.depth)}
 
 
 def cmd_generate(args: argparse.Namespace) -> None:
@@ -271,7 +280,7 @@ def cmd_eval_perplexity(args: argparse.Namespace) -> None:
           f"{result['bpb']:.4f} bits/byte over {result['tokens']:,} tokens")
 
 
-def reasoning_setup(args: argparse.Namespace):
+def reasoning_setup(args: argparse.Namespace, **think):
     """The engine, problems and sampling settings `eval dtr` and `eval think-at-n` share."""
     from lmforge.device import resolve_device
     from lmforge.eval.reasoning import load_items
@@ -284,7 +293,7 @@ def reasoning_setup(args: argparse.Namespace):
     loaded = load_model(args.model, device)
     engine = LLMEngine(loaded.model, loaded.tokenizer, engine_config(args, device))
     params = SamplingParams(n=args.n, max_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
-                            seed=args.seed)
+                            seed=args.seed, **think)
     return engine, items, params
 
 
@@ -297,31 +306,26 @@ def write_rows(path: str | None, rows: list[dict]) -> None:
 
 
 def cmd_eval_dtr(args: argparse.Namespace) -> None:
-    from lmforge.eval.dtr import DTRConfig
     from lmforge.eval.reasoning import dtr_report, run, sample_rows
 
-    engine, items, params = reasoning_setup(args)
-    votes = run(engine, items, params, "all", args.chat, config=DTRConfig(args.threshold, args.depth), measure=True,
-                progress=not args.no_progress)
+    engine, items, params = reasoning_setup(args, return_dtr=True)
+    votes = run(engine, items, params, args.chat, progress=not args.no_progress)
     rows = sample_rows(items, votes)
     print(dtr_report(rows))
     write_rows(args.out, rows)
 
 
 def cmd_eval_think(args: argparse.Namespace) -> None:
-    from lmforge.eval.dtr import DTRConfig
-    from lmforge.errors import GenerationError
-    from lmforge.eval.reasoning import run, sample_rows, think_report
-    from lmforge.eval.think import RULES
+    from dataclasses import replace
 
-    unknown = [r for r in args.rules.split(",") if r not in RULES]
-    if unknown:
-        raise GenerationError(f"unknown rule {unknown[0]!r} in --rules; choose from {', '.join(RULES)}")
-    engine, items, params = reasoning_setup(args)
+    from lmforge.eval.reasoning import run, sample_rows, think_report
+
+    rules = args.rules.split(",")
+    engine, items, params = reasoning_setup(args, think=rules[0], think_prefix=args.prefix, think_keep=args.keep)
+    per_rule = {rule: replace(params, think=rule) for rule in rules}  # every rule checked before any runs
     results, rows = {}, []
-    for rule in args.rules.split(","):
-        results[rule] = run(engine, items, params, rule, args.chat, args.prefix, args.keep,
-                            DTRConfig(args.threshold, args.depth), progress=not args.no_progress)
+    for rule, rule_params in per_rule.items():
+        results[rule] = run(engine, items, rule_params, args.chat, progress=not args.no_progress)
         rows += [{"rule": rule, **r} for r in sample_rows(items, results[rule])]
     print(think_report(items, results))
     write_rows(args.out, rows)

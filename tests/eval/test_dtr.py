@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from lmforge.config import ModelConfig
-from lmforge.eval.dtr import DeepThinkingMeter, DTRConfig, jsd_bits, settling_depths, token_signals
+from lmforge.eval.dtr import DTRConfig, jsd_bits, settling_depths, token_signals
 from lmforge.model.transformer import Transformer
 from lmforge.serve.engine import EngineConfig, LLMEngine
 from lmforge.serve.params import SamplingParams
@@ -93,33 +93,37 @@ def engine_flags(m: Transformer, tokenizer, prompts: list[list[int]], params: Sa
     """Run the engine with a meter; return each sample's tokens and flags."""
     engine = LLMEngine(m, tokenizer, config=EngineConfig(dtype=torch.float32, block_size=4, max_num_seqs=4,
                                                               max_num_batched_tokens=16, calibrate=False))
-    meter = DeepThinkingMeter(m, batch_tokens=5)
-    engine.observer = meter
+    engine.meter.batch_tokens = 5  # evaluated a few tokens at a time, so a step's rows wait for later ones
     requests = [engine.add_request(str(i), p, params) for i, p in enumerate(prompts)]
+    summaries = {}
     while engine.has_unfinished():
-        engine.step()
-    return [[(seq.token_ids, seq.num_prompt_tokens, meter.signals(seq)) for seq in r.seqs] for r in requests]
+        for delta in engine.step():
+            if delta.finish_reason is not None:
+                summaries[delta.request_id, delta.index] = delta.signals
+    return [[(seq.token_ids, seq.num_prompt_tokens, summaries[r.request_id, seq.index]) for seq in r.seqs]
+            for r in requests]
 
 
 @pytest.mark.parametrize("n", [1, 3])
-def test_meter_flags_every_generated_token_as_the_reference_does(tokenizer, n):
+def test_engine_reports_each_sample_s_dtr_and_signals_as_the_reference_does(tokenizer, n):
     m = model(vocab=tokenizer.vocab_size)
     prompts = [[5, 9, 11, 3, 7], list(range(10, 31)), [40]]
-    params = SamplingParams(temperature=1.0, max_tokens=9, ignore_eos=True, n=n, seed=4)
+    params = SamplingParams(temperature=1.0, max_tokens=9, ignore_eos=True, n=n, seed=4, return_dtr=True)
     results = engine_flags(m, tokenizer, prompts, params)
     cfg = DTRConfig()
     seen = []
     for samples in results:
         assert len(samples) == n
-        for tokens, n_prompt, signals in samples:
+        for tokens, n_prompt, summary in samples:
+            assert len(tokens) - n_prompt == 9
             with torch.no_grad():
                 hiddens = m.hidden_states(torch.tensor([tokens]))[1:]
             rows = [h[0, n_prompt - 1: len(tokens) - 1] for h in hiddens]
-            flags = [deep for deep, _, _ in signals]
-            assert flags == (settling_depths(m, rows, cfg) >= cfg.cut(m.cfg.n_layers)).tolist()
-            assert len(flags) == len(tokens) - n_prompt == 9
-            sampled = final_log_probs(m, rows[-1]).gather(1, torch.tensor(tokens[n_prompt:])[:, None])[:, 0]
-            torch.testing.assert_close(torch.tensor([lp for _, lp, _ in signals], dtype=torch.float64), sampled,
-                                       rtol=1e-4, atol=1e-4)
+            flags = (settling_depths(m, rows, cfg) >= cfg.cut(m.cfg.n_layers)).tolist()
+            logp = final_log_probs(m, rows[-1])
+            sampled = logp.gather(1, torch.tensor(tokens[n_prompt:])[:, None])[:, 0]
+            certainty = (-logp - math.log(m.cfg.vocab_size)).mean(1)
+            expected = {"dtr": sum(flags) / 9, "logprob": float(sampled.mean()), "certainty": float(certainty.mean())}
+            assert summary == pytest.approx(expected, rel=1e-4, abs=1e-4)
             seen += flags
     assert any(seen)  # the model has deep and shallow tokens, so the comparison means something

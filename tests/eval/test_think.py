@@ -4,7 +4,7 @@ import pytest
 import torch
 from test_dtr import model
 
-from lmforge.eval.dtr import DeepThinkingMeter
+from lmforge.errors import GenerationError
 from lmforge.eval.think import Sample, majority, think_at_n
 from lmforge.serve.engine import EngineConfig, LLMEngine
 from lmforge.serve.params import SamplingParams
@@ -26,16 +26,15 @@ def first_letter(text: str):
 def test_prefix_rules_keep_the_best_scores_and_free_the_rest(tokenizer, rule):
     eng = engine(tokenizer)
     free = eng.blocks.num_free_blocks
-    meter = DeepThinkingMeter(eng.model)
-    params = SamplingParams(n=6, temperature=1.0, max_tokens=12, ignore_eos=True, seed=3)
-    votes = think_at_n(eng, PROMPTS, params, rule, prefix=4, keep=0.5, extract=first_letter, meter=meter)
+    params = SamplingParams(n=6, temperature=1.0, max_tokens=12, ignore_eos=True, seed=3, think=rule, think_prefix=4)
+    votes = think_at_n(eng, PROMPTS, params, extract=first_letter)
     assert eng.blocks.num_free_blocks == free and not eng.has_unfinished()
     for vote in votes:
         kept = [s for s in vote.samples if s.kept]
         rejected = [s for s in vote.samples if not s.kept]
         assert len(kept) == 3 and len(rejected) == 3
         assert min(s.score for s in kept) >= max(s.score for s in rejected)
-        assert all(s.tokens == 12 for s in kept) and all(s.tokens == 4 for s in rejected)
+        assert all(s.tokens == 12 for s in kept) and all(s.tokens == 4 and s.finish_reason == "abort" for s in rejected)
         assert vote.tokens == 3 * 12 + 3 * 4
         assert all(s.answer is None for s in rejected)
         assert vote.answer == majority(vote.samples)
@@ -43,26 +42,40 @@ def test_prefix_rules_keep_the_best_scores_and_free_the_rest(tokenizer, rule):
 
 def test_the_dtr_score_is_the_prefix_share_of_deep_tokens(tokenizer):
     params = SamplingParams(n=4, temperature=1.0, max_tokens=8, ignore_eos=True, seed=1)
-    eng2 = engine(tokenizer)
-    meter2 = DeepThinkingMeter(eng2.model)
-    scored = think_at_n(eng2, PROMPTS[:1], params, "dtr", prefix=5, keep=1.0, meter=meter2)[0]
-    request = eng2.add_request("again", PROMPTS[0], params)  # the same seeds: the same samples
-    eng2.observer = meter2
-    while eng2.has_unfinished():
-        eng2.step()
-    for s, seq in zip(scored.samples, sorted(request.seqs, key=lambda q: q.index)):
-        flags = meter2.flags(seq)
-        assert s.kept and s.score == pytest.approx(sum(flags[:5]) / 5)
+    judged = think_at_n(engine(tokenizer), PROMPTS[:1], SamplingParams(**{**vars(params), "think": "dtr",
+                                                                          "think_prefix": 5, "think_keep": 1.0}))[0]
+    eng = engine(tokenizer)  # the same seeds, no rule: the same samples, each with its per-token signals
+    request = eng.add_request("again", PROMPTS[0], SamplingParams(**{**vars(params), "return_dtr": True}))
+    while eng.has_unfinished():
+        eng.step()
+        seqs = sorted(request.seqs, key=lambda q: q.index)
+        if seqs and all(q.num_output_tokens >= 5 for q in seqs) and len(seqs) == 4:
+            flags = [eng.meter.flags(q)[:5] for q in seqs]
+    for s, f in zip(judged.samples, flags):
+        assert s.kept and s.score == pytest.approx(sum(f) / 5)
+
+
+def test_samples_finishing_before_the_decision_wait_for_it(tokenizer):
+    eng = engine(tokenizer)
+    stops = list(range(3, tokenizer.vocab_size, 6))  # about one token in six ends a sample
+    params = SamplingParams(n=8, temperature=1.0, max_tokens=30, stop_token_ids=stops, seed=5, think="logprob",
+                            think_prefix=6, return_dtr=True)
+    votes = think_at_n(eng, PROMPTS, params, extract=first_letter)
+    early = [s for v in votes for s in v.samples if s.finish_reason == "stop" and s.tokens < 6]
+    assert early  # some samples ended inside the prefix: they are judged too, on what they have
+    for vote in votes:
+        assert sum(s.kept for s in vote.samples) == 4
+        assert all(s.score is not None and s.dtr is not None for s in vote.samples)
 
 
 def test_length_keeps_the_first_to_finish(tokenizer):
     eng = engine(tokenizer)
-    stops = list(range(3, tokenizer.vocab_size, 6))  # about one token in six ends a sample
-    params = SamplingParams(n=8, temperature=1.0, max_tokens=40, stop_token_ids=stops, seed=5)
-    votes = think_at_n(eng, PROMPTS, params, "length", keep=0.25, extract=first_letter)
-    for vote in votes:
+    stops = list(range(3, tokenizer.vocab_size, 6))
+    params = SamplingParams(n=8, temperature=1.0, max_tokens=40, stop_token_ids=stops, seed=5, think="length",
+                            think_keep=0.25)
+    for vote in think_at_n(eng, PROMPTS, params, extract=first_letter):
         kept = [s for s in vote.samples if s.kept]
-        assert len(kept) >= 2 and all(s.finish_reason is not None for s in kept)
+        assert len(kept) >= 2 and all(s.finish_reason == "stop" for s in kept)
         assert max(s.tokens for s in kept) <= min(s.tokens for s in vote.samples if not s.kept)
 
 
@@ -74,9 +87,10 @@ def test_the_vote_is_the_majority_of_kept_answers():
     assert majority([Sample(0)]) is None
 
 
-def test_bad_settings_are_refused(tokenizer):
-    eng = engine(tokenizer)
-    with pytest.raises(ValueError, match="unknown rule"):
-        think_at_n(eng, PROMPTS, SamplingParams(n=2), "vibes")
-    with pytest.raises(ValueError, match="keep"):
-        think_at_n(eng, PROMPTS, SamplingParams(n=2), "dtr", keep=0)
+def test_bad_settings_are_refused():
+    with pytest.raises(GenerationError, match="unknown think rule"):
+        SamplingParams(n=2, think="vibes")
+    with pytest.raises(GenerationError, match="n of at least 2"):
+        SamplingParams(n=1, think="dtr")
+    with pytest.raises(GenerationError, match="think_keep"):
+        SamplingParams(n=2, think="dtr", think_keep=0)

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from lmforge.model.transformer import Transformer
 
 LN2 = math.log(2.0)
+SIGNAL_NAMES = ("dtr", "logprob", "certainty")  # the meter's per-token signals, in order
 
 
 @dataclass(frozen=True)
@@ -140,7 +141,7 @@ class DeepThinkingMeter:
         self._signals: dict[object, list[tuple[bool, float, float]]] = {}  # key -> [(deep, logprob, certainty)]
 
     def __call__(self, seq, layer: int, hidden: torch.Tensor) -> None:
-        if layer == 0:
+        if layer == 0 or not seq.params.wants_signals:
             return
         if layer == 1:
             self._settle(seq.seq_id)
@@ -150,10 +151,12 @@ class DeepThinkingMeter:
         self._pending[seq.seq_id][2].append(hidden[-1])
 
     def _settle(self, seq_id: int) -> None:
-        """Keep the pending rows of `seq_id` if the sequence sampled a token from them since; drop them if not."""
-        seq, length, rows = self._pending.pop(seq_id, (None, 0, []))
+        """Move the pending rows of `seq_id` to the queue once the sequence has sampled a token from them (rows it
+        did not sample from are replaced by its next step's)."""
+        seq, length, rows = self._pending.get(seq_id, (None, 0, []))
         if seq is None or len(seq) <= length or len(rows) != self.n_layers:
             return
+        del self._pending[seq_id]
         if length == seq.num_prompt_tokens:
             self._first_rows[seq.request_id] = torch.stack(rows)
         else:
@@ -183,10 +186,13 @@ class DeepThinkingMeter:
         """The deep-thinking flag of each token `seq` has generated so far."""
         return [deep for deep, _, _ in self.signals(seq)]
 
-    def ratio(self, seq) -> float | None:
-        """DTR of `seq`'s generated tokens so far (None before its first)."""
-        flags = self.flags(seq)
-        return sum(flags) / len(flags) if flags else None
+    def summary(self, seq) -> dict[str, float] | None:
+        """Over `seq`'s generated tokens so far: its DTR, mean log-probability and mean self-certainty (None
+        before its first token)."""
+        signals = self.signals(seq)
+        if not signals:
+            return None
+        return {name: sum(float(t[i]) for t in signals) / len(signals) for i, name in enumerate(SIGNAL_NAMES)}
 
     def release(self, request_id: str, seq_ids: list[int]) -> None:
         """Forget a finished request's rows and signals."""

@@ -16,7 +16,6 @@ from pathlib import Path
 from tqdm import tqdm
 
 from lmforge.errors import DataError
-from lmforge.eval.dtr import DeepThinkingMeter, DTRConfig
 from lmforge.eval.tasks import generate
 from lmforge.eval.think import Vote, think_at_n
 from lmforge.interop.chat import render_chat
@@ -84,14 +83,13 @@ def prompt_ids(tokenizer: Tokenizer, item: Item, chat: bool) -> list[int]:
     return encode_prompt(tokenizer, PLAIN_FORMAT.format(prompt=item.prompt))
 
 
-def run(engine: LLMEngine, items: list[Item], params: SamplingParams, rule: str, chat: bool, prefix: int = 50,
-        keep: float = 0.5, config: DTRConfig = DTRConfig(), measure: bool = False, progress: bool = True) -> list[Vote]:
-    """Think@n (or, with rule "all", plain sampling) over every item, the n samples of each in one request."""
+def run(engine: LLMEngine, items: list[Item], params: SamplingParams, chat: bool, progress: bool = True) -> list[Vote]:
+    """Every item's n samples through the engine under `params.think` (None: plain sampling), with a progress
+    bar over the most tokens they can generate."""
     prompts = [prompt_ids(engine.tokenizer, item, chat) for item in items]
-    meter = DeepThinkingMeter(engine.model, config)
     bound = len(items) * params.n * (params.max_tokens or engine.max_seq_len)
-    with tqdm(total=bound, unit="tok", desc=f"{rule} n={params.n}", disable=not progress) as bar:
-        return think_at_n(engine, prompts, params, rule, prefix, keep, meter=meter, measure=measure, progress=bar.update)
+    with tqdm(total=bound, unit="tok", desc=f"{params.think or 'sample'} n={params.n}", disable=not progress) as bar:
+        return think_at_n(engine, prompts, params, progress=bar.update)
 
 
 def sample_rows(items: list[Item], votes: list[Vote]) -> list[dict]:

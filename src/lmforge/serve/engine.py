@@ -9,6 +9,7 @@ samples prefills its prompt once and forks: the samples share the prompt's cache
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -16,6 +17,7 @@ import torch
 
 from lmforge.device import resolve_precision
 from lmforge.errors import GenerationError
+from lmforge.eval.dtr import DeepThinkingMeter, DTRConfig
 from lmforge.model.transformer import Transformer
 from lmforge.quant.linear import QuantLinear, calibrate_kernel_rows
 from lmforge.serve.block_manager import BlockManager, SlotPool
@@ -26,6 +28,7 @@ from lmforge.serve.runner import ModelRunner, Observer
 from lmforge.serve.sampler import Sampler, make_generator, prompt_logprobs
 from lmforge.serve.scheduler import Scheduler, SchedulerConfig
 from lmforge.serve.sequence import Sequence
+from lmforge.serve.think import Decision, decide
 from lmforge.tokenizer import Tokenizer
 
 TokenLogprob = tuple[int, float | None, list[tuple[int, float]]]  # (token, its logprob, top alternatives)
@@ -46,6 +49,7 @@ class EngineConfig:
     calibrate: bool = True  # measure where quantized layers switch from the packed kernel to a float product
     keep_dense_weights: bool = True  # quantized layers keep a dequantized copy for many-row products (prefill,
     # large batches): faster, at the memory of a float model; decoding few rows reads the packed weights
+    dtr: DTRConfig = field(default_factory=DTRConfig)  # settling threshold and depth of the Deep-Thinking Ratio
 
 
 @dataclass
@@ -60,6 +64,10 @@ class Delta:
     finish_reason: str | None = None
     prompt_logprobs: list[TokenLogprob] | None = None  # on a request's first delta, when asked for
     num_cached_tokens: int = 0  # on a request's first delta: prompt tokens found in the prefix cache
+    signals: dict[str, float] | None = None  # on a sample's last delta, when asked for: DTR, mean log-probability
+    # and mean self-certainty of its tokens
+    kept: bool | None = None  # on a sample's last delta under a Think@n rule: whether it goes to the vote
+    score: float | None = None  # ... and its prefix score (rules that score)
 
 
 @dataclass
@@ -73,10 +81,16 @@ class Request:
     detokenizers: dict[int, IncrementalDetokenizer] = field(default_factory=dict)
     prompt_logprobs: list[TokenLogprob] | None = None
     first_token: float | None = None
+    decision: Decision | None = None  # a Think@n rule's, once made
+    held: dict[int, str] = field(default_factory=dict)  # samples that finished before it: index -> finish reason
 
     @property
     def finished(self) -> bool:
         return len(self.seqs) == self.params.n and all(s.finished for s in self.seqs)
+
+    @property
+    def undecided(self) -> bool:
+        return self.params.judged and self.decision is None
 
 
 def engine_dtype(name: str, device: torch.device) -> torch.dtype:
@@ -119,6 +133,7 @@ class LLMEngine:
         self.requests: dict[str, Request] = {}
         self._seeds = torch.Generator().manual_seed(config.seed)
         self.observer: Observer | None = None
+        self.meter = DeepThinkingMeter(model, config.dtr)  # watches the requests that ask for DTR or Think@n
 
     # requests
 
@@ -168,16 +183,7 @@ class LLMEngine:
         for seq in request.seqs:
             if not seq.finished:
                 self.scheduler.finish(seq, "abort")
-
-    def abort_sample(self, request_id: str, index: int) -> None:
-        """Stop one sample of a request now and free its memory (Think@n rejected it); the others go on."""
-        request = self.requests.get(request_id)
-        seq = next((s for s in request.seqs if s.index == index), None) if request else None
-        if seq is None or seq.finished:
-            return
-        self.scheduler.finish(seq, "abort")
-        if request.finished:
-            self.requests.pop(request_id, None)
+        self.meter.release(request_id, [seq.seq_id for seq in request.seqs])
 
     def has_unfinished(self) -> bool:
         return bool(self.requests)
@@ -199,8 +205,8 @@ class LLMEngine:
         deltas = [self._emit(self.requests[seq.request_id], seq, [], self._detok(seq).flush(), None, "length")
                   for seq in self.scheduler.take_truncated() if seq.request_id in self.requests]
         if not batch:
-            return deltas
-        logits = dict(zip((seq.seq_id for seq, _ in batch), self.runner.execute(batch, self.observer)))
+            return deltas + self._judge_waiting()
+        logits = dict(zip((seq.seq_id for seq, _ in batch), self.runner.execute(batch, self._observer(batch))))
         for seq, n in batch:  # prompt log-probabilities of the chunk just computed
             request = self.requests.get(seq.request_id)
             start = seq.num_computed
@@ -217,6 +223,36 @@ class LLMEngine:
                 ready += [(child, logits[seq.seq_id][-1:]) for child in self._fork(request, seq)]
         if ready:
             deltas += self._sample(ready)
+        return deltas + self._judge_waiting()
+
+    def _observer(self, batch: list[tuple[Sequence, int]]) -> Observer | None:
+        """The user's observer, and the meter when a sequence in the batch needs its signals."""
+        meter = self.meter if any(seq.params.wants_signals for seq, _ in batch) else None
+        if meter is None or self.observer is None:
+            return meter or self.observer
+        user = self.observer
+        return lambda seq, layer, hidden: (user(seq, layer, hidden), meter(seq, layer, hidden))
+
+    def _judge_waiting(self) -> list[Delta]:
+        return [d for request in list(self.requests.values()) if request.undecided for d in self._judge(request)]
+
+    def _judge(self, request: Request) -> list[Delta]:
+        """Apply the request's Think@n rule once it can decide: stop (and free) the samples it rejects, and
+        release the samples that finished while it waited."""
+        params = request.params
+        if len(request.seqs) < params.n:
+            return []
+        n_keep = max(1, math.ceil(params.think_keep * params.n))
+        decision = decide(params.think, n_keep, request.seqs, params.think_prefix, self.meter.signals)
+        if decision is None:
+            return []
+        request.decision = decision
+        deltas = []
+        for seq in sorted(request.seqs, key=lambda q: q.index):
+            if seq.index in request.held:
+                deltas.append(self._emit(request, seq, [], "", None, request.held.pop(seq.index)))
+            elif seq.index in decision.rejected:
+                deltas.append(self._emit(request, seq, [], self._detok(seq).flush(), None, "abort"))
         return deltas
 
     def _detok(self, seq: Sequence) -> IncrementalDetokenizer:
@@ -282,15 +318,28 @@ class LLMEngine:
         return self._emit(request, seq, [token], text, logprobs, reason)
 
     def _emit(self, request: Request, seq: Sequence, tokens: list[int], text: str, logprobs, reason: str | None) -> Delta:
-        """A delta of `seq`; the request's first one carries its prompt log-probabilities and cached-token count."""
-        delta = Delta(request.request_id, seq.index, tokens, text, logprobs, reason)
+        """A delta of `seq`; the request's first one carries its prompt log-probabilities and cached-token count,
+        a sample's last one its DTR and Think@n verdict. A sample that finishes before its rule has decided is
+        stopped now, and its last delta held until the decision."""
+        delta = Delta(request.request_id, seq.index, tokens, text, logprobs, None)
         if request.first_token is None:
             request.first_token = time.monotonic()
             delta.prompt_logprobs, delta.num_cached_tokens = request.prompt_logprobs, seq.num_cached
-        if reason is not None:
-            self.scheduler.finish(seq, reason)
-            if request.finished:
-                self.requests.pop(request.request_id, None)
+        if reason is None:
+            return delta
+        self.scheduler.finish(seq, reason)
+        if request.undecided:
+            request.held[seq.index] = reason
+            return delta
+        delta.finish_reason = reason
+        params, decision = request.params, request.decision
+        if params.return_dtr:
+            delta.signals = self.meter.summary(seq)
+        if params.judged:
+            delta.kept, delta.score = seq.index not in decision.rejected, decision.scores.get(seq.index)
+        if request.finished and not request.held:
+            self.requests.pop(request.request_id, None)
+            self.meter.release(request.request_id, [s.seq_id for s in request.seqs])
         return delta
 
 

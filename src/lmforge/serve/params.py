@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from lmforge.config import MAX_SEED, bounded, check_ranges
 from lmforge.errors import GenerationError
+from lmforge.serve.think import RULES, SIGNAL
 
 MAX_LOGPROBS = 20  # OpenAI's limit on top_logprobs
 
@@ -32,9 +33,17 @@ class SamplingParams:
     prompt_logprobs: int | None = bounded(None, 0, MAX_LOGPROBS)  # the same for the prompt tokens
     skip_special_tokens: bool = True
     include_stop_str_in_output: bool = False
+    return_dtr: bool = False  # each sample's Deep-Thinking Ratio on its last delta (lmforge.eval.dtr)
+    think: str | None = None  # a Think@n rule over the n samples (lmforge.serve.think), None: off
+    think_prefix: int = bounded(50, 1)  # generated tokens each sample is judged on
+    think_keep: float = bounded(0.5, 0, 1, low_open=True)  # share of the n samples kept
 
     def __post_init__(self) -> None:
         check_ranges(self, error=GenerationError)
+        if self.think is not None and self.think not in RULES:
+            raise GenerationError(f"unknown think rule {self.think!r}; choose one of {', '.join(RULES)}")
+        if self.think is not None and self.n < 2:
+            raise GenerationError("think needs n of at least 2 samples to choose among")
         if isinstance(self.stop, str):
             self.stop = [self.stop]
         if any(not s for s in self.stop):
@@ -43,3 +52,13 @@ class SamplingParams:
     @property
     def greedy(self) -> bool:
         return self.temperature == 0
+
+    @property
+    def judged(self) -> bool:
+        """Whether a Think@n rule will stop some samples (every rule but "all")."""
+        return self.think not in (None, "all")
+
+    @property
+    def wants_signals(self) -> bool:
+        """Whether the engine's meter must watch this request's tokens (its DTR, or a rule that reads them)."""
+        return self.return_dtr or self.think in SIGNAL
