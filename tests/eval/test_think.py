@@ -5,7 +5,7 @@ import torch
 from test_dtr import model
 
 from lmforge.errors import GenerationError
-from lmforge.eval.think import Sample, majority, think_at_n
+from lmforge.eval.think import majority, think_at_n
 from lmforge.serve.engine import EngineConfig, LLMEngine
 from lmforge.serve.params import SamplingParams
 
@@ -37,7 +37,7 @@ def test_prefix_rules_keep_the_best_scores_and_free_the_rest(tokenizer, rule):
         assert all(s.tokens == 12 for s in kept) and all(s.tokens == 4 and s.finish_reason == "abort" for s in rejected)
         assert vote.tokens == 3 * 12 + 3 * 4
         assert all(s.answer is None for s in rejected)
-        assert vote.answer == majority(vote.samples)
+        assert vote.answer == majority([s.answer for s in kept])
 
 
 def test_the_dtr_score_is_the_prefix_share_of_deep_tokens(tokenizer):
@@ -79,12 +79,10 @@ def test_length_keeps_the_first_to_finish(tokenizer):
         assert max(s.tokens for s in kept) <= min(s.tokens for s in vote.samples if not s.kept)
 
 
-def test_the_vote_is_the_majority_of_kept_answers():
-    samples = [Sample(0, answer=3), Sample(1, answer=4), Sample(2, answer=4), Sample(3, answer=None)]
-    assert majority(samples) == 4
-    samples[2].kept = False
-    assert majority(samples) == 3  # a tie goes to the first answer given
-    assert majority([Sample(0)]) is None
+def test_the_vote_is_the_majority_of_given_answers():
+    assert majority([3, 4, 4, None]) == 4
+    assert majority([3, 4, None, None]) == 3  # a tie goes to the first answer given
+    assert majority([None]) is None
 
 
 def test_bad_settings_are_refused():

@@ -120,6 +120,38 @@ def test_chat_and_streaming_with_usage(client):
     assert "".join(c.choices[0].text for c in streamed) == whole.choices[0].text
 
 
+def test_reasoning_effort_extensions(client, live):
+    messages = [{"role": "user", "content": "hello"}]
+    r = client.chat.completions.create(model="tiny", messages=messages, max_tokens=8, n=2, seed=1, temperature=1.0,
+                                       extra_body={"return_dtr": True})
+    for choice in r.choices:
+        extra = choice.model_extra
+        assert 0 <= extra["dtr"] <= 1 and extra["reasoning_signals"]["dtr"] == extra["dtr"]
+        assert set(extra["reasoning_signals"]) == {"dtr", "logprob", "certainty"}
+    assert "think" not in r.model_extra
+    plain = client.completions.create(model="tiny", prompt="def", max_tokens=4)
+    assert "dtr" not in plain.choices[0].model_extra
+    body = {"think": "dtr", "think_prefix": 3, "think_keep": 0.5, "ignore_eos": True, "return_dtr": True}
+    r = client.completions.create(model="tiny", prompt=["def", "class"], max_tokens=8, n=4, seed=2, temperature=1.0,
+                                  extra_body=body)
+    assert r.model_extra["think"]["rule"] == "dtr" and len(r.model_extra["think"]["answers"]) == 2
+    for prompt in range(2):
+        choices = [c for c in r.choices if c.index // 4 == prompt]
+        kept = [c for c in choices if c.model_extra["think"]["kept"]]
+        assert len(kept) == 2 and all(c.finish_reason == "length" for c in kept)
+        assert all(c.finish_reason == "abort" for c in choices if c not in kept)
+    assert r.usage.completion_tokens == 2 * (2 * 8 + 2 * 3)  # rejected choices cost their prefix only
+    chunks = list(client.completions.create(model="tiny", prompt="def", max_tokens=8, n=4, seed=2, temperature=1.0,
+                                            stream=True, extra_body=body))
+    verdicts = [c.choices[0].model_extra.get("think") for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert sorted(v["kept"] for v in verdicts) == [False, False, True, True]
+    assert live.server.engine.blocks.num_free_blocks == live.server.engine.plan.num_blocks
+    with pytest.raises(openai.BadRequestError, match="unknown think rule"):
+        client.completions.create(model="tiny", prompt="x", n=2, extra_body={"think": "vibes"})
+    with pytest.raises(openai.BadRequestError, match="n of at least 2"):
+        client.completions.create(model="tiny", prompt="x", extra_body={"think": "dtr"})
+
+
 @pytest.mark.parametrize("kwargs, message", [
     ({"max_tokens": -1}, "max_tokens"), ({"n": 0}, "n must be"), ({"logprobs": 50}, "logprobs"),
     ({"temperature": "hot"}, "temperature"), ({"prompt": "word " * 200}, "context is 128"), ({"top_p": 0}, "top_p"),

@@ -46,9 +46,9 @@ class Vote:
         return sum(s.tokens for s in self.samples)
 
 
-def majority(samples: list[Sample]) -> object:
-    """The most frequent answer among kept samples that gave one (ties: the first to appear); None if none did."""
-    votes = Counter(s.answer for s in samples if s.kept and s.answer is not None)
+def majority(answers: list) -> object:
+    """The most frequent of the answers that are not None (ties: the first to appear); None if there are none."""
+    votes = Counter(a for a in answers if a is not None)
     return votes.most_common(1)[0][0] if votes else None
 
 
@@ -76,5 +76,5 @@ def think_at_n(engine: LLMEngine, prompts: list[list[int]], params: SamplingPara
     for request_samples in samples.values():
         for s in request_samples:
             s.answer = extract(s.text) if s.kept else None
-        votes.append(Vote(majority(request_samples), request_samples))
+        votes.append(Vote(majority([s.answer for s in request_samples if s.kept]), request_samples))
     return votes

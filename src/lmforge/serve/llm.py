@@ -32,6 +32,9 @@ class CompletionOutput:
     token_ids: list[int] = field(default_factory=list)
     logprobs: list[TokenLogprob] | None = None
     finish_reason: str | None = None
+    signals: dict[str, float] | None = None  # DTR, mean log-probability and self-certainty, when asked for
+    kept: bool | None = None  # under a Think@n rule: whether the sample goes to the vote
+    score: float | None = None  # ... and its prefix score
 
 
 @dataclass
@@ -53,6 +56,8 @@ def collect(delta: Delta, output: CompletionOutput) -> None:
     if delta.logprobs is not None:
         output.logprobs = (output.logprobs or []) + delta.logprobs
     output.finish_reason = delta.finish_reason or output.finish_reason
+    if delta.finish_reason is not None:
+        output.signals, output.kept, output.score = delta.signals, delta.kept, delta.score
 
 
 def encode_prompt(tokenizer: Tokenizer, text: str) -> list[int]:

@@ -43,6 +43,10 @@ class SamplingFields(BaseModel):
     stream: bool = False
     stream_options: StreamOptions | None = None
     user: str | None = None  # accepted and ignored
+    return_dtr: bool = False  # lmforge: each choice's Deep-Thinking Ratio (and mean log-probability, self-certainty)
+    think: str | None = None  # lmforge: Think@n rule over the n choices (dtr, logprob, certainty, length, all)
+    think_prefix: int | None = None  # lmforge: tokens each choice is judged on (default 50)
+    think_keep: float | None = None  # lmforge: share of the n choices kept (default 0.5)
 
     def sampling_params(self, max_tokens: int | None, logprobs: int | None, prompt_logprobs: int | None) -> SamplingParams:
         """The engine's settings for this request (GenerationError on a bad value)."""
@@ -53,14 +57,15 @@ class SamplingFields(BaseModel):
         given = {
             "temperature": self.temperature, "top_p": self.top_p, "min_p": self.min_p,
             "repetition_penalty": self.repetition_penalty, "presence_penalty": self.presence_penalty,
-            "frequency_penalty": self.frequency_penalty, "seed": self.seed,
+            "frequency_penalty": self.frequency_penalty, "seed": self.seed, "think_prefix": self.think_prefix,
+            "think_keep": self.think_keep,
         }
         return SamplingParams(
             n=self.n, max_tokens=max_tokens, top_k=0 if self.top_k in (None, -1) else self.top_k, logit_bias=bias,
             stop=[self.stop] if isinstance(self.stop, str) else list(self.stop or []),
             stop_token_ids=list(self.stop_token_ids or []), ignore_eos=self.ignore_eos,
             logprobs=logprobs, prompt_logprobs=prompt_logprobs, skip_special_tokens=self.skip_special_tokens,
-            include_stop_str_in_output=self.include_stop_str_in_output,
+            include_stop_str_in_output=self.include_stop_str_in_output, return_dtr=self.return_dtr, think=self.think,
             **{k: v for k, v in given.items() if v is not None},
         )
 

@@ -26,6 +26,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from lmforge.errors import GenerationError
+from lmforge.eval.tasks import extract_answer
+from lmforge.eval.think import majority
 from lmforge.interop.chat import render_chat
 from lmforge.serve.async_engine import AsyncEngine
 from lmforge.serve.engine import Delta, EngineFullError, LLMEngine, TokenLogprob
@@ -58,6 +60,25 @@ def sse(payload: dict | str) -> str:
 def usage(prompt_tokens: int, completion_tokens: int, cached_tokens: int) -> dict:
     return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
             "total_tokens": prompt_tokens + completion_tokens, "prompt_tokens_details": {"cached_tokens": cached_tokens}}
+
+
+def effort_fields(signals: dict | None, kept: bool | None, score: float | None, params: SamplingParams) -> dict:
+    """A finished choice's lmforge extension fields: its reasoning signals (when `return_dtr`) and its Think@n
+    verdict (under a rule); nothing otherwise."""
+    fields = {}
+    if params.return_dtr and signals is not None:
+        fields["dtr"], fields["reasoning_signals"] = signals["dtr"], signals
+    if params.judged and kept is not None:
+        fields["think"] = {"kept": kept, "score": score}
+    return fields
+
+
+def think_votes(runs: list["PromptRun"], params: SamplingParams) -> dict:
+    """Under a Think@n rule: per prompt, the majority of the kept choices' "Answer: <integer>" lines."""
+    if params.think is None:
+        return {}
+    answers = [majority([extract_answer(out.text) for out in run.outputs if out.kept is not False]) for run in runs]
+    return {"think": {"rule": params.think, "answers": answers}}
 
 
 @dataclass
@@ -204,7 +225,7 @@ class OpenAIServer:
         await asyncio.gather(*(self.run_to_end(f"{cid}-{i}", run, params, raw) for i, run in enumerate(runs)))
         choices = [self.completion_choice(i, run, out, params, body) for i, run in enumerate(runs) for out in run.outputs]
         return {"id": cid, "object": "text_completion", "created": created, "model": self.model_name, "choices": choices,
-                "usage": self.usage(runs)}
+                "usage": self.usage(runs), **think_votes(runs, params)}
 
     def completion_choice(self, i: int, run: PromptRun, out: CompletionOutput, params: SamplingParams,
                           body: CompletionRequest) -> dict:
@@ -213,7 +234,7 @@ class OpenAIServer:
         if body.logprobs is not None:
             logprobs = self.legacy_logprobs(((run.prompt_logprobs or []) if body.echo else []) + (out.logprobs or []))
         return {"index": i * params.n + out.index, "text": prompt_text + out.text, "logprobs": logprobs,
-                "finish_reason": out.finish_reason}
+                "finish_reason": out.finish_reason, **effort_fields(out.signals, out.kept, out.score, params)}
 
     def usage(self, runs: list[PromptRun]) -> dict:
         return usage(sum(len(r.prompt) for r in runs), sum(len(o.token_ids) for r in runs for o in r.outputs),
@@ -234,7 +255,8 @@ class OpenAIServer:
                     entries = (runs[i].prompt_logprobs or []) + entries
                 logprobs = self.legacy_logprobs(entries) if body.logprobs is not None else None
                 yield chunk([{"index": i * params.n + delta.index, "text": text, "logprobs": logprobs,
-                              "finish_reason": delta.finish_reason}])
+                              "finish_reason": delta.finish_reason,
+                              **effort_fields(delta.signals, delta.kept, delta.score, params)}])
             if body.stream_options and body.stream_options.include_usage:
                 yield chunk([], usage=self.usage(runs))
         except (GenerationError, RuntimeError) as e:
@@ -253,9 +275,10 @@ class OpenAIServer:
         await self.run_to_end(f"{cid}-0", run, params, raw)
         choices = [{"index": out.index, "message": {"role": "assistant", "content": out.text},
                     "logprobs": self.chat_logprobs(out.logprobs or []) if body.logprobs else None,
-                    "finish_reason": out.finish_reason} for out in run.outputs]
+                    "finish_reason": out.finish_reason, **effort_fields(out.signals, out.kept, out.score, params)}
+                   for out in run.outputs]
         return {"id": cid, "object": "chat.completion", "created": created, "model": self.model_name, "choices": choices,
-                "usage": self.usage([run])}
+                "usage": self.usage([run]), **think_votes([run], params)}
 
     async def stream_chat(self, cid, created, run: PromptRun, params, body: ChatCompletionRequest) -> AsyncIterator[str]:
         def chunk(choices: list[dict], **extra) -> str:
@@ -269,7 +292,8 @@ class OpenAIServer:
                 logprobs = self.chat_logprobs(delta.logprobs or []) if body.logprobs else None
                 content = {"content": delta.text} if delta.text else {}
                 yield chunk([{"index": delta.index, "delta": content, "logprobs": logprobs,
-                              "finish_reason": delta.finish_reason}])
+                              "finish_reason": delta.finish_reason,
+                              **effort_fields(delta.signals, delta.kept, delta.score, params)}])
             if body.stream_options and body.stream_options.include_usage:
                 yield chunk([], usage=self.usage([run]))
         except (GenerationError, RuntimeError) as e:
