@@ -186,7 +186,14 @@ def read_warc(path: Path, skipped: Counter | None = None) -> Iterator[Document]:
             yield Document(text, doc_id, {"source": str(path), "url": url, "format": "html"})
 
 
-BUILTIN_CORPORA = {"stdlib": read_stdlib, "pydoc": read_pydoc, "websample": read_websample}
+def read_reasoning() -> Iterator[Document]:
+    """Worked solutions of the synthetic reasoning tasks' train splits (lmforge.eval.tasks)."""
+    from lmforge.eval.tasks import read_reasoning as documents
+
+    return documents()
+
+
+BUILTIN_CORPORA = {"stdlib": read_stdlib, "pydoc": read_pydoc, "websample": read_websample, "reasoning": read_reasoning}
 JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".json.gz", ".ndjson", ".jsonl.zst")
 
 
@@ -224,7 +231,8 @@ def read_corpus(
     spec: str, text_field: str = "text", shard: int = 0, num_shards: int = 1, skipped: Counter | None = None
 ) -> Iterator[Document]:
     """Documents of a corpus spec: "stdlib" (Python source), "pydoc" (English reference
-    text), "websample" (generated web pages around pydoc prose), a directory (every file, recursively), a glob, or a file.
+    text), "websample" (generated web pages around pydoc prose), "reasoning" (worked solutions of the synthetic
+    reasoning tasks), a directory (every file, recursively), a glob, or a file.
 
     With `num_shards` > 1 only shard `shard`'s part is read: whole files in turn when there
     are at least as many files as shards, else every num_shards-th document. With a `skipped`

@@ -16,7 +16,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from lmforge.errors import DataError
-from lmforge.eval.tasks import generate
+from lmforge.eval.tasks import PLAIN_FORMAT, generate
 from lmforge.eval.think import Vote, think_at_n
 from lmforge.interop.chat import render_chat
 from lmforge.serve.engine import LLMEngine
@@ -24,7 +24,6 @@ from lmforge.serve.llm import encode_prompt
 from lmforge.serve.params import SamplingParams
 from lmforge.tokenizer import Tokenizer
 
-PLAIN_FORMAT = "Problem: {prompt}\nSolution:\n"
 CHAT_INSTRUCTION = "\n\nWork it out step by step, one short line per step, and end with the line 'Answer: <integer>'."
 
 
@@ -34,11 +33,6 @@ class Item:
 
     prompt: str
     answer: int | None = None
-
-
-def training_text(prompt: str, solution: str) -> str:
-    """A task example as a model trained on the task sees it: the plain format, then the worked solution."""
-    return PLAIN_FORMAT.format(prompt=prompt) + solution
 
 
 def load_items(task: str | None, prompts_file: str | None, split: str = "test", limit: int = 50, seed: int = 0,

@@ -14,6 +14,9 @@ from dataclasses import asdict, dataclass
 from typing import Callable
 
 SPLITS = ("train", "test")
+PLAIN_FORMAT = "Problem: {prompt}\nSolution:\n"  # how a model trained on the tasks is asked
+CORPUS_DIFFICULTIES = (1, 2, 3, 4)  # the built-in "reasoning" corpus mixes these
+CORPUS_PER_TASK = 4000  # problems per task and difficulty in the built-in corpus
 TEST_SHARE = 5  # one problem in 5 (by hash) belongs to the test split
 ANSWER = re.compile(r"Answer:\s*(-?\d+)")
 
@@ -50,6 +53,22 @@ def is_correct(problem: Problem, text: str) -> bool:
     return extract_answer(text) == problem.answer
 
 
+def training_text(problem: Problem) -> str:
+    """A problem as a model trained on the tasks reads it: the plain format, then the worked solution."""
+    return PLAIN_FORMAT.format(prompt=problem.prompt) + problem.solution
+
+
+def read_reasoning():
+    """The built-in corpus "reasoning": train-split problems of every task at several difficulties, each a
+    document in the plain format with its worked solution (the test split never appears)."""
+    from lmforge.data.document import Document
+
+    for task in generators():
+        for difficulty in CORPUS_DIFFICULTIES:
+            for i, p in enumerate(generate(task, "train", CORPUS_PER_TASK, 0, difficulty, at_most=True)):
+                yield Document(training_text(p), f"{task}/{difficulty}/{i}")
+
+
 def generators() -> dict[str, Generator]:
     from lmforge.eval.tasks.arithmetic import arithmetic, arithmetic_words
     from lmforge.eval.tasks.equations import equation
@@ -58,8 +77,9 @@ def generators() -> dict[str, Generator]:
     return {"arithmetic": arithmetic, "arithmetic-words": arithmetic_words, "tracing": tracing, "equations": equation}
 
 
-def generate(task: str, split: str, n: int, seed: int = 0, difficulty: int = 3) -> list[Problem]:
-    """`n` distinct problems of `task` from `split`, deterministic for the seed."""
+def generate(task: str, split: str, n: int, seed: int = 0, difficulty: int = 3, at_most: bool = False) -> list[Problem]:
+    """`n` distinct problems of `task` from `split`, deterministic for the seed (with `at_most`, as many as the
+    task has up to `n`; else fewer is an error)."""
     tasks = generators()
     if task not in tasks:
         raise ValueError(f"unknown task {task!r}; choose one of {', '.join(tasks)}")
@@ -74,4 +94,6 @@ def generate(task: str, split: str, n: int, seed: int = 0, difficulty: int = 3) 
         if p.prompt not in seen and split_of(p) == split:
             seen.add(p.prompt)
             problems.append(p)
+    if at_most:
+        return problems
     raise ValueError(f"{task} at difficulty {difficulty} has fewer than {n} distinct {split} problems; ask for fewer")
