@@ -55,7 +55,8 @@ from lmforge.data.readers import read_corpus
 from lmforge.eval.perplexity import evaluation_texts
 from lmforge.interop.gguf_file import export_gguf
 from lmforge.interop.load import load_model
-from lmforge.quant.calibration import DEFAULT_CALIBRATION, calibration_set
+from lmforge.quant import DEFAULT_CALIBRATION, DEFAULT_WINDOW_LEN, DEFAULT_WINDOWS
+from lmforge.quant.calibration import calibration_set
 from lmforge.quant.gguf_blocks import exact_blocks
 from lmforge.quant.layout import quantized_modules
 from lmforge.quant.quantize import CALIBRATED, METHODS, QuantSpec, quantize_model
@@ -418,8 +419,8 @@ def main() -> None:
     p.add_argument("--formats", default="Q8_0,Q4_1,Q4_0,Q4_K_M", help="GGUF types of the formats section")
     p.add_argument("--seeds", type=int, default=3, help="calibration seeds (GPTQ, AWQ, llama-imatrix)")
     p.add_argument("--calib", default=DEFAULT_CALIBRATION, help="calibration set (the library's default)")
-    p.add_argument("--calib-seqs", type=int, default=32, help="calibration windows per seed")
-    p.add_argument("--calib-len", type=int, default=512, help="tokens per calibration window")
+    p.add_argument("--calib-seqs", type=int, default=DEFAULT_WINDOWS, help="calibration windows per seed")
+    p.add_argument("--calib-len", type=int, default=DEFAULT_WINDOW_LEN, help="tokens per calibration window")
     p.add_argument("--ctx", type=int, default=512, help="llama-perplexity's chunk length (the second half is scored)")
     p.add_argument("--chunks", type=int, default=16, help="llama-perplexity chunks per evaluation text")
     p.add_argument("--tg", type=int, default=128, help="llama-bench's decoded tokens (tgN)")
