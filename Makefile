@@ -8,13 +8,16 @@ TORCH_SPEC ?= torch>=2.5,<2.14
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip
 
-.PHONY: demo test install install-dev clean
+.PHONY: demo test chain install install-dev clean
 
 demo: $(VENV)/.installed
 	$(BIN)/lmforge quickstart
 
 test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -q
+
+chain: $(VENV)/.installed-dev
+	$(BIN)/lmforge chain
 
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev

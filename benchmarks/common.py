@@ -80,3 +80,13 @@ def write_json(path: str | None, payload: dict) -> None:
     """Write the benchmark's figures (with the machine) to `path` if given."""
     if path:
         Path(path).write_text(json.dumps({"machine": machine(), **payload}, indent=2) + "\n")
+
+
+def print_recorded(tables: dict[str, list[dict]], specs: dict, titles: dict[str, str], settings: dict, path) -> None:
+    """Print each recorded table under its title (formatted with the run's settings), then where it was recorded."""
+    from render import cells
+
+    for name, rows in tables.items():
+        print(f"\n{titles[name].format(**settings, threads=THREADS)}")
+        print_table(cells(specs[name], rows), [(c.header, c.header, "s") for c in specs[name]])
+    print(f"(recorded in {path})", flush=True)

@@ -17,6 +17,7 @@ on 128 and on 32 windows.
     .venv/bin/python benchmarks/quant_calibration.py --sections stdlib       # GPTQ, AWQ calibrated on stdlib code
     .venv/bin/python benchmarks/quant_calibration.py --sections ablations    # GPTQ: damping, act-order, fp32 forward
     .venv/bin/python benchmarks/quant_calibration.py --sections tokens       # GPTQ: 128 and 32 calibration sequences
+    .venv/bin/python benchmarks/quant_calibration.py --sections awq_search   # AWQ: scale search on 16 and 4 sequences
     .venv/bin/python benchmarks/quant_calibration.py --quick                 # defaults and one ablation, small
 Each section is recorded beside the others' tables (a run replaces only the tables it measures).
 """
@@ -53,7 +54,8 @@ ABLATIONS = {  # GPTQ variants, each one change from the defaults
     "no act-order": {"act_order": False},
     "fp32 calibration forward": {"calib_precision": "fp32"},
 }
-SECTIONS = ("defaults", "stdlib", "ablations", "tokens")
+SECTIONS = ("defaults", "stdlib", "ablations", "tokens", "awq_search")
+AWQ_SEARCH_SEQS = (16, 4)  # sequences AWQ's scale search judges on, in the awq_search section (16: the default)
 TOKEN_WINDOWS = {False: (128, 32), True: (4, 1)}  # calibration windows of the tokens section (full, --quick)
 TITLES = {
     "perplexity": "int4 g128 perplexity on text from other sources than the calibration ({eval_tokens} tokens each, "
@@ -62,6 +64,8 @@ TITLES = {
     "perplexity_stdlib": "the same, GPTQ and AWQ calibrated on stdlib code alone (the former default's domain)",
     "ablation": "GPTQ variants on the selection sources (mixed calibration, {seeds} seeds)",
     "tokens": "GPTQ calibrated on more and fewer tokens, selection sources (mixed calibration, {seeds} seeds)",
+    "awq_search": "AWQ's scale search judged on more and fewer sequences, selection sources (mixed calibration, "
+                  "{seeds} seeds)",
 }
 ROFF_REQUEST = re.compile(r"^[.'].*$", re.MULTILINE)
 ROFF_ESCAPE = re.compile(r"\\f[BIRP0-9]|\\f\(..|\\[-&e]|\\\(..|\\s[-+]?\d")
@@ -177,13 +181,16 @@ def run_calibrated(args, loaded, texts, raw: dict, calib_name: str) -> dict:
 
 
 def run_variants(args, loaded, texts, raw: dict, table: str) -> dict:
-    """GPTQ with one setting changed from the defaults ("ablation") or with each of TOKEN_WINDOWS' calibration
-    sizes ("tokens"), mixed calibration, over seeds, on the selection sources."""
+    """One method with one setting changed from the defaults, mixed calibration, over seeds, on the selection
+    sources: GPTQ's ablations ("ablation"), GPTQ with each of TOKEN_WINDOWS' calibration sizes ("tokens"), AWQ's
+    scale search on each of AWQ_SEARCH_SEQS' numbers of sequences ("awq_search")."""
     base, tok = loaded.model, loaded.tokenizer
     if table == "tokens":
-        variants = {f"{n} x {args.calib_len}": ({}, n) for n in TOKEN_WINDOWS[args.quick]}
+        variants = {f"{n} x {args.calib_len}": ("gptq", {}, n) for n in TOKEN_WINDOWS[args.quick]}
+    elif table == "awq_search":
+        variants = {f"{n} sequences": ("awq", {"awq_search_seqs": n}, args.calib_seqs) for n in AWQ_SEARCH_SEQS}
     else:
-        variants = {name: (change, args.calib_seqs) for name, change in ABLATIONS.items()}
+        variants = {name: ("gptq", change, args.calib_seqs) for name, change in ABLATIONS.items()}
         if resolve_precision("auto", torch.device("cpu")) == "fp32":  # the defaults already calibrate in fp32 here
             del variants["fp32 calibration forward"]
         if args.quick:  # one variant: each GPTQ run costs its column loop, whatever the calibration size
@@ -191,14 +198,14 @@ def run_variants(args, loaded, texts, raw: dict, table: str) -> dict:
     rtn = scores(quantized(base, QuantSpec("rtn"), None)[0], tok, texts, args.eval_tokens, args.seq_len)
     raw[f"{table} rtn"] = rtn
     rows = []
-    for name, (change, n_seqs) in variants.items():
+    for name, (method, change, n_seqs) in variants.items():
         runs, secs = [], []
         for seed in range(args.seeds):
             calib = calibration_set(tok, DEFAULT_CALIBRATION, n_seqs, args.calib_len, seed)
-            model, s = quantized(base, QuantSpec("gptq", **change), calib)
+            model, s = quantized(base, QuantSpec(method, **change), calib)
             runs.append(scores(model, tok, texts, args.eval_tokens, args.seq_len))
             secs.append(s)
-            print(f"gptq {name} seed {seed}: {s:.0f} s, {runs[-1]}", flush=True)
+            print(f"{method} {name} seed {seed}: {s:.0f} s, {runs[-1]}", flush=True)
         raw.setdefault(table, {})[name] = {"perplexity": runs, "seconds": secs}
         rows.append({**ppl_row(runs, rtn, variant=name), "seconds": spread(secs)})
     return {table: rows}
@@ -222,7 +229,7 @@ def main() -> None:
         summary.update(run_calibrated(args, loaded, eval_texts(SELECTION + REPORT, args.eval_tokens), raw, DEFAULT_CALIBRATION))
     if "stdlib" in sections:
         summary.update(run_calibrated(args, loaded, eval_texts(SELECTION + REPORT, args.eval_tokens), raw, "stdlib"))
-    for section, table in (("ablations", "ablation"), ("tokens", "tokens")):
+    for section, table in (("ablations", "ablation"), ("tokens", "tokens"), ("awq_search", "awq_search")):
         if section in sections:
             summary.update(run_variants(args, loaded, eval_texts(SELECTION, args.eval_tokens), raw, table))
     path = record(AREA, settings, raw, summary, args.out, args.quick, keep_others=True)

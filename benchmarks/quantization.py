@@ -45,10 +45,9 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from common import parser, print_table, timings
+from common import parser, print_recorded, timings
 from llamacpp import LlamaCpp, add_bin_argument, describe
 from record import over_seeds, record, separated, spread
-from render import cells
 from tables import TABLES
 
 from lmforge.data.readers import read_corpus
@@ -100,11 +99,7 @@ class Recorder:
         self.summary.update(tables)
         path = record(AREA, self.settings, self.raw, self.summary, self.args.out, self.args.quick, self.versions,
                       keep_others=True)
-        for name, rows in tables.items():
-            spec = TABLES[AREA][name]
-            print(f"\n{TITLES[name].format(**settings, threads=THREADS)}")
-            print_table(cells(spec, rows), [(c.header, c.header, "s") for c in spec])
-        print(f"(recorded in {path})", flush=True)
+        print_recorded(tables, TABLES[AREA], TITLES, settings, path)
 
 
 # formats: the files, their measurements, the tables

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import importlib
 import random
+import socket
 import sys
+import threading
+import time
 from pathlib import Path
 
 import torch
@@ -57,3 +60,35 @@ def tiny_model(vocab: int, **kw) -> Transformer:
             if p.dim() == 1:
                 p.copy_(torch.randn_like(p) * 0.1 + (0 if name.endswith("bias") else 1))
     return model
+
+
+class ServerThread:
+    """uvicorn serving `server` on a free loopback port, in a thread, for the duration of a test module."""
+
+    def __init__(self, server):
+        import uvicorn
+
+        from lmforge.serve.server import build_app
+
+        self.server = server
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.uvicorn = uvicorn.Server(uvicorn.Config(build_app(server), host="127.0.0.1", port=self.port, log_level="error"))
+        self.thread = threading.Thread(target=self.uvicorn.run, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.uvicorn.started:
+            assert time.monotonic() < deadline, "the server did not start"
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *exc):
+        self.uvicorn.should_exit = True
+        self.thread.join(timeout=30)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"

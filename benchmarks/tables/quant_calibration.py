@@ -21,4 +21,5 @@ TABLES = {
     "perplexity_stdlib": (Column("method", "method"), Column("calibration", "calibration")) + per_source(REPORT + SELECTION),
     "ablation": (Column("GPTQ variant", "variant"), Column("seconds", "seconds", ".0f")) + per_source(SELECTION),
     "tokens": (Column("calibration tokens", "variant"), Column("seconds", "seconds", ".0f")) + per_source(SELECTION),
+    "awq_search": (Column("AWQ search on", "variant"), Column("seconds", "seconds", ".0f")) + per_source(SELECTION),
 }

@@ -331,10 +331,82 @@ def cmd_eval_think(args: argparse.Namespace) -> None:
     write_rows(args.out, rows)
 
 
+def cmd_eval_multiturn(args: argparse.Namespace) -> None:
+    from lmforge.device import resolve_device
+    from lmforge.errors import GenerationError
+    from lmforge.eval.multiturn import plot, probe
+    from lmforge.interop.load import load_model
+    from lmforge.serve.llm import LLM
+
+    try:
+        turns = [int(k) for k in args.turns.split(",")]
+    except ValueError:
+        turns = [-1]
+    if min(turns) < 0:
+        raise GenerationError(f"--turns takes comma-separated counts of turns (0 or more), got {args.turns!r}")
+    device = resolve_device(args.device)
+    results = {}
+    for name in args.models:
+        loaded = load_model(name, device)
+        llm = LLM(loaded.model, loaded.tokenizer, engine_config(args, device))
+        results[name] = probe(llm, turns, args.conversations, seed=args.seed)
+        print(f"{name}: " + ", ".join(f"k={k} {'-' if a is None else f'{a:.2f}'}" for k, a in results[name].items()))
+    if args.plot:
+        plot(results, args.plot)
+        print(f"wrote {args.plot}")
+    if args.out:
+        from lmforge.fileio import write_json
+
+        write_json(args.out, {"turns": turns, "conversations": args.conversations, "accuracy": results})
+
+
+def cmd_eval_harness(args: argparse.Namespace) -> None:
+    import tempfile
+
+    from lmforge.errors import DataError
+    from lmforge.eval.harness import LmforgeLM, task_files
+
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+    from lm_eval.utils import make_table
+
+    tasks = args.tasks.split(",")
+    with tempfile.TemporaryDirectory(prefix="lmforge-lm-eval-") as work:
+        manager = TaskManager(include_path=task_files(work), verbosity="ERROR")
+        unknown = [t for t in tasks if t not in manager.all_tasks]
+        if unknown:
+            raise DataError(f"lm-eval knows no task {unknown[0]!r}; the offline tasks are lmforge_arithmetic_mc, "
+                            "lmforge_arithmetic_gen and lmforge_pydoc_rolling (others need their data downloaded)")
+        model = LmforgeLM(args.model, max_num_seqs=args.max_num_seqs, dtype=args.dtype, device=args.device)
+        results = lm_eval.simple_evaluate(model=model, tasks=tasks, task_manager=manager, limit=args.limit,
+                                          num_fewshot=args.num_fewshot, log_samples=False, verbosity="ERROR")
+    print(make_table(results))
+    if args.out:
+        from lmforge.fileio import write_json
+
+        write_json(args.out, {"results": results["results"], "configs": results["configs"]})
+        print(f"wrote {args.out}")
+
+
+def cmd_chain(args: argparse.Namespace) -> None:
+    from lmforge.chain import format_report, run_chain
+
+    report = run_chain(args.out, args.quick, args.corpus, progress=not args.no_progress)
+    print(format_report(report))
+    print(f"report in {args.out}/report.json")
+
+
 def cmd_quickstart(args: argparse.Namespace) -> None:
     from lmforge.quickstart import run_quickstart
 
     run_quickstart(args.out, args.overrides, progress=not args.no_progress)
+
+
+def add_engine_flags(p: argparse.ArgumentParser, what: str) -> None:
+    """--max-num-seqs, --device and --dtype of the evaluation commands that run the engine."""
+    p.add_argument("--max-num-seqs", type=Number(int, Range(1)), default=64, help=f"{what} decoded together (default 64)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--dtype", choices=("auto", "bf16", "fp32"), default="auto", help="compute dtype (auto: bf16 where native)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -517,6 +589,33 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--device", default="auto")
     e.set_defaults(func=cmd_eval_perplexity)
 
+    e = evals.add_parser("lm-eval", help="lm-evaluation-harness tasks on the engine (offline tasks included)",
+                         description="Run lm-evaluation-harness tasks with the model on lmforge's engine (lm-eval's "
+                                     "model 'lmforge'). The offline tasks shipped with lmforge: lmforge_arithmetic_mc "
+                                     "(multiple choice), lmforge_arithmetic_gen (generation, answer by exact match), "
+                                     "lmforge_pydoc_rolling (rolling perplexity).")
+    e.add_argument("model", help=MODEL_HELP)
+    e.add_argument("--tasks", default="lmforge_arithmetic_mc,lmforge_arithmetic_gen,lmforge_pydoc_rolling",
+                   help="comma-separated lm-eval task names")
+    e.add_argument("--limit", type=Number(int, Range(1)), default=None, help="documents per task (default all)")
+    e.add_argument("--num-fewshot", type=Number(int, Range(0)), default=None, help="few-shot examples")
+    e.add_argument("--out", default=None, help="write lm-eval's results as JSON here")
+    add_engine_flags(e, "requests")
+    e.set_defaults(func=cmd_eval_harness)
+
+    e = evals.add_parser("multiturn", help="does the model keep facts over k unrelated conversation turns",
+                         description="Give facts in the first turn, then k unrelated turns (written in, the same for "
+                                     "every model), then ask for one fact; greedy accuracy for each k, per model, "
+                                     "and a plot of accuracy against k.")
+    e.add_argument("models", nargs="+", help=MODEL_HELP + " (several: one line each)")
+    e.add_argument("--turns", default="0,1,2,4,8,16", help="numbers of unrelated turns (default 0,1,2,4,8,16)")
+    e.add_argument("--conversations", type=Number(int, Range(1)), default=40, help="conversations per k (default 40)")
+    e.add_argument("--plot", default=None, help="write the accuracy plot (PNG) here")
+    e.add_argument("--out", default=None, help="write the accuracies as JSON here")
+    e.add_argument("--seed", type=Number(int, sampling="seed"), default=0)
+    add_engine_flags(e, "conversations")
+    e.set_defaults(func=cmd_eval_multiturn)
+
     for name, func, help_text, description in (
         ("dtr", cmd_eval_dtr, "Deep-Thinking Ratio of generated answers, and how it tracks correctness",
          "Sample answers to a task's problems (or a file of prompts) through the engine and report each sample's "
@@ -556,14 +655,22 @@ def build_parser() -> argparse.ArgumentParser:
             e.add_argument("--keep", type=Number(float, Range(0, 1, low_open=True)), default=0.5,
                            help="share kept (default 0.5)")
         e.add_argument("--seed", type=Number(int, sampling="seed"), default=0)
-        e.add_argument("--max-num-seqs", type=Number(int, Range(1)), default=64, help="samples decoded together (default 64)")
         e.add_argument("--out", default=None, help="write every sample as a JSON line here")
-        e.add_argument("--device", default="auto")
-        e.add_argument("--dtype", choices=("auto", "bf16", "fp32"), default="auto", help="compute dtype (auto: bf16 where native)")
+        add_engine_flags(e, "samples")
         e.add_argument("--no-progress", action="store_true", help="no progress bar")
         e.set_defaults(func=func)
 
-    for name in ("quickstart", "prepare", "train", "distill", "quantize"):
+    p = sub.add_parser("chain", help="every stage on one model: curate, train a hybrid, quantize, serve, score",
+                       description="Curate the built-in corpora with the data pipeline, train a hybrid model (Mamba-2S, "
+                                   "sparse and softmax layers) with NAMO, quantize it to int4 with GPTQ, serve it with "
+                                   "`lmforge serve`, and score it through the server with lm-eval and the Deep-Thinking "
+                                   "Ratio; prints one table of every stage's figures (about 15 minutes on 2 cores).")
+    p.add_argument("--out", default="runs/chain", help="directory of every stage's output (replaced; default runs/chain)")
+    p.add_argument("--quick", action="store_true", help="tiny sizes: the same stages in about a minute")
+    p.add_argument("--corpus", default=None, help="curate this corpus instead of the built-in ones")
+    p.set_defaults(func=cmd_chain)
+
+    for name in ("quickstart", "prepare", "train", "distill", "quantize", "chain"):
         sub.choices[name].add_argument("--no-progress", action="store_true", help="no progress bars")
     return parser
 

@@ -2,49 +2,18 @@
 
 import asyncio
 import json
-import socket
-import threading
 import time
 
 import httpx
 import openai
 import pytest
 import torch
-import uvicorn
-from helpers import tiny_model
+from helpers import ServerThread, tiny_model
 
 from lmforge.serve.engine import EngineConfig, LLMEngine
-from lmforge.serve.server import OpenAIServer, build_app
+from lmforge.serve.server import OpenAIServer
 
 KEY = "test-key"
-
-
-class ServerThread:
-    """uvicorn serving `server` on a free loopback port, in a thread, for the duration of a test module."""
-
-    def __init__(self, server: OpenAIServer):
-        self.server = server
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.uvicorn = uvicorn.Server(uvicorn.Config(build_app(server), host="127.0.0.1", port=self.port, log_level="error"))
-        self.thread = threading.Thread(target=self.uvicorn.run, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.uvicorn.started:
-            assert time.monotonic() < deadline, "the server did not start"
-            time.sleep(0.05)
-        return self
-
-    def __exit__(self, *exc):
-        self.uvicorn.should_exit = True
-        self.thread.join(timeout=30)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
 
 @pytest.fixture(scope="module")

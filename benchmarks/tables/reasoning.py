@@ -1,0 +1,43 @@
+"""BENCHMARKS.md's reasoning-effort tables (benchmarks/reasoning.py's records)."""
+
+from columns import Column
+
+SIGNAL_KEYS = (("DTR", "dtr"), ("length", "tokens"), ("mean log-prob", "logprob"), ("self-certainty", "certainty"))
+
+TABLES = {
+    "cost": (
+        Column("batch", "batch", "d"),
+        Column("tokens/s", "plain", ".1f"),
+        Column("tokens/s with DTR", "dtr", ".1f"),
+        Column("extra time per token", "extra", ".1%"),
+    ),
+    "accuracy": (
+        Column("model", "model"),
+        Column("task", "task"),
+        Column("greedy accuracy", "accuracy", ".3f"),
+    ),
+    "correlation": (
+        Column("model", "model"),
+        Column("task", "task"),
+        Column("sample accuracy", "sample_accuracy", ".3f"),
+        *(Column(f"{label} r (binned)", f"{key} binned", "+.3f") for label, key in SIGNAL_KEYS),
+        *(Column(f"{label} r (samples)", f"{key} samples", "+.3f") for label, key in SIGNAL_KEYS),
+    ),
+    "think": (
+        Column("model", "model"),
+        Column("task", "task"),
+        Column("n", "n", "d"),
+        Column("rule", "rule"),
+        Column("accuracy", "accuracy", ".3f"),
+        Column("tokens per problem", "tokens", ",.0f"),
+    ),
+    "think_vs_cons": (
+        Column("model", "model"),
+        Column("task", "task"),
+        Column("n", "n", "d"),
+        Column("Think@n accuracy", "think_accuracy", ".3f"),
+        Column("Cons@n accuracy", "cons_accuracy", ".3f"),
+        Column("accuracy gap beyond the spread", "accuracy_gap_separated"),
+        Column("share of Cons@n's tokens", "token_share", ".0%"),
+    ),
+}

@@ -1,0 +1,112 @@
+"""Multi-turn robustness: does a model keep what it was told as a conversation goes on?
+
+Each conversation gives a few facts in its first user turn (a person's number for some thing), then k unrelated
+turns (a question and its answer, written in, not generated, so every model sees the same conversation), then
+asks for one of the facts. A reply is right when it contains the number. Accuracy against k shows how fast a
+model loses the facts: fixed-state mixers (linear attention) and sparse attention may lose them sooner than
+softmax attention, and int4 weights may lose them sooner than float.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import dataclass
+
+from lmforge.interop.chat import render_chat
+from lmforge.serve.llm import LLM, encode_prompt
+from lmforge.serve.params import SamplingParams
+from lmforge.tokenizer import Tokenizer
+
+NAMES = ("Mira", "Tomas", "Aiko", "Bruno", "Leila", "Oskar", "Priya", "Sven", "Nadia", "Kofi", "Ines", "Ravi")
+THINGS = ("locker code", "room number", "bus number", "PIN", "ticket number", "house number", "badge number")
+FILLER_TOPICS = (
+    ("What is {a} plus {b}?", "{a} plus {b} is {c}."),
+    ("Name a color that starts with the letter {l}.", "One color is {color}."),
+    ("How many days are in {n} weeks?", "{n} weeks have {d} days."),
+    ("Spell the word {w} backwards.", "{w} backwards is {r}."),
+)
+COLORS = {"b": "blue", "g": "green", "r": "red", "p": "purple", "y": "yellow", "o": "orange"}
+WORDS = ("river", "planet", "garden", "window", "silver", "candle", "forest", "bridge")
+
+
+@dataclass
+class Conversation:
+    """The messages up to the final question, and the number the reply must contain."""
+
+    messages: list[dict]
+    answer: str
+
+
+def filler(rng: random.Random) -> tuple[str, str]:
+    """One unrelated question and its answer."""
+    question, reply = rng.choice(FILLER_TOPICS)
+    a, b, n, w = rng.randint(2, 40), rng.randint(2, 40), rng.randint(2, 9), rng.choice(WORDS)
+    letter = rng.choice(sorted(COLORS))
+    values = {"a": a, "b": b, "c": a + b, "l": letter.upper(), "color": COLORS[letter], "n": n, "d": 7 * n, "w": w,
+              "r": w[::-1]}
+    return question.format(**values), reply.format(**values)
+
+
+def conversation(k: int, seed: int, n_facts: int = 3) -> Conversation:
+    """Facts, k unrelated turns, then the question about one fact (deterministic for the seed)."""
+    rng = random.Random(f"multiturn/{seed}")
+    people = rng.sample(NAMES, n_facts)
+    facts = [(p, rng.choice(THINGS), str(rng.randint(1000, 9999))) for p in people]
+    told = " ".join(f"The {thing} of {person} is {number}." for person, thing, number in facts)
+    messages = [{"role": "user", "content": f"Please remember these facts. {told}"},
+                {"role": "assistant", "content": "Understood, I will remember them."}]
+    filler_rng = random.Random(f"multiturn/{seed}/fillers")
+    for _ in range(k):
+        question, reply = filler(filler_rng)
+        messages += [{"role": "user", "content": question}, {"role": "assistant", "content": reply}]
+    person, thing, number = rng.choice(facts)
+    messages.append({"role": "user", "content": f"What is the {thing} of {person}? Reply with the number only."})
+    return Conversation(messages, number)
+
+
+def prompt_ids(tokenizer: Tokenizer, messages: list[dict]) -> list[int]:
+    """The conversation in the model's chat template, or as plain "User: ... / Assistant: ..." lines without one."""
+    if tokenizer.chat_template:
+        return tokenizer.encode(render_chat(tokenizer, messages))
+    lines = [f"{'User' if m['role'] == 'user' else 'Assistant'}: {m['content']}" for m in messages]
+    return encode_prompt(tokenizer, "\n".join(lines) + "\nAssistant:")
+
+
+def is_right(reply: str, answer: str) -> bool:
+    """Whether the reply states the number (as a whole number, not inside a longer one)."""
+    return re.search(rf"(?<!\d){answer}(?!\d)", reply) is not None
+
+
+def probe(llm: LLM, turns: list[int], conversations: int, max_tokens: int = 16, seed: int = 0) -> dict[int, float]:
+    """Greedy accuracy for each number of unrelated turns k, over the same `conversations` seeds at every k;
+    conversations longer than the model's context are left out of their k (and none left is None)."""
+    limit = llm.engine.max_seq_len - max_tokens
+    accuracy = {}
+    for k in turns:
+        convs = [conversation(k, seed + i) for i in range(conversations)]
+        ids = [prompt_ids(llm.tokenizer, c.messages) for c in convs]
+        kept = [(c, p) for c, p in zip(convs, ids) if len(p) <= limit]
+        if not kept:
+            accuracy[k] = None
+            continue
+        outs = llm.generate([p for _, p in kept], SamplingParams(max_tokens=max_tokens, temperature=0))
+        accuracy[k] = sum(is_right(o.outputs[0].text, c.answer) for (c, _), o in zip(kept, outs)) / len(kept)
+    return accuracy
+
+
+def plot(results: dict[str, dict[int, float | None]], path) -> None:
+    """Accuracy against the number of unrelated turns, one line per model."""
+    from lmforge.plotting import pyplot, save_figure
+
+    fig, ax = pyplot().subplots(figsize=(6, 4))
+    for name, accuracy in results.items():
+        ks = [k for k, a in accuracy.items() if a is not None]
+        ax.plot(ks, [accuracy[k] for k in ks], marker="o", label=name)
+    ax.set_xscale("symlog", linthresh=1)
+    ax.set_xlabel("unrelated turns between the facts and the question")
+    ax.set_ylabel("accuracy")
+    ax.set_ylim(-0.02, 1.02)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    save_figure(fig, path)
