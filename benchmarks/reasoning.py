@@ -3,25 +3,27 @@ length, log-probability and self-certainty, and Think@n against self-consistency
 rules at the same n (Chen et al., "Think Deep, Not Just Long", arXiv 2602.13517).
 
 Sections (`--sections`, each recorded into benchmarks/results/reasoning.json on its own, keeping the others):
-  cost         SmolLM2-135M-Instruct, greedy, 128 tokens after a 128-token prompt at batch 1 and 8: decode
-               tokens/s without and with `return_dtr` (rounds interleaved, median of 5 with the range), and
-               the extra time per generated token
-  correlation  per model and task: greedy accuracy on the test split (one sample per problem), then n samples
-               per problem with each sample's DTR, length, mean log-probability, self-certainty and
-               correctness; Pearson's r of each signal with correctness, binned as the paper does (each
-               problem's samples ranked by the signal into equal bins, accuracy and signal averaged per bin
-               over problems, r over the bins) and over the samples themselves
-  think        per model and task, n = 8, 16, 32 and 3 sampling seeds: every rule's vote accuracy and tokens
-               per problem (rejected prefixes included), mean +- std over the seeds, and Think@n (dtr) against
-               Cons@n (all): accuracy and the share of Cons@n's tokens it used
-Models: the reasoning model (`configs/reasoning.toml`, trained here first when --reasoning-model does not
-exist) on arithmetic, tracing and equations in the task format, and SmolLM2-135M-Instruct on the arithmetic
-stories through its chat template (needs `lmforge pull smollm2-135m`).
+  cost    SmolLM2-135M-Instruct, greedy, 128 tokens after a 128-token prompt at batch 1 and 8: decode tokens/s
+          without and with `return_dtr` (rounds interleaved, median of 5 with the range), and the extra time per
+          generated token
+  effort  the reasoning model (`configs/reasoning.toml`, trained here first when --reasoning-model does not
+          exist) on arithmetic, tracing and equations in the task format
+  words   SmolLM2-135M-Instruct on the arithmetic stories through its chat template (`lmforge pull smollm2-135m`)
+For each model and task, effort and words measure: greedy accuracy on the test split; then max(ns) samples per
+problem and sampling seed, generated once with every token's signals, from which come
+  - Pearson's r with correctness of each sample's DTR, length, mean log-probability and self-certainty, binned as
+    the paper does (each problem's samples ranked by the signal into equal bins, accuracy and signal averaged
+    per bin over problems, r over the bins) and over the samples themselves;
+  - for n in ns, every rule replayed on each problem's first n samples (`lmforge.eval.think.replay`: what the
+    engine's rule does to the same samples, rejected prefixes counted): vote accuracy and tokens per problem,
+    mean +- std over the seeds, and Think@n (dtr) against Cons@n (all);
+  - the check: the engine's own Think@n for every rule at the smallest n on the first --check problems, which
+    must give the replay's votes and tokens.
 
-    python benchmarks/reasoning.py --sections cost          # about 5 minutes on 2 cores
-    python benchmarks/reasoning.py --sections correlation   # trains the reasoning model first (about 25 minutes)
-    python benchmarks/reasoning.py --sections think
-    python benchmarks/reasoning.py --quick                   # every section, small
+    python benchmarks/reasoning.py --sections cost      # about 5 minutes on 2 cores
+    python benchmarks/reasoning.py --sections effort    # trains the reasoning model first when missing
+    python benchmarks/reasoning.py --sections words
+    python benchmarks/reasoning.py --quick              # every section, small
 """
 
 from __future__ import annotations
@@ -39,24 +41,29 @@ from tables import TABLES
 
 from lmforge.data.readers import read_corpus
 from lmforge.eval.reasoning import Item, load_items, pearson, prompt_ids
-from lmforge.eval.think import think_at_n
+from lmforge.eval.dtr import SIGNAL_NAMES, mean_signals
+from lmforge.eval.think import Sample, replay, think_at_n
 from lmforge.interop.load import load_model
 from lmforge.serve.engine import EngineConfig, LLMEngine, engine_dtype
 from lmforge.serve.params import SamplingParams
 
 AREA = "reasoning"
-SECTIONS = ("cost", "correlation", "think")
+SECTIONS = ("cost", "effort", "words")
 SIGNALS = {"DTR": "dtr", "length": "tokens", "mean log-probability": "logprob", "self-certainty": "certainty"}
 RULES = ("dtr", "logprob", "certainty", "length", "all")
 SMOLLM2 = "smollm2-135m"
+EFFORT_TITLES = {
+    "accuracy": "held-out greedy accuracy ({problems} test problems per task; SmolLM2 {words_problems})",
+    "correlation": "Pearson r with correctness ({ns[-1]} samples per problem and seed, seeds {seeds}, temperature "
+                   "{temperature})",
+    "think": "vote accuracy and tokens per problem by rule (seeds {seeds}, prefix {prefix}, keep {keep})",
+    "think_vs_cons": "Think@n (dtr) against Cons@n (all) at the same n (seeds {seeds})",
+    "replay_check": "the engine's own Think@n against the replay (n = {ns[0]}, seed 0)",
+}
 TITLES = {
     "cost": "DTR inside the engine: SmolLM2-135M decode tokens/s, greedy, {new} tokens after a {prompt}-token prompt, "
             "{threads} threads",
-    "accuracy": "held-out greedy accuracy ({problems} test problems per task)",
-    "correlation": "Pearson r with correctness ({n} samples per problem, {problems} problems, temperature {temperature})",
-    "think": "vote accuracy and tokens per problem by rule ({problems} problems, seeds {seeds}, prefix {prefix}, "
-             "keep {keep})",
-    "think_vs_cons": "Think@n (dtr) against Cons@n (all) at the same n",
+    **EFFORT_TITLES, **{f"{name}_words": title for name, title in EFFORT_TITLES.items()},
 }
 
 
@@ -108,7 +115,7 @@ def cost_section(args) -> tuple[dict, dict, dict]:
     return settings, raw, {"cost": rows}
 
 
-# correlation and think: the models and their tasks
+# effort: correlation and Think@n, from one generation per model, task and seed
 
 
 def reasoning_model(args):
@@ -123,17 +130,16 @@ def reasoning_model(args):
     return load_model(str(path))
 
 
-def suites(args) -> list[tuple[str, object, str, bool]]:
-    """(model name, loaded model, task, chat) of every measured pair."""
+def suites(args, section: str) -> list[tuple[str, object, str, bool, int]]:
+    """(model name, loaded model, task, chat, problems) of every pair the section measures."""
+    if section == "words":
+        return [(SMOLLM2, load_model(SMOLLM2), "arithmetic-words", True, args.words_problems)]
     ours = reasoning_model(args)
-    pairs = [("reasoning", ours, task, False) for task in args.tasks.split(",")]
-    if not args.quick:
-        pairs.append((SMOLLM2, load_model(SMOLLM2), "arithmetic-words", True))
-    return pairs
+    return [("reasoning", ours, task, False, args.problems) for task in args.tasks.split(",")]
 
 
 def samples_of(loaded, items: list[Item], chat: bool, params: SamplingParams):
-    engine = engine_for(loaded.model, loaded.tokenizer, 64)
+    engine = engine_for(loaded.model, loaded.tokenizer, 128)
     prompts = [prompt_ids(loaded.tokenizer, item, chat) for item in items]
     return think_at_n(engine, prompts, params)
 
@@ -153,60 +159,80 @@ def binned_r(per_problem: list[list[tuple[float, float]]], bins: int) -> float |
     return pearson([p[0] for p in points], [p[1] for p in points])
 
 
-def correlation_section(args) -> tuple[dict, dict, dict]:
-    accuracy_rows, corr_rows, raw = [], [], {}
-    for name, loaded, task, chat in suites(args):
-        items = load_items(task, None, "test", args.problems, 0, args.difficulty)
+def sample_record(sample: Sample, correct: bool, prefix: int) -> list:
+    """What the record keeps of one sample: tokens, correct, DTR, mean log-probability and self-certainty over all
+    its tokens, then over its first `prefix` (what the prefix rules score)."""
+    means = [mean_signals(sample.token_signals), mean_signals(sample.token_signals[:prefix])]
+    return [sample.tokens, int(correct), *(round(m[k], 4) for m in means for k in SIGNAL_NAMES)]
+
+
+def correlation_row(per_problem: list[list[dict]], bins: int) -> dict:
+    flat = [s for problem in per_problem for s in problem]
+    row = {"sample_accuracy": sum(s["correct"] for s in flat) / len(flat)}
+    for key in SIGNALS.values():
+        row[f"{key} binned"] = binned_r([[(s[key], s["correct"]) for s in p] for p in per_problem], bins)
+        row[f"{key} samples"] = pearson([s[key] for s in flat], [s["correct"] for s in flat])
+    return row
+
+
+def effort_section(args, section: str) -> tuple[dict, dict, dict]:
+    """Per model and task: greedy accuracy; max(ns) samples per problem and seed with every token's signals, once;
+    the correlations over them; every rule replayed on the first n samples for each n; and the engine's own
+    Think@n on the first problems, which must agree with the replay."""
+    tables = {name: [] for name in ("accuracy", "correlation", "think", "think_vs_cons", "replay_check")}
+    raw, top = {}, max(args.ns)
+    for name, loaded, task, chat, problems in suites(args, section):
+        key = {"model": name, "task": task}
+        items = load_items(task, None, "test", problems, 0, args.difficulty)
         greedy = samples_of(loaded, items, chat, SamplingParams(max_tokens=args.max_new, temperature=0))
-        correct = [v.answer == i.answer for v, i in zip(greedy, items)]
-        accuracy_rows.append({"model": name, "task": task, "accuracy": sum(correct) / len(correct)})
-        params = SamplingParams(n=args.n, max_tokens=args.max_new, temperature=args.temperature, seed=0,
-                                return_dtr=True)
-        votes = samples_of(loaded, items, chat, params)
-        samples = [[{"correct": float(s.answer == item.answer), **{k: float(getattr(s, k)) for k in SIGNALS.values()}}
-                    for s in vote.samples] for vote, item in zip(votes, items)]
-        raw[f"{name} {task}"] = {"greedy_correct": correct, "samples": samples}
-        flat = [s for problem in samples for s in problem]
-        row = {"model": name, "task": task, "sample_accuracy": sum(s["correct"] for s in flat) / len(flat)}
-        for label, key in SIGNALS.items():
-            row[f"{key} binned"] = binned_r([[(s[key], s["correct"]) for s in p] for p in samples], args.bins)
-            row[f"{key} samples"] = pearson([s[key] for s in flat], [s["correct"] for s in flat])
-        corr_rows.append(row)
-        print(f"  {name} {task}: greedy accuracy {accuracy_rows[-1]['accuracy']:.3f}, DTR r (binned) "
-              f"{row['dtr binned']}", flush=True)
-    settings = {"problems": args.problems, "n": args.n, "temperature": args.temperature, "max_new": args.max_new,
-                "bins": args.bins, "difficulty": args.difficulty}
-    return settings, raw, {"accuracy": accuracy_rows, "correlation": corr_rows}
-
-
-def think_section(args) -> tuple[dict, dict, dict]:
-    rows, claims, raw = [], [], {}
-    for name, loaded, task, chat in suites(args):
-        items = load_items(task, None, "test", args.problems, 0, args.difficulty)
+        greedy_correct = [v.answer == i.answer for v, i in zip(greedy, items)]
+        tables["accuracy"].append({**key, "accuracy": sum(greedy_correct) / len(items)})
+        runs = []
+        for seed in range(args.seeds):
+            params = SamplingParams(n=top, max_tokens=args.max_new, temperature=args.temperature, seed=seed,
+                                    return_dtr=True)
+            runs.append(samples_of(loaded, items, chat, params))
+            print(f"  {name} {task}: seed {seed} sampled", flush=True)
+        per_problem = [[{"correct": float(s.answer == item.answer), "tokens": float(s.tokens),
+                         **mean_signals(s.token_signals)} for votes in runs for s in votes[i].samples]
+                       for i, item in enumerate(items)]
+        tables["correlation"].append({**key, **correlation_row(per_problem, args.bins)})
         for n in args.ns:
-            per_rule: dict[str, dict[str, list[float]]] = {}
+            per_rule = {rule: {"accuracy": [], "tokens": []} for rule in RULES}
+            for votes in runs:
+                for rule in RULES:
+                    replayed = [replay(v.samples[:n], rule, args.keep, args.prefix) for v in votes]
+                    per_rule[rule]["accuracy"].append(sum(v.answer == i.answer for v, i in zip(replayed, items)) / len(items))
+                    per_rule[rule]["tokens"].append(sum(v.tokens for v in replayed) / len(items))
             for rule in RULES:
-                for seed in range(args.seeds):
-                    params = SamplingParams(n=n, max_tokens=args.max_new, temperature=args.temperature, seed=seed,
-                                            think=rule, think_prefix=args.prefix, think_keep=args.keep)
-                    votes = samples_of(loaded, items, chat, params)
-                    stats = per_rule.setdefault(rule, {"accuracy": [], "tokens": []})
-                    stats["accuracy"].append(sum(v.answer == i.answer for v, i in zip(votes, items)) / len(items))
-                    stats["tokens"].append(sum(v.tokens for v in votes) / len(items))
-                rows.append({"model": name, "task": task, "n": n, "rule": rule,
-                             "accuracy": over_seeds(per_rule[rule]["accuracy"]),
-                             "tokens": over_seeds(per_rule[rule]["tokens"])})
-                print(f"  {name} {task} n={n} {rule}: accuracy {rows[-1]['accuracy']['mean']:.3f}, "
-                      f"tokens {rows[-1]['tokens']['mean']:.0f}", flush=True)
-            raw[f"{name} {task} n={n}"] = per_rule
+                tables["think"].append({**key, "n": n, "rule": rule, "accuracy": over_seeds(per_rule[rule]["accuracy"]),
+                                        "tokens": over_seeds(per_rule[rule]["tokens"])})
             think, cons = per_rule["dtr"], per_rule["all"]
             a, b = over_seeds(think["accuracy"]), over_seeds(cons["accuracy"])
-            claims.append({"model": name, "task": task, "n": n, "think_accuracy": a, "cons_accuracy": b,
-                           "token_share": over_seeds([t / c for t, c in zip(think["tokens"], cons["tokens"])]),
-                           "accuracy_gap_separated": separated(a, b)})
-    settings = {"problems": args.problems, "ns": args.ns, "seeds": list(range(args.seeds)), "prefix": args.prefix,
-                "keep": args.keep, "temperature": args.temperature, "max_new": args.max_new}
-    return settings, raw, {"think": rows, "think_vs_cons": claims}
+            tables["think_vs_cons"].append({
+                **key, "n": n, "think_accuracy": a, "cons_accuracy": b, "accuracy_gap_separated": separated(a, b),
+                "token_share": over_seeds([t / c for t, c in zip(think["tokens"], cons["tokens"])])})
+            print(f"  {name} {task} n={n}: Think@n {a['mean']:.3f} vs Cons@n {b['mean']:.3f}", flush=True)
+        n, checked = min(args.ns), items[:args.check]
+        for rule in RULES:
+            params = SamplingParams(n=n, max_tokens=args.max_new, temperature=args.temperature, seed=0, think=rule,
+                                    think_prefix=args.prefix, think_keep=args.keep)
+            in_engine = samples_of(loaded, checked, chat, params)
+            replayed = [replay(v.samples[:n], rule, args.keep, args.prefix) for v in runs[0][:len(checked)]]
+            tables["replay_check"].append({**key, "n": n, "rule": rule, "problems": len(checked),
+                                           "same_vote": sum(e.answer == r.answer for e, r in zip(in_engine, replayed)),
+                                           "same_tokens": sum(e.tokens == r.tokens for e, r in zip(in_engine, replayed))})
+        raw[f"{name} {task}"] = {
+            "greedy_correct": greedy_correct,
+            "samples": [[[sample_record(s, s.answer == item.answer, args.prefix) for s in votes[i].samples]
+                         for i, item in enumerate(items)] for votes in runs]}
+    settings = {"problems": args.problems, "words_problems": args.words_problems, "ns": args.ns,
+                "seeds": list(range(args.seeds)), "prefix": args.prefix, "keep": args.keep,
+                "temperature": args.temperature, "max_new": args.max_new, "bins": args.bins,
+                "difficulty": args.difficulty, "check": args.check,
+                "sample_fields": ["tokens", "correct", *SIGNAL_NAMES, *(f"prefix {k}" for k in SIGNAL_NAMES)]}
+    suffix = "" if section == "effort" else f"_{section}"
+    return settings, {section: raw}, {f"{name}{suffix}": rows for name, rows in tables.items()}
 
 
 def main() -> None:
@@ -214,11 +240,12 @@ def main() -> None:
     p.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated, from {', '.join(SECTIONS)}")
     p.add_argument("--reasoning-model", default="runs/reasoning", help="the reasoning checkpoint (trained if missing)")
     p.add_argument("--tasks", default="arithmetic,tracing,equations", help="tasks of the reasoning model")
-    p.add_argument("--problems", type=int, default=100, help="test problems per task")
+    p.add_argument("--problems", type=int, default=100, help="test problems per task of the reasoning model")
+    p.add_argument("--words-problems", type=int, default=30, help="test problems of SmolLM2's section")
     p.add_argument("--difficulty", type=int, default=3)
-    p.add_argument("--n", type=int, default=8, help="samples per problem of the correlation section")
-    p.add_argument("--ns", default="8,16,32", help="n of the think section")
-    p.add_argument("--seeds", type=int, default=3, help="sampling seeds of the think section")
+    p.add_argument("--ns", default="8,16,32", help="n of Think@n and the other rules (the largest is sampled)")
+    p.add_argument("--seeds", type=int, default=3, help="sampling seeds")
+    p.add_argument("--check", type=int, default=20, help="problems run through the engine's own Think@n")
     p.add_argument("--prefix", type=int, default=50, help="Think@n prefix tokens")
     p.add_argument("--keep", type=float, default=0.5, help="Think@n share kept")
     p.add_argument("--temperature", type=float, default=0.8)
@@ -226,17 +253,16 @@ def main() -> None:
     p.add_argument("--bins", type=int, default=4, help="bins per problem of the binned correlation")
     args = p.parse_args()
     if args.quick:
-        args.problems, args.n, args.ns, args.seeds, args.max_new, args.tasks = 6, 4, "4", 1, 48, "arithmetic"
-        args.prefix = 8
-    args.ns = [int(n) for n in str(args.ns).split(",")]
+        args.problems, args.words_problems, args.ns, args.seeds, args.max_new = 6, 3, "2,4", 1, 48
+        args.tasks, args.prefix, args.check = "arithmetic", 8, 3
+    args.ns = sorted(int(n) for n in str(args.ns).split(","))
     sections = args.sections.split(",")
     if set(sections) - set(SECTIONS):
         sys.exit(f"unknown section; choose from {', '.join(SECTIONS)}")
-    run = {"cost": cost_section, "correlation": correlation_section, "think": think_section}
     for section in sections:
-        settings, raw, tables = run[section](args)
-        path = record(AREA, {section: {**settings, "threads": THREADS}}, {section: raw}, tables, args.out, args.quick,
-                      keep_others=True)
+        settings, raw, tables = cost_section(args) if section == "cost" else effort_section(args, section)
+        path = record(AREA, {section: {**settings, "threads": THREADS}}, raw if section != "cost" else {section: raw},
+                      tables, args.out, args.quick, keep_others=True)
         print_recorded(tables, TABLES[AREA], TITLES, settings, path)
 
 

@@ -4,13 +4,7 @@ from columns import Column
 
 SIGNAL_KEYS = (("DTR", "dtr"), ("length", "tokens"), ("mean log-prob", "logprob"), ("self-certainty", "certainty"))
 
-TABLES = {
-    "cost": (
-        Column("batch", "batch", "d"),
-        Column("tokens/s", "plain", ".1f"),
-        Column("tokens/s with DTR", "dtr", ".1f"),
-        Column("extra time per token", "extra", ".1%"),
-    ),
+EFFORT = {
     "accuracy": (
         Column("model", "model"),
         Column("task", "task"),
@@ -40,4 +34,23 @@ TABLES = {
         Column("accuracy gap beyond the spread", "accuracy_gap_separated"),
         Column("share of Cons@n's tokens", "token_share", ".0%"),
     ),
+    "replay_check": (
+        Column("model", "model"),
+        Column("task", "task"),
+        Column("rule", "rule"),
+        Column("problems", "problems", "d"),
+        Column("same vote", "same_vote", "d"),
+        Column("same tokens", "same_tokens", "d"),
+    ),
+}
+
+TABLES = {
+    "cost": (
+        Column("batch", "batch", "d"),
+        Column("tokens/s", "plain", ".1f"),
+        Column("tokens/s with DTR", "dtr", ".1f"),
+        Column("extra time per token", "extra", ".1%"),
+    ),
+    **EFFORT,
+    **{f"{name}_words": columns for name, columns in EFFORT.items()},
 }

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from lmforge.config import ModelConfig
-from lmforge.eval.dtr import DTRConfig, jsd_bits, settling_depths, token_signals
+from lmforge.eval.dtr import DTRConfig, LensHead, binary_jsd_bits, jsd_bits, settling_depths, token_signals
 from lmforge.model.transformer import Transformer
 from lmforge.serve.engine import EngineConfig, LLMEngine
 from lmforge.serve.params import SamplingParams
@@ -49,6 +49,25 @@ def test_jsd_in_bits_matches_the_formula():
     assert float(jsd_bits(p.log()[:1], p.log()[:1])) == pytest.approx(0, abs=1e-12)
     disjoint = torch.tensor([[0.0, -math.inf], [-math.inf, 0.0]], dtype=torch.float64)
     assert float(jsd_bits(disjoint[:1], disjoint[1:])) == pytest.approx(1.0)
+
+
+def test_binary_jsd_is_the_two_cell_divergence():
+    a, b = torch.tensor([0.9, 0.3, 1.0, 0.5], dtype=torch.float64), torch.tensor([0.1, 0.3, 0.0, 0.2], dtype=torch.float64)
+    two_cell = jsd_bits(torch.stack([a, 1 - a], 1).log(), torch.stack([b, 1 - b], 1).log())
+    torch.testing.assert_close(binary_jsd_bits(a, b), two_cell, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("k", [1, 8, 64])
+def test_divergence_lower_bound_never_exceeds_the_divergence_and_decides_rows(k):
+    m = model()
+    streams = drifting_streams(m.cfg.n_layers, 300, m.cfg.d_model, seed=5)
+    logps = [final_log_probs(m, h) for h in streams]
+    exact = torch.stack([jsd_bits(logps[-1], lp) for lp in logps])  # [L, N], float64
+    bound = LensHead(m).divergence_lower_bound(streams, logps[-1].float(), k=k)
+    assert bound.shape == exact.shape
+    assert bool((bound <= exact + 1e-5).all())
+    decided = (bound > 0.5) & (exact > 0.5)
+    assert float(decided.sum() / (exact > 0.5).sum()) > (0.3 if k > 1 else 0.05)
 
 
 @pytest.mark.parametrize("n_layers, depth, cut", [(30, 0.85, 26), (8, 0.85, 7), (8, 1.0, 8), (10, 0.5, 5), (1, 0.85, 1)])

@@ -3,7 +3,8 @@
 import torch
 from helpers import tiny_model
 
-from lmforge.eval.multiturn import conversation, is_right, plot, probe, prompt_ids
+from lmforge.data.readers import read_corpus
+from lmforge.eval.multiturn import conversation, is_right, plain_text, plot, probe, prompt_ids
 from lmforge.serve.engine import EngineConfig
 from lmforge.serve.llm import LLM
 
@@ -17,6 +18,18 @@ def test_conversations_are_seeded_and_hold_the_fact_and_k_turns():
     assert conversation(2, 1).messages[:2] == conversation(8, 1).messages[:2]  # the same facts at every k
     assert conversation(2, 1).messages[2:6] == conversation(8, 1).messages[2:6]  # the same first fillers
     assert conversation(2, 1) != conversation(2, 2)
+
+
+def test_the_conversations_corpus_is_answered_probe_text_from_other_seeds():
+    docs = list(zip(range(300), read_corpus("conversations")))
+    probed = {plain_text(conversation(k, seed).messages) for k in (0, 1, 2, 4) for seed in range(200)}
+    turns = set()
+    for _, doc in docs:
+        prompt, answer = doc.text.rsplit(" ", 1)
+        assert prompt.endswith("\nAssistant:") and answer.isdigit() and answer in prompt.split("\n")[0]
+        assert prompt not in probed
+        turns.add(prompt.count("\nUser: ") - 1)
+    assert min(turns) == 0 and max(turns) == 16
 
 
 def test_only_the_whole_number_counts():

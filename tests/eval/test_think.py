@@ -5,7 +5,7 @@ import torch
 from test_dtr import model
 
 from lmforge.errors import GenerationError
-from lmforge.eval.think import majority, think_at_n
+from lmforge.eval.think import majority, replay, think_at_n
 from lmforge.serve.engine import EngineConfig, LLMEngine
 from lmforge.serve.params import SamplingParams
 
@@ -77,6 +77,22 @@ def test_length_keeps_the_first_to_finish(tokenizer):
         kept = [s for s in vote.samples if s.kept]
         assert len(kept) >= 2 and all(s.finish_reason == "stop" for s in kept)
         assert max(s.tokens for s in kept) <= min(s.tokens for s in vote.samples if not s.kept)
+
+
+@pytest.mark.parametrize("rule, keep", [("dtr", 0.5), ("logprob", 0.5), ("certainty", 0.25), ("length", 0.5),
+                                        ("length", 0.25), ("all", 0.5)])
+def test_replay_over_full_samples_is_the_engine_s_think_at_n(tokenizer, rule, keep):
+    stops = list(range(3, tokenizer.vocab_size, 6))  # samples end at different lengths, some inside the prefix
+    base = dict(n=8, temperature=1.0, max_tokens=30, stop_token_ids=stops, seed=5, think_prefix=6)
+    judged = think_at_n(engine(tokenizer), PROMPTS, SamplingParams(**base, think=rule, think_keep=keep),
+                        extract=first_letter)
+    full = think_at_n(engine(tokenizer), PROMPTS, SamplingParams(**base, return_dtr=True), extract=first_letter)
+    for engine_vote, samples in zip(judged, full):
+        replayed = replay(samples.samples, rule, keep, 6)
+        assert [s.kept for s in replayed.samples] == [s.kept for s in engine_vote.samples]
+        assert [s.tokens for s in replayed.samples] == [s.tokens for s in engine_vote.samples]
+        assert replayed.answer == engine_vote.answer and replayed.tokens == engine_vote.tokens
+    assert any(not s.kept for v in judged for s in v.samples) or rule == "all"
 
 
 def test_the_vote_is_the_majority_of_given_answers():

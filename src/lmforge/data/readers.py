@@ -193,7 +193,15 @@ def read_reasoning() -> Iterator[Document]:
     return documents()
 
 
-BUILTIN_CORPORA = {"stdlib": read_stdlib, "pydoc": read_pydoc, "websample": read_websample, "reasoning": read_reasoning}
+def read_conversations() -> Iterator[Document]:
+    """Synthetic conversations of the multi-turn probe, from training seeds (lmforge.eval.multiturn)."""
+    from lmforge.eval.multiturn import read_conversations as documents
+
+    return documents()
+
+
+BUILTIN_CORPORA = {"stdlib": read_stdlib, "pydoc": read_pydoc, "websample": read_websample, "reasoning": read_reasoning,
+                   "conversations": read_conversations}
 JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".json.gz", ".ndjson", ".jsonl.zst")
 
 
@@ -232,7 +240,7 @@ def read_corpus(
 ) -> Iterator[Document]:
     """Documents of a corpus spec: "stdlib" (Python source), "pydoc" (English reference
     text), "websample" (generated web pages around pydoc prose), "reasoning" (worked solutions of the synthetic
-    reasoning tasks), a directory (every file, recursively), a glob, or a file.
+    reasoning tasks), "conversations" (the multi-turn probe's conversations, from training seeds), a directory (every file, recursively), a glob, or a file.
 
     With `num_shards` > 1 only shard `shard`'s part is read: whole files in turn when there
     are at least as many files as shards, else every num_shards-th document. With a `skipped`

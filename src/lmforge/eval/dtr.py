@@ -8,9 +8,10 @@ min_{j<=l} D_{t,j} <= g, i.e. the first whose divergence is at most g (the last 
 settles); t is deep-thinking when c_t >= ceil(rho L), and DTR is the share of deep-thinking tokens.
 
 `settling_depths` is the reference: every layer's whole distribution in float64. `token_signals` is the fast path
-the engine runs: a token is deep exactly when no layer below the cut settles, so it looks at the layer just
-below the cut first (where a shallow token has almost always settled) and at the other layers only for the
-tokens still open, in one float32 product per group of rows, never holding more than `max_rows` distributions.
+the engine runs: a token is deep exactly when no layer below the cut settles, so it first proves, from a few
+logits per layer, which layers lie above g (a lower bound on the divergence), then looks over the whole
+vocabulary only at the layers left: the one just below the cut first (where a shallow token has almost always
+settled), the others only for tokens still open, never holding more than `max_rows` distributions.
 """
 
 from __future__ import annotations
@@ -74,11 +75,6 @@ def settling_depths(model: Transformer, hiddens: list[torch.Tensor], config: DTR
     return (divergence <= config.threshold).int().argmax(1) + 1
 
 
-def lens_log_probs(model: Transformer, hidden: torch.Tensor) -> torch.Tensor:
-    """Float32 log-probabilities of the logit lens on residual-stream rows [R, D]: the model's norm and head."""
-    return F.log_softmax(model.logits(model.norm(hidden)).float(), -1)
-
-
 @dataclass
 class TokenSignals:
     """Per generated token: deep-thinking or not, the sampled token's log-probability under the model's own
@@ -90,43 +86,119 @@ class TokenSignals:
     certainty: torch.Tensor
 
 
-@torch.no_grad()
-def token_signals(model: Transformer, hiddens: torch.Tensor, tokens: torch.Tensor, config: DTRConfig = DTRConfig(),
-                  max_rows: int = 256) -> TokenSignals:
-    """Fast path: the signals of tokens [N] from their residual streams [L, N, D] after blocks 1..L.
+def binary_jsd_bits(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Jensen-Shannon divergence in bits between Bernoulli(a) and Bernoulli(b)."""
 
-    A token is deep exactly when every layer below the cut has divergence above g. The final layer and the
-    layer just below the cut go through the head together; only tokens unsettled there have their other
-    layers computed, at most `max_rows` lens rows per product.
+    def entropy(x: torch.Tensor) -> torch.Tensor:
+        x = x.clamp(0, 1)
+        return -(torch.xlogy(x, x) + torch.xlogy(1 - x, 1 - x)) / LN2
+
+    return entropy((a + b) / 2) - (entropy(a) + entropy(b)) / 2
+
+
+class LensHead:
+    """The output head as the logit lens needs it: the dense matrix, the sum of its rows, and the model's norm."""
+
+    def __init__(self, model: Transformer):
+        self.model, self.weight = model, head_matrix(model).detach().float()
+        self.row_sum = self.weight.sum(0)
+
+    def log_probs(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Float32 log-probabilities of the logit lens on residual-stream rows [R, D]: the model's norm and head."""
+        return F.log_softmax(self.model.logits(self.model.norm(hidden)).float(), -1)
+
+    @torch.no_grad()
+    def divergence_lower_bound(self, hidden: torch.Tensor, final: torch.Tensor, k: int = 64) -> torch.Tensor:
+        """A lower bound on D_{t,l} for residual streams [L', N, D] against the final log-probabilities [N, V],
+        from k lens logits per row instead of V.
+
+        With S_j the final distribution's top j tokens, the lens probability of S_j is at most
+        exp(z_{S_j}) / Z_low, where Z_low = sum_{S_k} exp(z) + (V - k) exp(mean of the other logits) <= Z by
+        Jensen's inequality (the other logits' mean comes from the row sum of the head, one dot product).
+        Merging the vocabulary into {S_j, the rest} cannot raise the divergence, and the two-cell divergence
+        only falls as the lens mass of S_j rises towards the final one, so it is a lower bound at that mass's
+        upper bound; the best j is taken. It decides most deep-thinking tokens (whose early layers put little
+        mass where the final layer does) without the lens over the whole vocabulary.
+        """
+        vocab = final.shape[-1]
+        k = min(k, vocab - 1)
+        top_logp, top = final.topk(k, -1)  # [N, k], sorted
+        normed = self.model.norm(hidden).float()
+        z = torch.einsum("lnd,nkd->lnk", normed, self.weight[top]).double()  # [L', N, k]
+        rest_mean = ((normed @ self.row_sum).double() - z.sum(-1)) / (vocab - k)
+        log_z_low = torch.logaddexp(z.logsumexp(-1), math.log(vocab - k) + rest_mean)  # [L', N]
+        upper = (z.logcumsumexp(-1) - log_z_low.unsqueeze(-1)).exp()  # lens mass of S_j, at most
+        mass = top_logp.double().exp().cumsum(-1).expand_as(upper)  # final mass of S_j
+        bound = torch.where(upper < mass, binary_jsd_bits(mass, upper), torch.zeros_like(upper))
+        return bound.amax(-1)
+
+
+@torch.no_grad()
+def token_signals(model: Transformer | LensHead, hiddens: torch.Tensor, tokens: torch.Tensor,
+                  config: DTRConfig = DTRConfig(), max_rows: int = 256, final_logits: torch.Tensor | None = None,
+                  margin: float = 1e-3) -> TokenSignals:
+    """Fast path: the signals of tokens [N] from their residual streams [L, N, D] after blocks 1..L (and, when
+    the caller has them, the model's own logits [N, V] at those positions, so the final lens is not redone).
+
+    A token is deep exactly when every layer below the cut has divergence above g. Layers the lower bound
+    (`LensHead.divergence_lower_bound`, with `margin` bits to spare for rounding) proves above g need no lens;
+    of the others, the one nearest the cut (where a shallow token has almost always settled) is looked at
+    first, and the rest only for tokens still open, at most `max_rows` whole-vocabulary lens rows per product.
     """
+    lens = model if isinstance(model, LensHead) else LensHead(model)
     n_layers, n = hiddens.shape[:2]
-    cut = config.cut(n_layers)
-    below = cut - 2  # index of layer cut - 1; the layers before it are hiddens[:below]
-    per_group, per_token = max(max_rows // 2, 1), max(max_rows // max(below, 1), 1)
+    below = config.cut(n_layers) - 1  # layers 1..cut-1 lie below the deep regime: hiddens[:below]
     out = TokenSignals(torch.ones(n, dtype=torch.bool), torch.zeros(n), torch.zeros(n))
-    for a in range(0, n, per_group):
-        group = hiddens[:, a:a + per_group]
-        final, near = lens_log_probs(model, torch.cat([group[-1], group[below if cut > 1 else -1]])).chunk(2)
-        b = a + len(final)
+    for a in range(0, n, max_rows):
+        b = min(a + max_rows, n)
+        group = hiddens[:, a:b]
+        final = (F.log_softmax(final_logits[a:b].float(), -1) if final_logits is not None
+                 else lens.log_probs(group[-1]))
         out.logprob[a:b] = final.gather(1, tokens[a:b, None].to(final.device))[:, 0]
         out.certainty[a:b] = -final.mean(-1) - math.log(final.shape[-1])
-        if cut <= 1:
+        if below == 0:
             continue  # no layer lies below the deep regime: every token settles inside it
-        open_ = jsd_bits(final, near) > config.threshold
-        ids = open_.nonzero().squeeze(1) if below else ()
-        for c in range(0, len(ids), per_token):
-            sel = ids[c:c + per_token]
-            logp = lens_log_probs(model, group[:below, sel].reshape(-1, group.shape[-1])).view(below, len(sel), -1)
-            open_[sel[(jsd_bits(final[sel].unsqueeze(0), logp) <= config.threshold).any(0)]] = False
-        out.deep[a:b] = open_
+        unknown = lens.divergence_lower_bound(group[:below], final) <= config.threshold + margin  # [below, n]
+        deep = out.deep[a:b]
+
+        def settle(layer: torch.Tensor, token: torch.Tensor) -> None:
+            """Whole-vocabulary lens of (layer, token) pairs; a token settled at any of them is not deep."""
+            for c in range(0, len(token), max_rows):
+                rows = group[layer[c:c + max_rows], token[c:c + max_rows]]
+                settled = jsd_bits(final[token[c:c + max_rows]], lens.log_probs(rows)) <= config.threshold
+                deep[token[c:c + max_rows][settled]] = False
+
+        undecided = unknown.any(0).nonzero().squeeze(1)
+        nearest = below - 1 - unknown[:, undecided].flip(0).int().argmax(0)  # the unknown layer nearest the cut
+        settle(nearest, undecided)
+        unknown[nearest, undecided] = False
+        settle(*(unknown & deep).nonzero().t())
     return out
+
+
+def mean_signals(signals: list[tuple[bool, float, float]]) -> dict[str, float] | None:
+    """Each signal averaged over the tokens (DTR for the deep-thinking flags); None without tokens."""
+    if not signals:
+        return None
+    return {name: sum(float(t[i]) for t in signals) / len(signals) for i, name in enumerate(SIGNAL_NAMES)}
+
+
+@dataclass
+class Rows:
+    """What the meter keeps of one sequence's step: its length then, the last position's residual stream after
+    every block, and the model's logits there (when handed over)."""
+
+    seq: object
+    length: int
+    hiddens: list[torch.Tensor]
+    logits: torch.Tensor | None = None
 
 
 class DeepThinkingMeter:
     """Per-token signals (deep-thinking, log-probability, self-certainty) of what the engine generates, from
-    the hidden states its observer hands over (`engine.observer = meter`): the rows of a step are kept until
-    the sequence is seen to have sampled from them, and evaluated `batch_tokens` tokens at a time, so the lens
-    runs as few, larger products.
+    the hidden states its observer hands over (`engine.observer = meter`) and the logits the model computed
+    from them (`meter.observe_logits`): the rows of a step are kept until the sequence is seen to have sampled
+    from them, and evaluated `batch_tokens` tokens at a time, so the lens runs as few, larger products.
 
     A request's samples share the prompt's last position (they fork after it), so its rows are kept once per
     request and evaluated with each sample's own first token.
@@ -135,9 +207,10 @@ class DeepThinkingMeter:
     def __init__(self, model: Transformer, config: DTRConfig = DTRConfig(), batch_tokens: int = 32):
         self.model, self.config, self.batch_tokens = model, config, batch_tokens
         self.n_layers = model.cfg.n_layers
-        self._pending: dict[int, tuple[object, int, list[torch.Tensor]]] = {}  # seq_id -> (seq, its length, rows)
-        self._first_rows: dict[str, torch.Tensor] = {}  # request_id -> rows [L, D] of the prompt's last position
-        self._queue: list[tuple[object, torch.Tensor, int]] = []  # (key, rows [L, D], the token sampled from them)
+        self._lens: LensHead | None = None
+        self._pending: dict[int, Rows] = {}  # seq_id -> the rows of its last step
+        self._first_rows: dict[str, Rows] = {}  # request_id -> rows of the prompt's last position
+        self._queue: list[tuple[object, Rows, int]] = []  # (key, rows, the token sampled from them)
         self._signals: dict[object, list[tuple[bool, float, float]]] = {}  # key -> [(deep, logprob, certainty)]
 
     def __call__(self, seq, layer: int, hidden: torch.Tensor) -> None:
@@ -147,26 +220,37 @@ class DeepThinkingMeter:
             self._settle(seq.seq_id)
             if len(self._queue) >= self.batch_tokens:
                 self._evaluate()
-            self._pending[seq.seq_id] = (seq, len(seq), [])
-        self._pending[seq.seq_id][2].append(hidden[-1])
+            self._pending[seq.seq_id] = Rows(seq, len(seq), [])
+        self._pending[seq.seq_id].hiddens.append(hidden[-1])
+
+    def observe_logits(self, logits: dict[int, torch.Tensor]) -> None:
+        """The model's logits [M, V] per sequence id from the step whose hidden states were just observed."""
+        for seq_id, rows in self._pending.items():
+            if rows.logits is None and seq_id in logits:
+                rows.logits = logits[seq_id][-1]
 
     def _settle(self, seq_id: int) -> None:
         """Move the pending rows of `seq_id` to the queue once the sequence has sampled a token from them (rows it
         did not sample from are replaced by its next step's)."""
-        seq, length, rows = self._pending.get(seq_id, (None, 0, []))
-        if seq is None or len(seq) <= length or len(rows) != self.n_layers:
+        rows = self._pending.get(seq_id)
+        if rows is None or len(rows.seq) <= rows.length or len(rows.hiddens) != self.n_layers:
             return
         del self._pending[seq_id]
-        if length == seq.num_prompt_tokens:
-            self._first_rows[seq.request_id] = torch.stack(rows)
+        if rows.length == rows.seq.num_prompt_tokens:
+            self._first_rows[rows.seq.request_id] = rows
         else:
-            self._queue.append((seq_id, torch.stack(rows), seq.token_ids[length]))
+            self._queue.append((seq_id, rows, rows.seq.token_ids[rows.length]))
 
     def _evaluate(self) -> None:
         if not self._queue:
             return
-        hiddens = torch.stack([rows for _, rows, _ in self._queue], 1)
-        signals = token_signals(self.model, hiddens, torch.tensor([t for _, _, t in self._queue]), self.config)
+        if self._lens is None:
+            self._lens = LensHead(self.model)
+        hiddens = torch.stack([torch.stack(rows.hiddens) for _, rows, _ in self._queue], 1)
+        logits = [rows.logits for _, rows, _ in self._queue]
+        final = torch.stack(logits) if all(x is not None for x in logits) else None
+        tokens = torch.tensor([t for _, _, t in self._queue])
+        signals = token_signals(self._lens, hiddens, tokens, self.config, final_logits=final)
         per_token = zip(signals.deep.tolist(), signals.logprob.tolist(), signals.certainty.tolist())
         for (key, _, _), values in zip(self._queue, per_token):
             self._signals.setdefault(key, []).append(values)
@@ -185,14 +269,6 @@ class DeepThinkingMeter:
     def flags(self, seq) -> list[bool]:
         """The deep-thinking flag of each token `seq` has generated so far."""
         return [deep for deep, _, _ in self.signals(seq)]
-
-    def summary(self, seq) -> dict[str, float] | None:
-        """Over `seq`'s generated tokens so far: its DTR, mean log-probability and mean self-certainty (None
-        before its first token)."""
-        signals = self.signals(seq)
-        if not signals:
-            return None
-        return {name: sum(float(t[i]) for t in signals) / len(signals) for i, name in enumerate(SIGNAL_NAMES)}
 
     def release(self, request_id: str, seq_ids: list[int]) -> None:
         """Forget a finished request's rows and signals."""

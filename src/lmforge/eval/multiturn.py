@@ -28,6 +28,7 @@ FILLER_TOPICS = (
 )
 COLORS = {"b": "blue", "g": "green", "r": "red", "p": "purple", "y": "yellow", "o": "orange"}
 WORDS = ("river", "planet", "garden", "window", "silver", "candle", "forest", "bridge")
+CORPUS_CONVERSATIONS, CORPUS_MAX_TURNS = 20_000, 16
 
 
 @dataclass
@@ -48,7 +49,7 @@ def filler(rng: random.Random) -> tuple[str, str]:
     return question.format(**values), reply.format(**values)
 
 
-def conversation(k: int, seed: int, n_facts: int = 3) -> Conversation:
+def conversation(k: int, seed: int | str, n_facts: int = 3) -> Conversation:
     """Facts, k unrelated turns, then the question about one fact (deterministic for the seed)."""
     rng = random.Random(f"multiturn/{seed}")
     people = rng.sample(NAMES, n_facts)
@@ -65,12 +66,29 @@ def conversation(k: int, seed: int, n_facts: int = 3) -> Conversation:
     return Conversation(messages, number)
 
 
+def plain_text(messages: list[dict]) -> str:
+    """The conversation as "User: ... / Assistant: ..." lines, ending where the assistant's reply begins."""
+    lines = [f"{'User' if m['role'] == 'user' else 'Assistant'}: {m['content']}" for m in messages]
+    return "\n".join(lines) + "\nAssistant:"
+
+
 def prompt_ids(tokenizer: Tokenizer, messages: list[dict]) -> list[int]:
-    """The conversation in the model's chat template, or as plain "User: ... / Assistant: ..." lines without one."""
+    """The conversation in the model's chat template, or in the plain format without one."""
     if tokenizer.chat_template:
         return tokenizer.encode(render_chat(tokenizer, messages))
-    lines = [f"{'User' if m['role'] == 'user' else 'Assistant'}: {m['content']}" for m in messages]
-    return encode_prompt(tokenizer, "\n".join(lines) + "\nAssistant:")
+    return encode_prompt(tokenizer, plain_text(messages))
+
+
+def read_conversations(count: int = CORPUS_CONVERSATIONS, max_turns: int = CORPUS_MAX_TURNS):
+    """The built-in corpus "conversations": probe conversations in the plain format with their answers, k drawn
+    from 0..max_turns, from seeds the probe never uses (its seeds are integers, these strings), so a model
+    trained on them is probed on conversations it has not seen."""
+    from lmforge.data.document import Document
+
+    rng = random.Random("multiturn/corpus")
+    for i in range(count):
+        conv = conversation(rng.randint(0, max_turns), f"train-{i}")
+        yield Document(f"{plain_text(conv.messages)} {conv.answer}", f"conversations/{i}")
 
 
 def is_right(reply: str, answer: str) -> bool:

@@ -6,20 +6,23 @@ prefixes included.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 from lmforge.eval.dtr import SIGNAL_NAMES
 from lmforge.eval.tasks import extract_answer
 from lmforge.serve.engine import LLMEngine
 from lmforge.serve.params import SamplingParams
+from lmforge.serve.think import decide
 
 
 @dataclass
 class Sample:
     """One of the n samples: its text, tokens generated, whether it voted, its prefix score, answer and (when
-    measured) its DTR, mean log-probability and self-certainty over all its tokens."""
+    measured) its DTR, mean log-probability and self-certainty over all its tokens, and each token's
+    (deep, logprob, certainty)."""
 
     index: int
     text: str = ""
@@ -31,6 +34,7 @@ class Sample:
     dtr: float | None = None
     logprob: float | None = None
     certainty: float | None = None
+    token_signals: list[tuple[bool, float, float]] | None = None
 
 
 @dataclass
@@ -68,7 +72,7 @@ def think_at_n(engine: LLMEngine, prompts: list[list[int]], params: SamplingPara
             s.tokens += len(delta.token_ids)
             if delta.finish_reason is not None:
                 s.finish_reason, s.kept = delta.finish_reason, delta.kept is not False
-                s.score, signals = delta.score, delta.signals or {}
+                s.score, s.token_signals, signals = delta.score, delta.token_signals, delta.signals or {}
                 s.dtr, s.logprob, s.certainty = (signals.get(name) for name in SIGNAL_NAMES)
         if progress:
             progress(sum(len(d.token_ids) for d in deltas))
@@ -78,3 +82,30 @@ def think_at_n(engine: LLMEngine, prompts: list[list[int]], params: SamplingPara
             s.answer = extract(s.text) if s.kept else None
         votes.append(Vote(majority([s.answer for s in request_samples if s.kept]), request_samples))
     return votes
+
+
+@dataclass
+class Snapshot:
+    """A sample as the engine sees it when its request's rule decides."""
+
+    index: int
+    finished: bool
+    num_output_tokens: int
+
+
+def replay(samples: list[Sample], rule: str, keep: float, prefix: int) -> Vote:
+    """Think@n applied after the fact to n samples generated in full without rejection (with the per-token
+    signals): the vote and cost the engine's rule gives the same samples, which it generates alike under the
+    same seed (each sample draws from its own generator), so one generation serves every rule and every n up to
+    its own. The request's samples advance together, one token a step: a scoring rule decides when all have
+    `prefix` tokens or have finished, `length` when keep x n have finished, and a stopped sample has spent the
+    tokens it had then."""
+    n_keep = max(1, math.ceil(keep * len(samples)))
+    lengths = sorted(s.tokens for s in samples)
+    moment = {"all": math.inf, "length": lengths[n_keep - 1]}.get(rule, prefix)
+    snapshots = [Snapshot(i, s.tokens <= moment, min(s.tokens, moment)) for i, s in enumerate(samples)]
+    decision = decide(rule, n_keep, snapshots, prefix, lambda snap: samples[snap.index].token_signals)
+    voted = [replace(s, kept=i not in decision.rejected, score=decision.scores.get(i),
+                     tokens=s.tokens if i not in decision.rejected else min(s.tokens, moment))
+             for i, s in enumerate(samples)]
+    return Vote(majority([s.answer for s in voted if s.kept]), voted)

@@ -17,7 +17,7 @@ import torch
 
 from lmforge.device import resolve_precision
 from lmforge.errors import GenerationError
-from lmforge.eval.dtr import DeepThinkingMeter, DTRConfig
+from lmforge.eval.dtr import DeepThinkingMeter, DTRConfig, mean_signals
 from lmforge.model.transformer import Transformer
 from lmforge.quant.linear import QuantLinear, calibrate_kernel_rows
 from lmforge.serve.block_manager import BlockManager, SlotPool
@@ -66,6 +66,7 @@ class Delta:
     num_cached_tokens: int = 0  # on a request's first delta: prompt tokens found in the prefix cache
     signals: dict[str, float] | None = None  # on a sample's last delta, when asked for: DTR, mean log-probability
     # and mean self-certainty of its tokens
+    token_signals: list[tuple[bool, float, float]] | None = None  # ... and each token's (deep, logprob, certainty)
     kept: bool | None = None  # on a sample's last delta under a Think@n rule: whether it goes to the vote
     score: float | None = None  # ... and its prefix score (rules that score)
 
@@ -206,7 +207,10 @@ class LLMEngine:
                   for seq in self.scheduler.take_truncated() if seq.request_id in self.requests]
         if not batch:
             return deltas + self._judge_waiting()
-        logits = dict(zip((seq.seq_id for seq, _ in batch), self.runner.execute(batch, self._observer(batch))))
+        metered = any(seq.params.wants_signals for seq, _ in batch)
+        logits = dict(zip((seq.seq_id for seq, _ in batch), self.runner.execute(batch, self._observer(metered))))
+        if metered:
+            self.meter.observe_logits(logits)
         for seq, n in batch:  # prompt log-probabilities of the chunk just computed
             request = self.requests.get(seq.request_id)
             start = seq.num_computed
@@ -225,9 +229,9 @@ class LLMEngine:
             deltas += self._sample(ready)
         return deltas + self._judge_waiting()
 
-    def _observer(self, batch: list[tuple[Sequence, int]]) -> Observer | None:
+    def _observer(self, metered: bool) -> Observer | None:
         """The user's observer, and the meter when a sequence in the batch needs its signals."""
-        meter = self.meter if any(seq.params.wants_signals for seq, _ in batch) else None
+        meter = self.meter if metered else None
         if meter is None or self.observer is None:
             return meter or self.observer
         user = self.observer
@@ -334,7 +338,8 @@ class LLMEngine:
         delta.finish_reason = reason
         params, decision = request.params, request.decision
         if params.return_dtr:
-            delta.signals = self.meter.summary(seq)
+            delta.token_signals = self.meter.signals(seq)
+            delta.signals = mean_signals(delta.token_signals)
         if params.judged:
             delta.kept, delta.score = seq.index not in decision.rejected, decision.scores.get(seq.index)
         if request.finished and not request.held:

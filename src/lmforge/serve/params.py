@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from lmforge.config import MAX_SEED, bounded, check_ranges
 from lmforge.errors import GenerationError
-from lmforge.serve.think import RULES, SIGNAL
+from lmforge.serve.think import RULES, SCORED
 
 MAX_LOGPROBS = 20  # OpenAI's limit on top_logprobs
 
@@ -61,4 +61,4 @@ class SamplingParams:
     @property
     def wants_signals(self) -> bool:
         """Whether the engine's meter must watch this request's tokens (its DTR, or a rule that reads them)."""
-        return self.return_dtr or self.think in SIGNAL
+        return self.return_dtr or self.think in SCORED

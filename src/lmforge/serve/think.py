@@ -17,16 +17,16 @@ import math
 from dataclasses import dataclass, field
 from typing import Callable
 
-from lmforge.eval.dtr import SIGNAL_NAMES
+from lmforge.eval.dtr import SIGNAL_NAMES, mean_signals
 
 RULES = ("dtr", "logprob", "certainty", "length", "all")
-SIGNAL = {name: i for i, name in enumerate(SIGNAL_NAMES)}  # rules that score: position of their per-token signal
+SCORED = SIGNAL_NAMES  # the rules that score samples by the meter's per-token signals
 
 
 def prefix_score(signals: list[tuple[bool, float, float]], rule: str, prefix: int | None = None) -> float:
     """The mean of the rule's per-token signal over the first `prefix` tokens (all with None); -inf if none."""
-    values = [float(t[SIGNAL[rule]]) for t in signals[:prefix]]
-    return sum(values) / len(values) if values else -math.inf
+    means = mean_signals(signals[:prefix])
+    return means[rule] if means else -math.inf
 
 
 @dataclass
