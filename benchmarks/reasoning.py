@@ -54,11 +54,11 @@ RULES = ("dtr", "logprob", "certainty", "length", "all")
 SMOLLM2 = "smollm2-135m"
 EFFORT_TITLES = {
     "accuracy": "held-out greedy accuracy ({problems} test problems per task; SmolLM2 {words_problems})",
-    "correlation": "Pearson r with correctness ({ns[-1]} samples per problem and seed, seeds {seeds}, temperature "
+    "correlation": "Pearson r with correctness ({samples} samples per problem and seed, seeds {seeds}, temperature "
                    "{temperature})",
     "think": "vote accuracy and tokens per problem by rule (seeds {seeds}, prefix {prefix}, keep {keep})",
     "think_vs_cons": "Think@n (dtr) against Cons@n (all) at the same n (seeds {seeds})",
-    "replay_check": "the engine's own Think@n against the replay (n = {ns[0]}, seed 0)",
+    "replay_check": "the engine's own Think@n against the replay (n = {check_n}, seed 0)",
 }
 TITLES = {
     "cost": "DTR inside the engine: SmolLM2-135M decode tokens/s, greedy, {new} tokens after a {prompt}-token prompt, "
@@ -226,7 +226,8 @@ def effort_section(args, section: str) -> tuple[dict, dict, dict]:
             "greedy_correct": greedy_correct,
             "samples": [[[sample_record(s, s.answer == item.answer, args.prefix) for s in votes[i].samples]
                          for i, item in enumerate(items)] for votes in runs]}
-    settings = {"problems": args.problems, "words_problems": args.words_problems, "ns": args.ns,
+    settings = {"problems": args.problems, "words_problems": args.words_problems, "ns": args.ns, "samples": top,
+                "check_n": min(args.ns),
                 "seeds": list(range(args.seeds)), "prefix": args.prefix, "keep": args.keep,
                 "temperature": args.temperature, "max_new": args.max_new, "bins": args.bins,
                 "difficulty": args.difficulty, "check": args.check,
