@@ -1,11 +1,11 @@
 """Multi-turn robustness: does a model keep the facts of a conversation's first turn over k unrelated turns?
 
 Models: SmolLM2-135M-Instruct (softmax attention, through its chat template; `lmforge pull smollm2-135m`), and
-four models trained here with one config, data and budget (`configs/multiturn.toml`: 8 layers, d 192, 600 steps
-of 16 x 512 tokens on the built-in "conversations" corpus, whose conversations come from seeds the probe never
+four models trained here with one config, data and budget (`configs/multiturn.toml`: 4 layers, d 128, 500 steps
+of 8 x 512 tokens on the built-in "conversations" corpus, whose conversations come from seeds the probe never
 uses), differing only in their mixers: softmax, linear (2Mamba), a hybrid (Mamba-2S, sparse, Mamba-2S, softmax)
 and sparse attention. Each is also quantized to int4 (`lmforge quantize`, GPTQ at its defaults). SmolLM2 has 135M
-parameters, the trained models 4M: models of SmolLM2's size cannot be trained on these machines' 2 cores.
+parameters, the trained models about 1M (the training table says): models of SmolLM2's size cannot be trained on these machines' 2 cores.
 
 For each k in --turns: greedy accuracy over --conversations conversations for each of --seeds probe seeds (the
 same conversations for every model), mean +- std over the seeds. Writes the accuracy plot beside the record.
@@ -73,7 +73,8 @@ def prepare(args) -> tuple[dict[str, str], list[dict]]:
         if not (out / "config.json").exists():
             seconds = run(["train", "multiturn", f"train.out={out}", f"data.dir={root / 'data'}",
                            f"model.mixers={mixers}", "--no-progress", *quick])
-        rows.append({"model": name, "mixers": mixers, "seconds": seconds, "val_loss": val_loss(out)})
+        params = sum(p.numel() for p in load_model(str(out)).model.parameters())
+        rows.append({"model": name, "mixers": mixers, "parameters": params, "seconds": seconds, "val_loss": val_loss(out)})
         models[name] = str(out)
     for name in [SMOLLM2, *VARIANTS]:
         out = root / f"{name}-int4"
@@ -105,7 +106,7 @@ def main() -> None:
         rows.append(row)
         print(f"  {name}: " + ", ".join(f"k={k} {row[f'k{k}']['mean']:.2f}" for k in TURNS if row[f"k{k}"]), flush=True)
     settings = {"turns": list(TURNS), "conversations": args.conversations, "seeds": [1000 * s for s in range(args.seeds)],
-                "steps": 20 if args.quick else 600, "variants": VARIANTS, "threads": THREADS}
+                "steps": 20 if args.quick else 500, "variants": VARIANTS, "threads": THREADS}
     tables = {"accuracy": rows, "training": training}
     path = record(AREA, settings, raw, tables, args.out, args.quick)
     plot({r["model"]: {k: r[f"k{k}"]["mean"] if r[f"k{k}"] else None for k in TURNS} for r in rows},

@@ -46,19 +46,19 @@ from lmforge.eval.think import Sample, replay, think_at_n
 from lmforge.interop.load import load_model
 from lmforge.serve.engine import EngineConfig, LLMEngine, engine_dtype
 from lmforge.serve.params import SamplingParams
+from lmforge.serve.think import RULES, SCORED
 
 AREA = "reasoning"
 SECTIONS = ("cost", "effort", "words")
 SIGNALS = {"DTR": "dtr", "length": "tokens", "mean log-probability": "logprob", "self-certainty": "certainty"}
-RULES = ("dtr", "logprob", "certainty", "length", "all")
 SMOLLM2 = "smollm2-135m"
 EFFORT_TITLES = {
     "accuracy": "held-out greedy accuracy ({problems} test problems per task; SmolLM2 {words_problems})",
     "correlation": "Pearson r with correctness ({samples} samples per problem and seed, seeds {seeds}, temperature "
                    "{temperature})",
-    "think": "vote accuracy and tokens per problem by rule (seeds {seeds}, prefix {prefix}, keep {keep})",
+    "think": "vote accuracy and tokens per problem by rule and prefix (seeds {seeds}, keep {keep})",
     "think_vs_cons": "Think@n (dtr) against Cons@n (all) at the same n (seeds {seeds})",
-    "replay_check": "the engine's own Think@n against the replay (n = {check_n}, seed 0)",
+    "replay_check": "the engine's own Think@n against the replay (n = {check_n}, prefix {check_prefix}, seed 0)",
 }
 TITLES = {
     "cost": "DTR inside the engine: SmolLM2-135M decode tokens/s, greedy, {new} tokens after a {prompt}-token prompt, "
@@ -159,10 +159,10 @@ def binned_r(per_problem: list[list[tuple[float, float]]], bins: int) -> float |
     return pearson([p[0] for p in points], [p[1] for p in points])
 
 
-def sample_record(sample: Sample, correct: bool, prefix: int) -> list:
+def sample_record(sample: Sample, correct: bool, prefixes: list[int]) -> list:
     """What the record keeps of one sample: tokens, correct, DTR, mean log-probability and self-certainty over all
-    its tokens, then over its first `prefix` (what the prefix rules score)."""
-    means = [mean_signals(sample.token_signals), mean_signals(sample.token_signals[:prefix])]
+    its tokens, then over its first p tokens for each prefix p (what the prefix rules score)."""
+    means = [mean_signals(sample.token_signals), *(mean_signals(sample.token_signals[:p]) for p in prefixes)]
     return [sample.tokens, int(correct), *(round(m[k], 4) for m in means for k in SIGNAL_NAMES)]
 
 
@@ -197,41 +197,51 @@ def effort_section(args, section: str) -> tuple[dict, dict, dict]:
                          **mean_signals(s.token_signals)} for votes in runs for s in votes[i].samples]
                        for i, item in enumerate(items)]
         tables["correlation"].append({**key, **correlation_row(per_problem, args.bins)})
+        flat = [s for problem in per_problem for s in problem]
+        tables["accuracy"][-1]["sample_tokens"] = sum(s["tokens"] for s in flat) / len(flat)
+        variants = [(rule, prefix) for prefix in args.prefixes for rule in SCORED] + [("length", None), ("all", None)]
         for n in args.ns:
-            per_rule = {rule: {"accuracy": [], "tokens": []} for rule in RULES}
+            per_rule = {v: {"accuracy": [], "tokens": []} for v in variants}
             for votes in runs:
-                for rule in RULES:
-                    replayed = [replay(v.samples[:n], rule, args.keep, args.prefix) for v in votes]
-                    per_rule[rule]["accuracy"].append(sum(v.answer == i.answer for v, i in zip(replayed, items)) / len(items))
-                    per_rule[rule]["tokens"].append(sum(v.tokens for v in replayed) / len(items))
-            for rule in RULES:
-                tables["think"].append({**key, "n": n, "rule": rule, "accuracy": over_seeds(per_rule[rule]["accuracy"]),
-                                        "tokens": over_seeds(per_rule[rule]["tokens"])})
-            think, cons = per_rule["dtr"], per_rule["all"]
-            a, b = over_seeds(think["accuracy"]), over_seeds(cons["accuracy"])
-            tables["think_vs_cons"].append({
-                **key, "n": n, "think_accuracy": a, "cons_accuracy": b, "accuracy_gap_separated": separated(a, b),
-                "token_share": over_seeds([t / c for t, c in zip(think["tokens"], cons["tokens"])])})
-            print(f"  {name} {task} n={n}: Think@n {a['mean']:.3f} vs Cons@n {b['mean']:.3f}", flush=True)
-        n, checked = min(args.ns), items[:args.check]
+                for rule, prefix in variants:
+                    replayed = [replay(v.samples[:n], rule, args.keep, prefix or 0) for v in votes]
+                    stats = per_rule[rule, prefix]
+                    stats["accuracy"].append(sum(v.answer == i.answer for v, i in zip(replayed, items)) / len(items))
+                    stats["tokens"].append(sum(v.tokens for v in replayed) / len(items))
+            for (rule, prefix), stats in per_rule.items():
+                tables["think"].append({**key, "n": n, "rule": rule, "prefix": prefix,
+                                        "accuracy": over_seeds(stats["accuracy"]), "tokens": over_seeds(stats["tokens"])})
+            cons = per_rule["all", None]
+            for prefix in args.prefixes:
+                think = per_rule["dtr", prefix]
+                a, b = over_seeds(think["accuracy"]), over_seeds(cons["accuracy"])
+                tables["think_vs_cons"].append({
+                    **key, "n": n, "prefix": prefix, "think_accuracy": a, "cons_accuracy": b,
+                    "accuracy_gap_separated": separated(a, b),
+                    "token_share": over_seeds([t / c for t, c in zip(think["tokens"], cons["tokens"])])})
+                print(f"  {name} {task} n={n} prefix {prefix}: Think@n {a['mean']:.3f} vs Cons@n {b['mean']:.3f}",
+                      flush=True)
+        n, prefix, checked = min(args.ns), min(args.prefixes), items[:args.check]
         for rule in RULES:
             params = SamplingParams(n=n, max_tokens=args.max_new, temperature=args.temperature, seed=0, think=rule,
-                                    think_prefix=args.prefix, think_keep=args.keep)
+                                    think_prefix=prefix, think_keep=args.keep)
             in_engine = samples_of(loaded, checked, chat, params)
-            replayed = [replay(v.samples[:n], rule, args.keep, args.prefix) for v in runs[0][:len(checked)]]
+            replayed = [replay(v.samples[:n], rule, args.keep, prefix) for v in runs[0][:len(checked)]]
             tables["replay_check"].append({**key, "n": n, "rule": rule, "problems": len(checked),
                                            "same_vote": sum(e.answer == r.answer for e, r in zip(in_engine, replayed)),
                                            "same_tokens": sum(e.tokens == r.tokens for e, r in zip(in_engine, replayed))})
         raw[f"{name} {task}"] = {
             "greedy_correct": greedy_correct,
-            "samples": [[[sample_record(s, s.answer == item.answer, args.prefix) for s in votes[i].samples]
+            "samples": [[[sample_record(s, s.answer == item.answer, args.prefixes) for s in votes[i].samples]
                          for i, item in enumerate(items)] for votes in runs]}
     settings = {"problems": args.problems, "words_problems": args.words_problems, "ns": args.ns, "samples": top,
                 "check_n": min(args.ns),
-                "seeds": list(range(args.seeds)), "prefix": args.prefix, "keep": args.keep,
+                "seeds": list(range(args.seeds)), "prefixes": args.prefixes, "check_prefix": min(args.prefixes),
+                "keep": args.keep,
                 "temperature": args.temperature, "max_new": args.max_new, "bins": args.bins,
                 "difficulty": args.difficulty, "check": args.check,
-                "sample_fields": ["tokens", "correct", *SIGNAL_NAMES, *(f"prefix {k}" for k in SIGNAL_NAMES)]}
+                "sample_fields": ["tokens", "correct", *SIGNAL_NAMES,
+                                  *(f"{k} over {p}" for p in args.prefixes for k in SIGNAL_NAMES)]}
     suffix = "" if section == "effort" else f"_{section}"
     return settings, {section: raw}, {f"{name}{suffix}": rows for name, rows in tables.items()}
 
@@ -247,7 +257,8 @@ def main() -> None:
     p.add_argument("--ns", default="8,16,32", help="n of Think@n and the other rules (the largest is sampled)")
     p.add_argument("--seeds", type=int, default=3, help="sampling seeds")
     p.add_argument("--check", type=int, default=20, help="problems run through the engine's own Think@n")
-    p.add_argument("--prefix", type=int, default=50, help="Think@n prefix tokens")
+    p.add_argument("--prefixes", default="8,16,50", help="Think@n prefix tokens (the paper's 50 is longer than most "
+                   "of these tasks' answers)")
     p.add_argument("--keep", type=float, default=0.5, help="Think@n share kept")
     p.add_argument("--temperature", type=float, default=0.8)
     p.add_argument("--max-new", type=int, default=256)
@@ -255,8 +266,9 @@ def main() -> None:
     args = p.parse_args()
     if args.quick:
         args.problems, args.words_problems, args.ns, args.seeds, args.max_new = 6, 3, "2,4", 1, 48
-        args.tasks, args.prefix, args.check = "arithmetic", 8, 3
+        args.tasks, args.prefixes, args.check = "arithmetic", "4,8", 3
     args.ns = sorted(int(n) for n in str(args.ns).split(","))
+    args.prefixes = sorted(int(p) for p in str(args.prefixes).split(","))
     sections = args.sections.split(",")
     if set(sections) - set(SECTIONS):
         sys.exit(f"unknown section; choose from {', '.join(SECTIONS)}")

@@ -13,6 +13,7 @@ TABLES = {
     "training": (
         Column("model", "model"),
         Column("mixers", "mixers"),
+        Column("parameters", "parameters", ",d"),
         Column("training seconds", "seconds", ".0f"),
         Column("validation loss", "val_loss", ".3f"),
     ),

@@ -9,6 +9,7 @@ EFFORT = {
         Column("model", "model"),
         Column("task", "task"),
         Column("greedy accuracy", "accuracy", ".3f"),
+        Column("mean sample tokens", "sample_tokens", ".1f"),
     ),
     "correlation": (
         Column("model", "model"),
@@ -22,6 +23,7 @@ EFFORT = {
         Column("task", "task"),
         Column("n", "n", "d"),
         Column("rule", "rule"),
+        Column("prefix", "prefix", "d"),
         Column("accuracy", "accuracy", ".3f"),
         Column("tokens per problem", "tokens", ",.0f"),
     ),
@@ -29,6 +31,7 @@ EFFORT = {
         Column("model", "model"),
         Column("task", "task"),
         Column("n", "n", "d"),
+        Column("prefix", "prefix", "d"),
         Column("Think@n accuracy", "think_accuracy", ".3f"),
         Column("Cons@n accuracy", "cons_accuracy", ".3f"),
         Column("accuracy gap beyond the spread", "accuracy_gap_separated"),
