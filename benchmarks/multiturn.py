@@ -11,7 +11,7 @@ For each k in --turns: greedy accuracy over --conversations conversations for ea
 same conversations for every model), mean +- std over the seeds. Writes the accuracy plot beside the record.
 
     python benchmarks/multiturn.py            # trains what is missing under runs/multiturn (about 1 hour)
-    python benchmarks/multiturn.py --quick    # tiny models, few conversations
+    python benchmarks/multiturn.py --quick    # tiny models, few conversations, without SmolLM2
 """
 
 from __future__ import annotations
@@ -65,18 +65,19 @@ def val_loss(path: Path) -> float | None:
 
 def prepare(args) -> tuple[dict[str, str], list[dict]]:
     """Train and quantize the variants that are missing; (model name -> path or hub name, training rows)."""
-    root, models, rows = Path(args.root), {SMOLLM2: SMOLLM2}, []
+    root, rows = Path(args.root), []
+    models = {} if args.quick else {SMOLLM2: SMOLLM2}
     quick = ["train.steps=20", "train.eval_every=20", "model.n_layers=2"] if args.quick else []
     for name, mixers in VARIANTS.items():
         out = root / name
         seconds = None
-        if not (out / "config.json").exists():
+        if not (out / "checkpoint").exists():
             seconds = run(["train", "multiturn", f"train.out={out}", f"data.dir={root / 'data'}",
                            f"model.mixers={mixers}", "--no-progress", *quick])
         params = sum(p.numel() for p in load_model(str(out)).model.parameters())
         rows.append({"model": name, "mixers": mixers, "parameters": params, "seconds": seconds, "val_loss": val_loss(out)})
         models[name] = str(out)
-    for name in [SMOLLM2, *VARIANTS]:
+    for name in list(models):
         out = root / f"{name}-int4"
         if not (out / "config.json").exists():
             run(["quantize", models[name], "--out", str(out), "--overwrite", *(["--calib-seqs", "4"] if args.quick else [])])
@@ -106,9 +107,9 @@ def main() -> None:
         rows.append(row)
         print(f"  {name}: " + ", ".join(f"k={k} {row[f'k{k}']['mean']:.2f}" for k in TURNS if row[f"k{k}"]), flush=True)
     settings = {"turns": list(TURNS), "conversations": args.conversations, "seeds": [1000 * s for s in range(args.seeds)],
-                "steps": 20 if args.quick else 500, "variants": VARIANTS, "threads": THREADS}
+                "steps": 20 if args.quick else 500, "variants": VARIANTS}
     tables = {"accuracy": rows, "training": training}
-    path = record(AREA, settings, raw, tables, args.out, args.quick)
+    path = record(AREA, {**settings, "threads": THREADS}, raw, tables, args.out, args.quick)
     plot({r["model"]: {k: r[f"k{k}"]["mean"] if r[f"k{k}"] else None for k in TURNS} for r in rows},
          RESULTS_DIR / f"{AREA}{'.quick' if args.quick else ''}.png")
     print_recorded(tables, TABLES[AREA], TITLES, settings, path)
