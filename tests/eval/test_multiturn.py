@@ -1,5 +1,7 @@
 """The multi-turn probe: the same conversations for every model, the answer judged as a whole number."""
 
+import re
+
 import torch
 from helpers import tiny_model
 
@@ -20,16 +22,20 @@ def test_conversations_are_seeded_and_hold_the_fact_and_k_turns():
     assert conversation(2, 1) != conversation(2, 2)
 
 
-def test_the_conversations_corpus_is_answered_probe_text_from_other_seeds():
-    docs = list(zip(range(300), read_corpus("conversations")))
+def test_the_conversations_corpus_asks_several_answered_questions_from_other_seeds():
     probed = {plain_text(conversation(k, seed).messages) for k in (0, 1, 2, 4) for seed in range(200)}
-    turns = set()
-    for _, doc in docs:
-        prompt, answer = doc.text.rsplit(" ", 1)
-        assert prompt.endswith("\nAssistant:") and answer.isdigit() and answer in prompt.split("\n")[0]
-        assert prompt not in probed
-        turns.add(prompt.count("\nUser: ") - 1)
-    assert min(turns) == 0 and max(turns) == 16
+    turns, questions = set(), []
+    for _, doc in zip(range(300), read_corpus("conversations")):
+        lines = doc.text.split("\n")
+        facts = dict(re.findall(r"The ([a-zA-Z ]+ of \w+) is (\d+)\.", lines[0]))
+        assert len(facts) == 3 and lines[-1].startswith("Assistant: ") and lines[-2].startswith("User: What is the ")
+        asked = [(re.search(r"the (.+)\?", q).group(1), a.removeprefix("Assistant: "))
+                 for q, a in zip(lines[2::2], lines[3::2]) if "Reply with the number only" in q]
+        assert asked and all(facts[key] == answer for key, answer in asked)  # every question answered right
+        assert doc.text.rsplit(" ", 1)[0] not in probed
+        turns.add(len(lines) // 2 - 2)
+        questions.append(len(asked))
+    assert min(turns) == 0 and max(turns) == 16 and sum(questions) / len(questions) > 4
 
 
 def test_only_the_whole_number_counts():

@@ -49,21 +49,49 @@ def filler(rng: random.Random) -> tuple[str, str]:
     return question.format(**values), reply.format(**values)
 
 
-def conversation(k: int, seed: int | str, n_facts: int = 3) -> Conversation:
-    """Facts, k unrelated turns, then the question about one fact (deterministic for the seed)."""
-    rng = random.Random(f"multiturn/{seed}")
+def _opening(rng: random.Random, n_facts: int) -> tuple[list[tuple[str, str, str]], list[dict]]:
+    """The facts (person, thing, number) and the first exchange, which states them."""
     people = rng.sample(NAMES, n_facts)
     facts = [(p, rng.choice(THINGS), str(rng.randint(1000, 9999))) for p in people]
     told = " ".join(f"The {thing} of {person} is {number}." for person, thing, number in facts)
-    messages = [{"role": "user", "content": f"Please remember these facts. {told}"},
-                {"role": "assistant", "content": "Understood, I will remember them."}]
+    return facts, [{"role": "user", "content": f"Please remember these facts. {told}"},
+                   {"role": "assistant", "content": "Understood, I will remember them."}]
+
+
+def _question(fact: tuple[str, str, str]) -> dict:
+    person, thing, _ = fact
+    return {"role": "user", "content": f"What is the {thing} of {person}? Reply with the number only."}
+
+
+def _exchange(question: str, reply: str) -> list[dict]:
+    return [{"role": "user", "content": question}, {"role": "assistant", "content": reply}]
+
+
+def conversation(k: int, seed: int | str, n_facts: int = 3) -> Conversation:
+    """Facts, k unrelated turns, then the question about one fact (deterministic for the seed)."""
+    rng = random.Random(f"multiturn/{seed}")
+    facts, messages = _opening(rng, n_facts)
     filler_rng = random.Random(f"multiturn/{seed}/fillers")
     for _ in range(k):
-        question, reply = filler(filler_rng)
-        messages += [{"role": "user", "content": question}, {"role": "assistant", "content": reply}]
-    person, thing, number = rng.choice(facts)
-    messages.append({"role": "user", "content": f"What is the {thing} of {person}? Reply with the number only."})
-    return Conversation(messages, number)
+        messages += _exchange(*filler(filler_rng))
+    fact = rng.choice(facts)
+    return Conversation([*messages, _question(fact)], fact[2])
+
+
+def training_conversation(seed: str, max_turns: int, n_facts: int = 3) -> list[dict]:
+    """A whole conversation for training: facts, then up to `max_turns` turns, each an unrelated exchange or a
+    question about a fact with its answer, ending with a question. Asking several times per conversation gives
+    the lookup many more examples per token than the probe's single question would."""
+    rng = random.Random(f"multiturn/{seed}")
+    facts, messages = _opening(rng, n_facts)
+    for _ in range(rng.randint(0, max_turns)):
+        if rng.random() < 0.5:
+            messages += _exchange(*filler(rng))
+        else:
+            fact = rng.choice(facts)
+            messages += [_question(fact), {"role": "assistant", "content": fact[2]}]
+    fact = rng.choice(facts)
+    return [*messages, _question(fact), {"role": "assistant", "content": fact[2]}]
 
 
 def plain_text(messages: list[dict]) -> str:
@@ -80,15 +108,14 @@ def prompt_ids(tokenizer: Tokenizer, messages: list[dict]) -> list[int]:
 
 
 def read_conversations(count: int = CORPUS_CONVERSATIONS, max_turns: int = CORPUS_MAX_TURNS):
-    """The built-in corpus "conversations": probe conversations in the plain format with their answers, k drawn
-    from 0..max_turns, from seeds the probe never uses (its seeds are integers, these strings), so a model
-    trained on them is probed on conversations it has not seen."""
+    """The built-in corpus "conversations": training conversations (`training_conversation`) in the plain
+    format, from seeds the probe never uses (its seeds are integers, these strings), so a model trained on them
+    is probed on conversations it has not seen."""
     from lmforge.data.document import Document
 
-    rng = random.Random("multiturn/corpus")
     for i in range(count):
-        conv = conversation(rng.randint(0, max_turns), f"train-{i}")
-        yield Document(f"{plain_text(conv.messages)} {conv.answer}", f"conversations/{i}")
+        messages = training_conversation(f"train-{i}", max_turns)
+        yield Document(plain_text(messages[:-1]) + " " + messages[-1]["content"], f"conversations/{i}")
 
 
 def is_right(reply: str, answer: str) -> bool:
