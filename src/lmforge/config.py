@@ -214,12 +214,31 @@ class TrainConfig:
 
 
 @dataclass
+class ParallelConfig:
+    """How a run launched with torchrun splits its work over the ranks (one process: nothing to split)."""
+
+    dp: int = bounded(0, 0)  # data-parallel ranks; 0: every rank of the launch
+
+    def __post_init__(self) -> None:
+        check_ranges(self, "parallel.")
+
+    def resolve(self, world_size: int) -> ParallelConfig:
+        """The layout for `world_size` ranks, or an error saying how to make the two agree."""
+        dp = self.dp or world_size
+        if dp != world_size:
+            raise ConfigError(f"parallel.dp={self.dp} but torchrun started {world_size} ranks; set parallel.dp="
+                              f"{world_size} or leave it unset")
+        return ParallelConfig(dp)
+
+
+@dataclass
 class RunConfig:
-    """A whole training run: model shape, data and training settings."""
+    """A whole training run: model shape, data, training settings and how they split over ranks."""
 
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
 
     def data_dir(self) -> Path:
         """Directory of the prepared token shards for this run."""

@@ -2,7 +2,8 @@
 
 Each epoch cuts the token stream into windows of T+1 tokens at stride T from a random
 offset and visits them in a random order; sample s of the run is a pure function of the
-seed and s, so resuming at any step continues exactly where the run left off.
+seed and s, so resuming at any step, on any number of data-parallel ranks, continues exactly
+where the run left off.
 """
 
 from __future__ import annotations
@@ -37,11 +38,13 @@ class WindowLoader:
             self._epoch = epoch
         return self._offset + int(self._order[i]) * self.seq_len
 
-    def batch(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Batch number `index`: inputs and next-token targets, int64 [B, T]."""
-        first = index * self.batch_size
-        rows = [self.tokens[s : s + self.seq_len + 1] for s in map(self._start, range(first, first + self.batch_size))]
-        window = torch.from_numpy(np.stack(rows).astype(np.int64))
+    def batch(self, index: int, part: int = 0, parts: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+        """Batch number `index`: inputs and next-token targets, int64 [B, T]; with `parts` data-parallel ranks,
+        rank `part`'s B / parts consecutive rows of it (the ranks together hold the one-process batch)."""
+        rows_per_part = self.batch_size // parts
+        first = index * self.batch_size + part * rows_per_part
+        starts = map(self._start, range(first, first + rows_per_part))
+        window = torch.from_numpy(np.stack([self.tokens[s : s + self.seq_len + 1] for s in starts]).astype(np.int64))
         return window[:, :-1], window[:, 1:]
 
 

@@ -30,6 +30,19 @@ def evaluate(
     Bits per byte = total negative log-likelihood in bits / UTF-8 bytes of the predicted
     tokens, so it is comparable across tokenizers and with byte-level compressors.
     """
+    return summarize_nll(*nll_sums(model, windows, token_bytes, batch_size, autocast))
+
+
+@torch.no_grad()
+def nll_sums(
+    model: Transformer,
+    windows: list[torch.Tensor],
+    token_bytes: np.ndarray,
+    batch_size: int = 16,
+    autocast=contextlib.nullcontext,
+) -> tuple[float, int, int]:
+    """(total negative log-likelihood in nats, predicted tokens, their UTF-8 bytes) over `windows`: sums, so
+    ranks that each score some of the windows add theirs up."""
     was_training = model.training
     model.eval()
     device = model.embed.weight.device
@@ -47,8 +60,13 @@ def evaluate(
         i = j
     model.train(was_training)
     n_bytes = int(sum(token_bytes[w[1:].numpy()].sum() for w in windows))
+    return nll, tokens, n_bytes
+
+
+def summarize_nll(nll: float, tokens: int, n_bytes: int) -> dict[str, float]:
+    """Mean loss, perplexity and bits per byte from `nll_sums`."""
     mean = nll / tokens
-    return {"loss": mean, "ppl": math.exp(mean), "bpb": nll / math.log(2) / max(n_bytes, 1), "tokens": tokens}
+    return {"loss": mean, "ppl": math.exp(mean), "bpb": nll / math.log(2) / max(n_bytes, 1), "tokens": int(tokens)}
 
 
 def evaluation_texts(data: str, val_bytes: int = DataConfig.val_bytes) -> list[str]:

@@ -1,4 +1,5 @@
-"""The training loop: data, model, AdamW, schedule, bf16 autocast, evaluation, checkpoints, exact resume.
+"""The training loop: data, model, optimizer, schedule, bf16 autocast, evaluation, checkpoints, exact resume,
+in one process or on data-parallel ranks under torchrun.
 
 Resuming from a checkpoint continues bit for bit: the model, optimizer and schedule state
 are restored, and the data order is a pure function of (seed, sample index).
@@ -6,6 +7,7 @@ are restored, and the data order is a pure function of (seed, sample index).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import signal
 import time
@@ -14,6 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from lmforge.checkpoint import (
@@ -30,12 +33,13 @@ from lmforge.data.loader import WindowLoader, eval_windows
 from lmforge.data.prepare import PreparedData, prepare_or_load
 from lmforge.device import autocast, measure_peak_flops, resolve_device, resolve_precision
 from lmforge.errors import CheckpointError, ConfigError
-from lmforge.eval.perplexity import evaluate
+from lmforge.eval.perplexity import nll_sums, summarize_nll
 from lmforge.data.readers import corpus_paths
 from lmforge.fileio import recover_dir, refuse_overlap
 from lmforge.model.transformer import Transformer, count_parameters, flops_per_token
 from lmforge.optim import build_optimizer
 from lmforge.train.metrics import MetricsLog, plot_loss
+from lmforge.train.distributed import World, check_same_config, close_world, init_world
 from lmforge.train.schedule import lr_multiplier
 
 
@@ -110,11 +114,35 @@ def train(
 
     `init_from` starts from the weights of a checkpoint whose tensors fit the model (a dense
     checkpoint fits a model with sparse mixers); `objective(model, inputs, targets)` replaces
-    the next-token loss (distillation passes a teacher-matching loss).
+    the next-token loss (distillation passes a teacher-matching loss). Under torchrun every
+    rank runs this with the same config: data-parallel ranks each take their rows of every
+    global batch (DDP), so the run equals one process training on the whole batch, and rank 0
+    alone writes the data, logs, metrics and checkpoints (which resume on any number of ranks).
     """
+    world, device = init_world(resolve_device(cfg.train.device))
+    try:
+        return _train(cfg, world, device, resume, overwrite, until_step, progress, log, init_from, objective)
+    finally:
+        close_world(world)
+
+
+def _train(cfg: RunConfig, world: World, device: torch.device, resume: bool, overwrite: bool, until_step: int | None,
+           progress: bool, log: Callable[[str], None], init_from: Path | None, objective) -> TrainResult:
     tc = cfg.train
     out = Path(tc.out)
-    ckpt_dir = recover_dir(out / RUN_CHECKPOINT)
+    layout = cfg.parallel.resolve(world.size)
+    check_same_config(world, to_dict(cfg))
+    if tc.batch_size % layout.dp:
+        raise ConfigError(f"train.batch_size={tc.batch_size} does not split evenly over {layout.dp} data-parallel "
+                          f"ranks; make it a multiple of {layout.dp}")
+    if world.distributed and objective is not next_token_loss:
+        raise ConfigError("this objective (distillation) runs in one process; launch it without torchrun")
+    log = log if world.is_main else (lambda message: None)
+    progress = progress and world.is_main
+    if world.is_main:
+        recover_dir(out / RUN_CHECKPOINT)
+    world.barrier()
+    ckpt_dir = out / RUN_CHECKPOINT
     if ckpt_dir.exists() and not (resume or overwrite):
         raise CheckpointError(f"{out} already holds a checkpoint; pass --resume to continue it or --overwrite to start over")
     if resume and not ckpt_dir.exists():
@@ -122,10 +150,8 @@ def train(
     refuse_overlap(out, corpus_paths(cfg.data.corpus))
 
     torch.manual_seed(tc.seed)
-    device = resolve_device(tc.device)
     precision = resolve_precision(tc.precision, device)
-    # a run starting over may rebuild the data directory it created itself, never one it was pointed at
-    data: PreparedData = prepare_or_load(cfg.data, cfg.data_dir(), progress, rebuild=overwrite and not cfg.data.dir)
+    data = _prepared_data(cfg, world, progress, rebuild=overwrite and not cfg.data.dir)
     vocab = data.tokenizer.vocab_size
     if cfg.model.vocab_size is None:
         cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, vocab_size=vocab))
@@ -161,29 +187,43 @@ def train(
     loader = WindowLoader(data.shard("train").tokens, tc.seq_len, tc.batch_size, tc.seed)
     val_tokens = data.shard("val").tokens
     token_bytes = data.tokenizer.token_byte_lengths()
-    forward = torch.compile(model) if tc.compile else model
+    replicated = DistributedDataParallel(model) if world.distributed else model
+    forward = torch.compile(replicated) if tc.compile else replicated
     amp = lambda: autocast(device, precision)  # noqa: E731
     params = count_parameters(model)
     flops_token = flops_per_token(model, tc.seq_len)
-    peak = measure_peak_flops(device, precision)
+    peak = measure_peak_flops(device, precision) * world.size
     tokens_per_step = tc.batch_size * tc.seq_len * tc.grad_accum
-    metrics = MetricsLog(out / "metrics.jsonl", resume_step=step if resume else None)
+    metrics = MetricsLog(out / "metrics.jsonl", resume_step=step if resume else None) if world.is_main else None
     stop_at = min(tc.steps, until_step) if until_step else tc.steps
+    ranks = f", {world.size} data-parallel ranks" if world.distributed else ""
     log(
         f"model {params / 1e6:.2f}M params ({count_parameters(model, False) / 1e6:.2f}M without embedding), "
-        f"{precision} on {device}, {tokens_per_step} tokens/step, {tc.steps} steps"
+        f"{precision} on {device}{ranks}, {tokens_per_step} tokens/step, {tc.steps} steps"
     )
 
+    def write_metrics(record: dict) -> None:
+        if metrics is not None:
+            metrics.write(record)
+
     def checkpoint(final_eval: dict | None = None) -> None:
-        training_state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "torch_rng": torch.get_rng_state()}
-        trainer_state = {"step": step, "tokens": tokens_seen, "train_seconds": train_seconds, "precision": precision}
-        if final_eval:
-            trainer_state["final_eval"] = final_eval
-        save_checkpoint(ckpt_dir, model, cfg, data.tokenizer, training_state, trainer_state)
+        if world.is_main:
+            training_state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                              "torch_rng": torch.get_rng_state()}
+            trainer_state = {"step": step, "tokens": tokens_seen, "train_seconds": train_seconds, "precision": precision}
+            if final_eval:
+                trainer_state["final_eval"] = final_eval
+            save_checkpoint(ckpt_dir, model, cfg, data.tokenizer, training_state, trainer_state)
+        world.barrier()
+
+    def evaluation(max_tokens: int = 0) -> dict:
+        windows = eval_windows(val_tokens, tc.seq_len, max_tokens)
+        sums = nll_sums(model, windows[world.rank :: world.size], token_bytes, tc.batch_size, amp)
+        return summarize_nll(*world.sum(list(sums)))
 
     def periodic_eval() -> dict:
-        result = evaluate(model, eval_windows(val_tokens, tc.seq_len, tc.eval_tokens), token_bytes, tc.batch_size, amp)
-        metrics.write({"step": step, "tokens": tokens_seen, "val_loss": result["loss"], "val_ppl": result["ppl"], "val_bpb": result["bpb"]})
+        result = evaluation(tc.eval_tokens)
+        write_metrics({"step": step, "tokens": tokens_seen, "val_loss": result["loss"], "val_ppl": result["ppl"], "val_bpb": result["bpb"]})
         log(f"step {step}: val loss {result['loss']:.4f}, ppl {result['ppl']:.2f}, {result['bpb']:.4f} bits/byte")
         return result
 
@@ -197,18 +237,21 @@ def train(
             t0 = time.perf_counter()
             loss_sum = 0.0
             for micro in range(tc.grad_accum):
-                x, y = loader.batch(step * tc.grad_accum + micro)
-                try:
-                    with amp():
-                        loss = objective(forward, x.to(device), y.to(device)) / tc.grad_accum
-                except RuntimeError as e:  # compilation fails on the first call (e.g. no C++ compiler)
-                    if forward is model or step > start_step:
-                        raise
-                    log(f"torch.compile failed ({str(e).splitlines()[0][:160]}); continuing without it")
-                    forward = model
-                    with amp():
-                        loss = objective(forward, x.to(device), y.to(device)) / tc.grad_accum
-                loss.backward()
+                x, y = loader.batch(step * tc.grad_accum + micro, world.rank, world.size)
+                last = micro == tc.grad_accum - 1
+                sync = contextlib.nullcontext() if last or not world.distributed else replicated.no_sync()
+                with sync:
+                    try:
+                        with amp():
+                            loss = objective(forward, x.to(device), y.to(device)) / tc.grad_accum
+                    except RuntimeError as e:  # compilation fails on the first call (e.g. no C++ compiler)
+                        if forward is replicated or step > start_step:
+                            raise
+                        log(f"torch.compile failed ({str(e).splitlines()[0][:160]}); continuing without it")
+                        forward = replicated
+                        with amp():
+                            loss = objective(forward, x.to(device), y.to(device)) / tc.grad_accum
+                    loss.backward()
                 loss_sum += loss.item()
             if tc.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
@@ -227,10 +270,10 @@ def train(
                 elapsed = time.perf_counter() - window_start
                 tok_s = window_steps * tokens_per_step / elapsed
                 mfu = tok_s * flops_token / peak
-                record = {"step": step, "tokens": tokens_seen, "loss": window_loss / window_steps,
+                record = {"step": step, "tokens": tokens_seen, "loss": world.mean(window_loss) / window_steps,
                           "lr": scheduler.get_last_lr()[0], "tokens_per_second": tok_s, "mfu": mfu,
                           "optimizer_share": window_opt / elapsed}
-                metrics.write(record)
+                write_metrics(record)
                 bar.set_postfix(loss=f"{record['loss']:.3f}", tok_s=f"{tok_s:,.0f}", mfu=f"{mfu:.1%}")
                 window_loss, window_steps, window_opt, window_start = 0.0, 0, 0.0, time.perf_counter()
             if tc.eval_every and step % tc.eval_every == 0:
@@ -239,21 +282,31 @@ def train(
             if tc.ckpt_every and step % tc.ckpt_every == 0 and step < stop_at:
                 checkpoint()
                 window_start = time.perf_counter()
-            if stop.requested:
+            if world.any(stop.requested):
                 interrupted = True
                 break
     bar.close()
 
     final_eval = None
     if step == tc.steps:
-        windows = eval_windows(val_tokens, tc.seq_len)
-        final_eval = evaluate(model, windows, token_bytes, tc.batch_size, amp)
-        metrics.write({"step": step, "tokens": tokens_seen, "val_loss": final_eval["loss"], "val_ppl": final_eval["ppl"],
+        final_eval = evaluation()
+        write_metrics({"step": step, "tokens": tokens_seen, "val_loss": final_eval["loss"], "val_ppl": final_eval["ppl"],
                        "val_bpb": final_eval["bpb"], "final": True})
         log(f"final: val loss {final_eval['loss']:.4f}, ppl {final_eval['ppl']:.2f}, {final_eval['bpb']:.4f} bits/byte on {final_eval['tokens']} tokens")
     checkpoint(final_eval)
-    plot_loss(out / "metrics.jsonl", out / "loss.png")
+    if world.is_main:
+        plot_loss(out / "metrics.jsonl", out / "loss.png")
     if interrupted:
         log(f"stopped at step {step}; checkpoint saved in {ckpt_dir}; continue with --resume")
     tok_s = tokens_seen / train_seconds if train_seconds else 0.0
     return TrainResult(out, step, params, tokens_seen, train_seconds, tok_s, tok_s * flops_token / peak, final_eval, interrupted)
+
+
+def _prepared_data(cfg: RunConfig, world: World, progress: bool, rebuild: bool) -> PreparedData:
+    """The run's token shards: rank 0 prepares them (or checks the ones there), then the other ranks load them."""
+    if world.is_main:
+        data = prepare_or_load(cfg.data, cfg.data_dir(), progress, rebuild=rebuild)
+    world.barrier()
+    if not world.is_main:
+        data = prepare_or_load(cfg.data, cfg.data_dir(), progress=False)
+    return data

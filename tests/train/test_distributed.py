@@ -1,0 +1,103 @@
+"""Training under torchrun (gloo on CPU): data-parallel ranks train what one process trains, and a run saved on
+N ranks resumes on M."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from helpers import tiny_run_config
+
+from lmforge.checkpoint import load_checkpoint
+from lmforge.config import ParallelConfig, to_dict
+from lmforge.errors import ConfigError
+from lmforge.train.distributed import first_difference
+from lmforge.train.metrics import read_metrics
+from lmforge.train.trainer import train
+
+STEPS = 4
+
+
+def write_toml(cfg, path):
+    """A run config as TOML (JSON scalars and arrays are TOML values)."""
+    lines = []
+    for section, values in to_dict(cfg).items():
+        lines.append(f"[{section}]")
+        lines += [f"{key} = {json.dumps(value)}" for key, value in values.items() if value is not None]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def torchrun(ranks, config, *args):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={ranks}", "-m", "lmforge",
+           "train", str(config), "--no-progress", *args]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+def run_config(corpus_dir, prepared, out, **train_args):
+    return tiny_run_config(corpus_dir, out, prepared.dir, steps=STEPS, batch_size=4, grad_accum=2, eval_every=2,
+                           optimizer="namo", **train_args)
+
+
+def losses(out, key="loss"):
+    return [r[key] for r in read_metrics(out / "metrics.jsonl") if key in r]
+
+
+def assert_same_run(a, b):
+    assert losses(a) == pytest.approx(losses(b), rel=1e-5)
+    assert losses(a, "val_loss") == pytest.approx(losses(b, "val_loss"), rel=1e-5)
+    wa, wb = load_checkpoint(a).model.state_dict(), load_checkpoint(b).model.state_dict()
+    for name in wa:
+        torch.testing.assert_close(wa[name], wb[name], rtol=1e-4, atol=1e-5, msg=name)
+
+
+@pytest.fixture(scope="module")
+def one_process(corpus_dir, prepared, tmp_path_factory):
+    out = tmp_path_factory.mktemp("one") / "run"
+    train(run_config(corpus_dir, prepared, out), progress=False, log=lambda s: None)
+    return out
+
+
+@pytest.mark.parametrize("ranks", [2, 4])
+def test_data_parallel_ranks_train_what_one_process_trains(ranks, one_process, corpus_dir, prepared, tmp_path):
+    out = tmp_path / "ddp"
+    config = write_toml(run_config(corpus_dir, prepared, out), tmp_path / "run.toml")
+    done = torchrun(ranks, config)
+    assert f"{ranks} data-parallel ranks" in done.stdout + done.stderr
+    assert_same_run(out, one_process)
+    assert len(losses(out)) == STEPS  # rank 0 alone writes the metrics
+
+
+def test_a_run_saved_on_two_ranks_resumes_on_one_process(one_process, corpus_dir, prepared, tmp_path):
+    out = tmp_path / "split"
+    cfg = run_config(corpus_dir, prepared, out)
+    torchrun(2, write_toml(cfg, tmp_path / "run.toml"), "--until-step", "2")
+    rest = train(cfg, resume=True, progress=False, log=lambda s: None)
+    assert rest.step == STEPS
+    assert_same_run(out, one_process)
+
+
+def test_a_run_saved_on_one_process_resumes_on_two_ranks(one_process, corpus_dir, prepared, tmp_path):
+    out = tmp_path / "split"
+    cfg = run_config(corpus_dir, prepared, out)
+    train(cfg, until_step=2, progress=False, log=lambda s: None)
+    torchrun(2, write_toml(cfg, tmp_path / "run.toml"), "--resume")
+    assert_same_run(out, one_process)
+
+
+def test_the_layout_must_fit_the_launch():
+    assert ParallelConfig().resolve(4).dp == 4 and ParallelConfig(dp=2).resolve(2).dp == 2
+    with pytest.raises(ConfigError, match="parallel.dp=2 but torchrun started 4 ranks"):
+        ParallelConfig(dp=2).resolve(4)
+
+
+def test_the_first_differing_key_is_named():
+    a = {"model": {"d_model": 32, "mixers": ["softmax"]}, "train": {"lr": 1e-3}}
+    assert first_difference(a, json.loads(json.dumps(a))) is None
+    assert first_difference(a, {**a, "train": {"lr": 2e-3}}) == "train.lr"
+    assert first_difference(a, {"model": {"d_model": 32}, "train": {"lr": 1e-3}}) == "model.mixers"
