@@ -215,20 +215,27 @@ class TrainConfig:
 
 @dataclass
 class ParallelConfig:
-    """How a run launched with torchrun splits its work over the ranks (one process: nothing to split)."""
+    """How a run launched with torchrun splits its work over the ranks (one process: nothing to split).
 
-    dp: int = bounded(0, 0)  # data-parallel ranks; 0: every rank of the launch
+    Ranks = dp x cp: each of the dp data-parallel groups takes its rows of every batch, and within a group each
+    of the cp context-parallel ranks takes seq_len / cp consecutive tokens of those rows."""
+
+    dp: int = bounded(0, 0)  # data-parallel ranks; 0: every rank of the launch over cp
+    cp: int = bounded(1, 1)  # context-parallel ranks per data-parallel group (Ulysses)
 
     def __post_init__(self) -> None:
         check_ranges(self, "parallel.")
 
     def resolve(self, world_size: int) -> ParallelConfig:
         """The layout for `world_size` ranks, or an error saying how to make the two agree."""
-        dp = self.dp or world_size
-        if dp != world_size:
-            raise ConfigError(f"parallel.dp={self.dp} but torchrun started {world_size} ranks; set parallel.dp="
-                              f"{world_size} or leave it unset")
-        return ParallelConfig(dp)
+        if world_size % self.cp:
+            raise ConfigError(f"parallel.cp={self.cp} does not divide the {world_size} ranks torchrun started; launch "
+                              f"a multiple of {self.cp} ranks (torchrun --nproc-per-node {self.cp})")
+        dp = self.dp or world_size // self.cp
+        if dp * self.cp != world_size:
+            raise ConfigError(f"parallel.dp={dp} x parallel.cp={self.cp} is {dp * self.cp} ranks but torchrun started "
+                              f"{world_size}; make dp x cp equal the ranks (or leave parallel.dp unset)")
+        return ParallelConfig(dp, self.cp)
 
 
 @dataclass

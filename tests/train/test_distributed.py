@@ -63,26 +63,24 @@ def one_process(corpus_dir, prepared, tmp_path_factory):
     return out
 
 
-@pytest.mark.parametrize("ranks", [2, 4])
-def test_data_parallel_ranks_train_what_one_process_trains(ranks, one_process, corpus_dir, prepared, tmp_path):
-    out = tmp_path / "ddp"
-    config = write_toml(run_config(corpus_dir, prepared, out), tmp_path / "run.toml")
-    done = torchrun(ranks, config)
-    assert f"{ranks} data-parallel ranks" in done.stdout + done.stderr
+def test_data_and_context_parallel_ranks_train_what_one_process_trains(one_process, corpus_dir, prepared, tmp_path):
+    out = tmp_path / "ranks"
+    done = torchrun(4, write_toml(run_config(corpus_dir, prepared, out), tmp_path / "run.toml"), "parallel.cp=2")
+    assert "2 data-parallel x 2 context-parallel ranks" in done.stdout + done.stderr
     assert_same_run(out, one_process)
     assert len(losses(out)) == STEPS  # rank 0 alone writes the metrics
 
 
-def test_a_run_saved_on_two_ranks_resumes_on_one_process(one_process, corpus_dir, prepared, tmp_path):
+def test_a_run_saved_on_two_context_parallel_ranks_resumes_on_one_process(one_process, corpus_dir, prepared, tmp_path):
     out = tmp_path / "split"
     cfg = run_config(corpus_dir, prepared, out)
-    torchrun(2, write_toml(cfg, tmp_path / "run.toml"), "--until-step", "2")
+    torchrun(2, write_toml(cfg, tmp_path / "run.toml"), "parallel.cp=2", "--until-step", "2")
     rest = train(cfg, resume=True, progress=False, log=lambda s: None)
     assert rest.step == STEPS
     assert_same_run(out, one_process)
 
 
-def test_a_run_saved_on_one_process_resumes_on_two_ranks(one_process, corpus_dir, prepared, tmp_path):
+def test_a_run_saved_on_one_process_resumes_on_two_data_parallel_ranks(one_process, corpus_dir, prepared, tmp_path):
     out = tmp_path / "split"
     cfg = run_config(corpus_dir, prepared, out)
     train(cfg, until_step=2, progress=False, log=lambda s: None)
@@ -92,8 +90,11 @@ def test_a_run_saved_on_one_process_resumes_on_two_ranks(one_process, corpus_dir
 
 def test_the_layout_must_fit_the_launch():
     assert ParallelConfig().resolve(4).dp == 4 and ParallelConfig(dp=2).resolve(2).dp == 2
-    with pytest.raises(ConfigError, match="parallel.dp=2 but torchrun started 4 ranks"):
+    assert ParallelConfig(cp=2).resolve(4) == ParallelConfig(2, 2)
+    with pytest.raises(ConfigError, match="parallel.dp=2 x parallel.cp=1 is 2 ranks but torchrun started 4"):
         ParallelConfig(dp=2).resolve(4)
+    with pytest.raises(ConfigError, match="torchrun --nproc-per-node 2"):
+        ParallelConfig(cp=2).resolve(1)
 
 
 def test_the_first_differing_key_is_named():

@@ -8,6 +8,7 @@ the paged memory they read and write) through the same forward call.
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -18,6 +19,7 @@ from lmforge.model.layers import RMSNorm, SwiGLU
 from lmforge.model.mixers import build_mixer
 from lmforge.model.step import CacheSpec, Step
 from lmforge.ops.cross_entropy import linear_cross_entropy
+from lmforge.ops.sequence_parallel import SequenceShard, check_heads
 
 
 class Block(nn.Module):
@@ -37,6 +39,8 @@ class Block(nn.Module):
 
 class Transformer(nn.Module):
     """Llama-family decoder (Touvron et al., arXiv 2302.13971) with per-layer token mixers."""
+
+    sequence_shard: SequenceShard | None = None  # set by `sequence_sharded`
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -114,10 +118,12 @@ class Transformer(nn.Module):
         return (out, hiddens) if return_hidden else out
 
     def hidden_states(self, tokens: torch.Tensor, positions: torch.Tensor | None = None) -> list[torch.Tensor]:
-        """The residual stream after the embedding and after every block (before the final norm)."""
+        """The residual stream after the embedding and after every block (before the final norm); within
+        `sequence_sharded`, of this rank's tokens of each row."""
         b, t = tokens.shape
         if positions is None:
-            positions = torch.arange(t, device=tokens.device).expand(b, t)
+            first = self.sequence_shard.rank * t if self.sequence_shard else 0
+            positions = torch.arange(first, first + t, device=tokens.device).expand(b, t)
         x = self.embed(tokens)
         hiddens = [x]
         for layer in self.layers:
@@ -142,6 +148,31 @@ class Transformer(nn.Module):
         if self.head is None:
             return nn.functional.linear(normed, self.embed.weight)
         return self.head(normed)  # a module, so a quantized head runs its own kernel
+
+
+def sequence_parallel_problem(model: Transformer, ranks: int) -> str | None:
+    """Why the model's dense forward cannot split its sequences over `ranks` context-parallel ranks (None when
+    it can): every mixer must exchange sequence shards for head shards, and the heads must split."""
+    for i, layer in enumerate(model.layers):
+        if not hasattr(layer.mixer, "sequence_shard"):
+            return (f"layer {i}'s mixer ({model.cfg.mixer_for(i)}) does not run under context parallelism; "
+                    "parallel.cp > 1 takes softmax and sparse layers")
+    return check_heads(model.cfg.n_heads, model.cfg.n_kv_heads, ranks)
+
+
+@contextlib.contextmanager
+def sequence_sharded(model: Transformer, shard: SequenceShard):
+    """Within it, the model's dense forward takes this rank's T/P consecutive tokens of every row (at their
+    positions in the whole row) and its attention layers exchange them with the other ranks of `shard`
+    (Ulysses), so the ranks together compute what one process computes on the whole rows."""
+    modules = [model, *(layer.mixer for layer in model.layers)]
+    for module in modules:
+        module.sequence_shard = shard
+    try:
+        yield
+    finally:
+        for module in modules:
+            module.sequence_shard = None
 
 
 def matmul_dtype(x: torch.Tensor) -> torch.dtype:

@@ -16,6 +16,7 @@ import torch
 import torch.distributed as dist
 
 from lmforge.errors import ConfigError
+from lmforge.ops.sequence_parallel import SequenceShard
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,19 @@ def init_world(device: torch.device) -> tuple[World, torch.device]:
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return World(dist.get_rank(), dist.get_world_size()), device
+
+
+def sequence_shard(world: World, cp: int) -> SequenceShard | None:
+    """This rank's context-parallel group: ranks are laid out dp x cp, so each run of cp consecutive ranks shares
+    the same rows and splits their tokens (None without context parallelism)."""
+    if cp == 1:
+        return None
+    mine = None
+    for first in range(0, world.size, cp):  # every rank creates every group, in the same order
+        group = dist.new_group(list(range(first, first + cp)))
+        if first <= world.rank < first + cp:
+            mine = group
+    return SequenceShard(mine, world.rank % cp, cp)
 
 
 def close_world(world: World) -> None:

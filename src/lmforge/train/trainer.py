@@ -36,10 +36,16 @@ from lmforge.errors import CheckpointError, ConfigError
 from lmforge.eval.perplexity import nll_sums, summarize_nll
 from lmforge.data.readers import corpus_paths
 from lmforge.fileio import recover_dir, refuse_overlap
-from lmforge.model.transformer import Transformer, count_parameters, flops_per_token
+from lmforge.model.transformer import (
+    Transformer,
+    count_parameters,
+    flops_per_token,
+    sequence_parallel_problem,
+    sequence_sharded,
+)
 from lmforge.optim import build_optimizer
 from lmforge.train.metrics import MetricsLog, plot_loss
-from lmforge.train.distributed import World, check_same_config, close_world, init_world
+from lmforge.train.distributed import World, check_same_config, close_world, init_world, sequence_shard
 from lmforge.train.schedule import lr_multiplier
 
 
@@ -115,9 +121,10 @@ def train(
     `init_from` starts from the weights of a checkpoint whose tensors fit the model (a dense
     checkpoint fits a model with sparse mixers); `objective(model, inputs, targets)` replaces
     the next-token loss (distillation passes a teacher-matching loss). Under torchrun every
-    rank runs this with the same config: data-parallel ranks each take their rows of every
-    global batch (DDP), so the run equals one process training on the whole batch, and rank 0
-    alone writes the data, logs, metrics and checkpoints (which resume on any number of ranks).
+    rank runs this with the same config: data-parallel groups each take their rows of every
+    global batch (DDP), context-parallel ranks within a group their tokens of those rows
+    (Ulysses), so the run equals one process training on the whole batch, and rank 0 alone
+    writes the data, logs, metrics and checkpoints (which resume on any number of ranks).
     """
     world, device = init_world(resolve_device(cfg.train.device))
     try:
@@ -135,6 +142,9 @@ def _train(cfg: RunConfig, world: World, device: torch.device, resume: bool, ove
     if tc.batch_size % layout.dp:
         raise ConfigError(f"train.batch_size={tc.batch_size} does not split evenly over {layout.dp} data-parallel "
                           f"ranks; make it a multiple of {layout.dp}")
+    if tc.seq_len % layout.cp:
+        raise ConfigError(f"train.seq_len={tc.seq_len} does not split evenly over {layout.cp} context-parallel "
+                          f"ranks; make it a multiple of {layout.cp}")
     if world.distributed and objective is not next_token_loss:
         raise ConfigError("this objective (distillation) runs in one process; launch it without torchrun")
     log = log if world.is_main else (lambda message: None)
@@ -164,6 +174,10 @@ def _train(cfg: RunConfig, world: World, device: torch.device, resume: bool, ove
     if init_from is not None and not resume:
         load_weights(model, resolve_checkpoint_dir(init_from) / WEIGHTS)
     model = model.to(device)
+    problem = sequence_parallel_problem(model, layout.cp) if layout.cp > 1 else None
+    if problem:
+        raise ConfigError(f"parallel.cp={layout.cp}: {problem}")
+    shard = sequence_shard(world, layout.cp)
     optimizer = build_optimizer(model, tc)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_multiplier(s, tc))
     step, tokens_seen, train_seconds = 0, 0, 0.0
@@ -196,7 +210,7 @@ def _train(cfg: RunConfig, world: World, device: torch.device, resume: bool, ove
     tokens_per_step = tc.batch_size * tc.seq_len * tc.grad_accum
     metrics = MetricsLog(out / "metrics.jsonl", resume_step=step if resume else None) if world.is_main else None
     stop_at = min(tc.steps, until_step) if until_step else tc.steps
-    ranks = f", {world.size} data-parallel ranks" if world.distributed else ""
+    ranks = f", {layout.dp} data-parallel x {layout.cp} context-parallel ranks" if world.distributed else ""
     log(
         f"model {params / 1e6:.2f}M params ({count_parameters(model, False) / 1e6:.2f}M without embedding), "
         f"{precision} on {device}{ranks}, {tokens_per_step} tokens/step, {tc.steps} steps"
@@ -237,10 +251,12 @@ def _train(cfg: RunConfig, world: World, device: torch.device, resume: bool, ove
             t0 = time.perf_counter()
             loss_sum = 0.0
             for micro in range(tc.grad_accum):
-                x, y = loader.batch(step * tc.grad_accum + micro, world.rank, world.size)
+                x, y = loader.batch(step * tc.grad_accum + micro, world.rank // layout.cp, layout.dp)
+                if shard:
+                    x, y = (t.chunk(shard.size, dim=1)[shard.rank] for t in (x, y))
                 last = micro == tc.grad_accum - 1
                 sync = contextlib.nullcontext() if last or not world.distributed else replicated.no_sync()
-                with sync:
+                with sync, sequence_sharded(model, shard) if shard else contextlib.nullcontext():
                     try:
                         with amp():
                             loss = objective(forward, x.to(device), y.to(device)) / tc.grad_accum

@@ -12,6 +12,7 @@ from lmforge.model.step import CacheEntry, CacheSpec, Group, Step, run_groups
 from lmforge.ops.attention import attention, decode_attention
 from lmforge.ops.paged import gather_tokens, write_tokens
 from lmforge.ops.rope import apply_rope, rope_cos_sin
+from lmforge.ops.sequence_parallel import SequenceShard, ulysses_attention
 
 
 def heads_first(t: torch.Tensor) -> torch.Tensor:
@@ -24,6 +25,7 @@ class SoftmaxAttention(nn.Module):
     """Multi-head attention with grouped KV heads, RoPE and a causal mask (Llama layout)."""
 
     _qkv: nn.Module | None = None  # set by `fuse_projections`; not a registered submodule
+    sequence_shard: SequenceShard | None = None  # set by `model.transformer.sequence_sharded` while training
 
     def __init__(self, cfg: ModelConfig, layer: int):
         super().__init__()
@@ -65,12 +67,18 @@ class SoftmaxAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, positions: torch.Tensor, step: Step | None = None) -> torch.Tensor:
         q, k, v = self.project(x, positions, step)
+        if step is None and self.sequence_shard is not None:
+            return self.output(ulysses_attention(self.attend_dense, q, k, v, self.sequence_shard))
         if step is None:
-            return self.output(heads_first(attention(heads_first(q), heads_first(k), heads_first(v))))
+            return self.output(self.attend_dense(q, k, v))
         memory = step.memory.layers[self.layer]
         write_tokens(memory["k"], step.slot_mapping, k[0])
         write_tokens(memory["v"], step.slot_mapping, v[0])
         return self.output(run_groups(step, lambda g, q, k, v: self.attend(g, memory, q, k, v), q, k, v))
+
+    def attend_dense(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Causal attention [B, T, H, d] of whole sequences from position 0 (the training path's core)."""
+        return heads_first(attention(heads_first(q), heads_first(k), heads_first(v)))
 
     def attend(self, group: Group, memory: dict[str, torch.Tensor], q, k, v) -> torch.Tensor:
         """One group's attention, [batch, query_len, H, d]: over its own new tokens when it has no past,

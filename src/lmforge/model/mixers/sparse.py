@@ -50,17 +50,21 @@ class SparseAttention(SoftmaxAttention):
         self.last_mask: torch.Tensor | None = None  # the block mask of the latest call, for inspection
 
     def forward(self, x: torch.Tensor, positions: torch.Tensor, step: Step | None = None) -> torch.Tensor:
-        q, k, v = self.project(x, positions, step)
         if step is None:
-            q = heads_first(q)
-            return self.output(heads_first(self.sparse(q, heads_first(k), heads_first(v), lagged_query_means(q, self.block_q),
-                                                       positions[0], 0)))
+            return super().forward(x, positions)
+        q, k, v = self.project(x, positions, step)
         memory = step.memory.layers[self.layer]
         write_tokens(memory["k"], step.slot_mapping, k[0])
         write_tokens(memory["v"], step.slot_mapping, v[0])
         every = memory["k"].shape[2] // memory["q_sum"].shape[2]
         accumulate_tokens(memory["q_sum"], step.slot_mapping, step.positions, q[0], every)
         return self.output(run_groups(step, lambda g, q, k, v: self.attend_each(g, memory, q), q, k, v))
+
+    def attend_dense(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Block-sparse causal attention [B, T, H, d] of whole sequences from position 0 (the training path)."""
+        q = heads_first(q)
+        positions = torch.arange(q.shape[2], device=q.device)
+        return heads_first(self.sparse(q, heads_first(k), heads_first(v), lagged_query_means(q, self.block_q), positions, 0))
 
     def attend_each(self, group: Group, memory: dict[str, torch.Tensor], q: torch.Tensor) -> torch.Tensor:
         """A group's attention [batch, query_len, H, d], one sequence at a time (each has its own block choice)."""
@@ -86,7 +90,7 @@ class SparseAttention(SoftmaxAttention):
 
     def sparse(self, q, k, v, summary: torch.Tensor, q_positions: torch.Tensor, first_block: int) -> torch.Tensor:
         """Block-sparse attention of q [B, H, Tq, d] at q_positions over k, v [B, Hkv, Tk, d]."""
-        groups = self.n_heads // self.n_kv_heads
+        groups = q.shape[1] // k.shape[1]  # a rank of context parallelism holds some of the heads
         if groups > 1:
             k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
         mask = predict_block_mask(summary, k, self.block_q, self.block_k, self.top_k, self.top_p, self.sink, first_block)

@@ -1,0 +1,62 @@
+"""Context parallelism (Ulysses, gloo on CPU): ranks holding T/P tokens each compute, in float64, the outputs and
+gradients one process computes on the whole rows, with grouped-query attention split or repeated over the ranks."""
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from helpers import tiny_model
+
+from lmforge.model.transformer import sequence_parallel_problem, sequence_sharded
+from lmforge.ops.sequence_parallel import check_heads
+from lmforge.train.distributed import World, sequence_shard
+
+VOCAB, ROWS, LENGTH = 64, 2, 32
+
+
+def model_for(mixers, n_kv_heads):
+    return tiny_model(VOCAB, mixers=mixers, n_kv_heads=n_kv_heads, sparse_block_q=8, sparse_block_k=8,
+                      sparse_top_k=0.5).double()
+
+
+CASES = [(["softmax"], 2), (["sparse", "softmax"], 2), (["sparse", "softmax"], 4)]  # (mixers, KV heads of 4 heads)
+
+
+def equal_to_one_process(rank, ranks, init_file):
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=ranks)
+    try:
+        shard = sequence_shard(World(rank, ranks), ranks)
+        for mixers, n_kv_heads in CASES:
+            model = model_for(mixers, n_kv_heads)
+            tokens = torch.randint(VOCAB, (ROWS, LENGTH + 1), generator=torch.Generator().manual_seed(1))
+            x, y = tokens[:, :-1], tokens[:, 1:]
+            whole_logits = model(x)
+            model(x, targets=y).backward()
+            whole_grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+            model.zero_grad()
+
+            mine = slice(rank * LENGTH // ranks, (rank + 1) * LENGTH // ranks)
+            with sequence_sharded(model, shard):
+                logits = model(x[:, mine])
+                loss = model(x[:, mine], targets=y[:, mine])
+            torch.testing.assert_close(logits, whole_logits[:, mine], rtol=0, atol=1e-10)
+            loss.backward()
+            for name, p in model.named_parameters():
+                dist.all_reduce(p.grad)  # what DDP does over the ranks, before dividing by their number
+                torch.testing.assert_close(p.grad / ranks, whole_grads[name], rtol=0, atol=1e-10, msg=f"{mixers} {name}")
+            assert model.sequence_shard is None and all(layer.mixer.sequence_shard is None for layer in model.layers)
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("ranks", [2, 4])  # with 2 KV heads: split over 2 ranks, repeated over 4
+def test_ulysses_equals_one_process(ranks, tmp_path):
+    mp.spawn(equal_to_one_process, (ranks, str(tmp_path / "rendezvous")), nprocs=ranks)
+
+
+def test_what_cannot_split_is_refused():
+    assert check_heads(4, 2, 2) is None and check_heads(4, 2, 4) is None and check_heads(8, 2, 4) is None
+    assert "attention heads" in check_heads(4, 2, 3)
+    assert "KV heads" in check_heads(12, 4, 6)
+    assert sequence_parallel_problem(model_for(["softmax"], 2), 2) is None
+    assert "mamba2s" in sequence_parallel_problem(model_for(["softmax", "mamba2s"], 2), 2)
