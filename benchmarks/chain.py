@@ -57,9 +57,10 @@ def main() -> None:
                        "figures": figures})
     total = [{"command": f"lmforge chain{' --quick' if args.quick else ''}", "seconds": spread(walls),
               "goal_s": GOAL_S, "within_goal": max(walls) <= GOAL_S}]
-    settings = {"repeats": args.repeats, "threads": THREADS}
+    settings = {"repeats": args.repeats}
     tables = {"stages": stages, "total": total}
-    path = record(AREA, settings, {"wall_seconds": walls, "reports": reports}, tables, args.out, args.quick)
+    path = record(AREA, {**settings, "threads": THREADS}, {"wall_seconds": walls, "reports": reports}, tables, args.out,
+                  args.quick)
     print_recorded(tables, TABLES[AREA], TITLES, settings, path)
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from lmforge.fileio import write_json
 
-SIZES = {  # full (about 15 minutes on 2 cores) and quick (CI)
+SIZES = {  # full (about 9 minutes on 2 cores, within the 15-minute goal) and quick (CI)
     False: {"steps": 300, "d_model": 192, "n_layers": 4, "seq_len": 256, "batch_size": 16, "vocab": 4096,
             "eval_limit": 40, "dtr_prompts": 8, "calib_seqs": 16},
     True: {"steps": 8, "d_model": 32, "n_layers": 4, "seq_len": 64, "batch_size": 4, "vocab": 512,

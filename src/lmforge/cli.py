@@ -664,7 +664,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Curate the built-in corpora with the data pipeline, train a hybrid model (Mamba-2S, "
                                    "sparse and softmax layers) with NAMO, quantize it to int4 with GPTQ, serve it with "
                                    "`lmforge serve`, and score it through the server with lm-eval and the Deep-Thinking "
-                                   "Ratio; prints one table of every stage's figures (about 15 minutes on 2 cores).")
+                                   "Ratio; prints one table of every stage's figures (about 9 minutes on 2 cores).")
     p.add_argument("--out", default="runs/chain", help="directory of every stage's output (replaced; default runs/chain)")
     p.add_argument("--quick", action="store_true", help="tiny sizes: the same stages in about a minute")
     p.add_argument("--corpus", default=None, help="curate this corpus instead of the built-in ones")

@@ -221,10 +221,19 @@ class ParallelConfig:
     of the cp context-parallel ranks takes seq_len / cp consecutive tokens of those rows."""
 
     dp: int = bounded(0, 0)  # data-parallel ranks; 0: every rank of the launch over cp
-    cp: int = bounded(1, 1)  # context-parallel ranks per data-parallel group (Ulysses)
+    cp: int = bounded(1, 1)  # context-parallel ranks per data-parallel group
+    cp_attention: str = "ulysses"  # "ulysses" (every head at once) or "upipe" (Untied Ulysses: stages of heads)
+    upipe_heads: int = bounded(0, 0)  # heads per UPipe stage; 0: cp (one per rank)
 
     def __post_init__(self) -> None:
         check_ranges(self, "parallel.")
+        if self.cp_attention not in ("ulysses", "upipe"):
+            raise ConfigError(f"parallel.cp_attention must be 'ulysses' or 'upipe', got {self.cp_attention!r}")
+
+    @property
+    def stage_heads(self) -> int:
+        """Heads per attention stage under context parallelism (0: all at once)."""
+        return (self.upipe_heads or self.cp) if self.cp_attention == "upipe" else 0
 
     def resolve(self, world_size: int) -> ParallelConfig:
         """The layout for `world_size` ranks, or an error saying how to make the two agree."""
@@ -235,7 +244,7 @@ class ParallelConfig:
         if dp * self.cp != world_size:
             raise ConfigError(f"parallel.dp={dp} x parallel.cp={self.cp} is {dp * self.cp} ranks but torchrun started "
                               f"{world_size}; make dp x cp equal the ranks (or leave parallel.dp unset)")
-        return ParallelConfig(dp, self.cp)
+        return dataclasses.replace(self, dp=dp)
 
 
 @dataclass

@@ -71,10 +71,10 @@ def test_data_and_context_parallel_ranks_train_what_one_process_trains(one_proce
     assert len(losses(out)) == STEPS  # rank 0 alone writes the metrics
 
 
-def test_a_run_saved_on_two_context_parallel_ranks_resumes_on_one_process(one_process, corpus_dir, prepared, tmp_path):
+def test_a_run_saved_on_two_upipe_ranks_resumes_on_one_process(one_process, corpus_dir, prepared, tmp_path):
     out = tmp_path / "split"
     cfg = run_config(corpus_dir, prepared, out)
-    torchrun(2, write_toml(cfg, tmp_path / "run.toml"), "parallel.cp=2", "--until-step", "2")
+    torchrun(2, write_toml(cfg, tmp_path / "run.toml"), "parallel.cp=2", "parallel.cp_attention=upipe", "--until-step", "2")
     rest = train(cfg, resume=True, progress=False, log=lambda s: None)
     assert rest.step == STEPS
     assert_same_run(out, one_process)

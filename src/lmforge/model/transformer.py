@@ -19,7 +19,7 @@ from lmforge.model.layers import RMSNorm, SwiGLU
 from lmforge.model.mixers import build_mixer
 from lmforge.model.step import CacheSpec, Step
 from lmforge.ops.cross_entropy import linear_cross_entropy
-from lmforge.ops.sequence_parallel import SequenceShard, check_heads
+from lmforge.ops.sequence_parallel import SequenceShard, check_heads, check_stages
 
 
 class Block(nn.Module):
@@ -150,14 +150,17 @@ class Transformer(nn.Module):
         return self.head(normed)  # a module, so a quantized head runs its own kernel
 
 
-def sequence_parallel_problem(model: Transformer, ranks: int) -> str | None:
-    """Why the model's dense forward cannot split its sequences over `ranks` context-parallel ranks (None when
-    it can): every mixer must exchange sequence shards for head shards, and the heads must split."""
+def sequence_parallel_problem(model: Transformer, ranks: int, stage_heads: int = 0) -> str | None:
+    """Why the model's dense forward cannot split its sequences over `ranks` context-parallel ranks, attending
+    in stages of `stage_heads` heads (0: all at once), or None when it can: every mixer must exchange sequence
+    shards for head shards, and the heads must split."""
     for i, layer in enumerate(model.layers):
         if not hasattr(layer.mixer, "sequence_shard"):
             return (f"layer {i}'s mixer ({model.cfg.mixer_for(i)}) does not run under context parallelism; "
                     "parallel.cp > 1 takes softmax and sparse layers")
-    return check_heads(model.cfg.n_heads, model.cfg.n_kv_heads, ranks)
+    cfg = model.cfg
+    return check_stages(cfg.n_heads, cfg.n_kv_heads, ranks, stage_heads) if stage_heads else check_heads(
+        cfg.n_heads, cfg.n_kv_heads, ranks)
 
 
 @contextlib.contextmanager

@@ -1,4 +1,5 @@
-"""Context parallelism's exchanges: DeepSpeed-Ulysses (Jacobs et al., arXiv 2309.14509).
+"""Context parallelism's exchanges: DeepSpeed-Ulysses (Jacobs et al., arXiv 2309.14509) and Untied Ulysses
+(UPipe; Ghadia et al., arXiv 2602.21196).
 
 Each of P ranks holds T/P consecutive tokens of every sequence. Attention needs whole sequences, so before it an
 all-to-all turns the sequence shards of q, k and v into head shards (every rank gets all T tokens of H/P heads),
@@ -16,15 +17,18 @@ from typing import Callable
 import torch
 import torch.distributed as dist
 from torch.distributed._functional_collectives import all_to_all_single_autograd
+from torch.utils.checkpoint import checkpoint
 
 
 @dataclass(frozen=True)
 class SequenceShard:
-    """This rank's place in a context-parallel group: it holds tokens [rank * T/size, (rank + 1) * T/size)."""
+    """This rank's place in a context-parallel group: it holds tokens [rank * T/size, (rank + 1) * T/size).
+    `stage_heads` U > 0 runs attention in stages of U heads (UPipe); 0 runs every head at once (Ulysses)."""
 
     group: dist.ProcessGroup
     rank: int
     size: int
+    stage_heads: int = 0
 
 
 def _exchange(chunks: torch.Tensor, shard: SequenceShard) -> torch.Tensor:
@@ -78,3 +82,65 @@ def ulysses_attention(
     k = sequence_to_heads(kv_heads_for(k, shard.size), shard)
     v = sequence_to_heads(kv_heads_for(v, shard.size), shard)
     return heads_to_sequence(attend(q, k, v), shard)
+
+
+def check_stages(n_heads: int, n_kv_heads: int, ranks: int, stage_heads: int) -> str | None:
+    """Why attention cannot run in stages of `stage_heads` heads over `ranks` (None when it can): a stage gives
+    every rank the same number of query heads, and the stages of a rank share its KV heads evenly."""
+    problem = check_heads(n_heads, n_kv_heads, ranks)
+    if problem:
+        return problem
+    per_rank, kv_per_rank = n_heads // ranks, max(n_kv_heads, ranks) // ranks
+    if stage_heads % ranks or per_rank % (stage_heads // ranks):
+        return (f"stages of {stage_heads} heads do not give each of the {ranks} ranks an equal share of its "
+                f"{per_rank} heads; use a multiple of {ranks} that divides {n_heads}")
+    group, share = per_rank // kv_per_rank, stage_heads // ranks
+    if group % share and share % group:
+        return f"stages of {stage_heads} heads split the {group} query heads that share a KV head unevenly"
+    return None
+
+
+def upipe_attention(
+    attend: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
+    project: Callable[[list[int], list[int]], tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]],
+    n_heads: int,
+    n_kv_heads: int,
+    shard: SequenceShard,
+) -> torch.Tensor:
+    """Ulysses attention in stages of U = shard.stage_heads heads (Untied Ulysses' UPipe): each stage projects
+    only its heads' queries, exchanges them, attends and exchanges the output back, so only U heads' whole-
+    sequence tensors exist at a time; keys and values are projected once per group of stages that reads them.
+    Every group runs under activation checkpointing: the forward keeps none of its q, k, v or attention
+    intermediates and the backward recomputes them, group by group.
+
+    `project(q_heads, kv_heads)` returns this rank's tokens of those heads, q [B, T/P, |q_heads|, d] and k, v
+    [B, T/P, |kv_heads|, d] (None when kv_heads is empty: the stage reuses its group's). Rank r handles the
+    query heads Ulysses gives it, [r H/P, (r+1) H/P), m = U/P of them per stage, so each query head stays with
+    its KV head; returns [B, T/P, H, d] in head order."""
+    p = shard.size
+    per_rank, share = n_heads // p, shard.stage_heads // p
+    repeat = p // n_kv_heads if n_kv_heads < p else 1  # KV heads repeated when there are fewer than ranks
+    kv_per_rank = n_kv_heads * repeat // p
+    group = per_rank // kv_per_rank  # query heads per KV head on a rank
+    stages_per_kv = max(1, group // share)
+    stage_count = per_rank // share
+
+    def q_heads(stage: int) -> list[int]:
+        return [r * per_rank + stage * share + i for r in range(p) for i in range(share)]
+
+    def run_stages(first: int) -> torch.Tensor:
+        low, high = first * share // group, ((first + stages_per_kv) * share - 1) // group + 1
+        kv = [(r * kv_per_rank + j) // repeat for r in range(p) for j in range(low, high)]
+        q, k, v = project(q_heads(first), kv)
+        k, v = sequence_to_heads(k, shard), sequence_to_heads(v, shard)
+        outs = []
+        for stage in range(first, first + stages_per_kv):
+            if stage > first:
+                q = project(q_heads(stage), [])[0]
+            outs.append(heads_to_sequence(attend(sequence_to_heads(q, shard), k, v), shard))
+        return torch.cat(outs, dim=2)
+
+    firsts = range(0, stage_count, stages_per_kv)
+    out = torch.cat([checkpoint(run_stages, first, use_reentrant=False) for first in firsts], dim=2)
+    order = torch.tensor([h for first in firsts for stage in range(first, first + stages_per_kv) for h in q_heads(stage)])
+    return out[:, :, torch.argsort(order).to(out.device)]

@@ -73,9 +73,10 @@ def init_world(device: torch.device) -> tuple[World, torch.device]:
     return World(dist.get_rank(), dist.get_world_size()), device
 
 
-def sequence_shard(world: World, cp: int) -> SequenceShard | None:
+def sequence_shard(world: World, cp: int, stage_heads: int = 0) -> SequenceShard | None:
     """This rank's context-parallel group: ranks are laid out dp x cp, so each run of cp consecutive ranks shares
-    the same rows and splits their tokens (None without context parallelism)."""
+    the same rows and splits their tokens (None without context parallelism); attention runs in stages of
+    `stage_heads` heads (0: all at once)."""
     if cp == 1:
         return None
     mine = None
@@ -83,7 +84,7 @@ def sequence_shard(world: World, cp: int) -> SequenceShard | None:
         group = dist.new_group(list(range(first, first + cp)))
         if first <= world.rank < first + cp:
             mine = group
-    return SequenceShard(mine, world.rank % cp, cp)
+    return SequenceShard(mine, world.rank % cp, cp, stage_heads)
 
 
 def close_world(world: World) -> None:

@@ -174,10 +174,10 @@ def _train(cfg: RunConfig, world: World, device: torch.device, resume: bool, ove
     if init_from is not None and not resume:
         load_weights(model, resolve_checkpoint_dir(init_from) / WEIGHTS)
     model = model.to(device)
-    problem = sequence_parallel_problem(model, layout.cp) if layout.cp > 1 else None
+    problem = sequence_parallel_problem(model, layout.cp, layout.stage_heads) if layout.cp > 1 else None
     if problem:
-        raise ConfigError(f"parallel.cp={layout.cp}: {problem}")
-    shard = sequence_shard(world, layout.cp)
+        raise ConfigError(f"parallel.cp={layout.cp} ({layout.cp_attention}): {problem}")
+    shard = sequence_shard(world, layout.cp, layout.stage_heads)
     optimizer = build_optimizer(model, tc)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_multiplier(s, tc))
     step, tokens_seen, train_seconds = 0, 0, 0.0

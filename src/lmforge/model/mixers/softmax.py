@@ -12,12 +12,20 @@ from lmforge.model.step import CacheEntry, CacheSpec, Group, Step, run_groups
 from lmforge.ops.attention import attention, decode_attention
 from lmforge.ops.paged import gather_tokens, write_tokens
 from lmforge.ops.rope import apply_rope, rope_cos_sin
-from lmforge.ops.sequence_parallel import SequenceShard, ulysses_attention
+from lmforge.ops.sequence_parallel import SequenceShard, ulysses_attention, upipe_attention
 
 
 def heads_first(t: torch.Tensor) -> torch.Tensor:
     """[B, T, H, d] -> [B, H, T, d]."""
     return t.transpose(1, 2)
+
+
+def head_rows(linear: nn.Linear, x: torch.Tensor, heads: list[int], head_dim: int) -> torch.Tensor:
+    """The outputs [B, T, |heads|, d] of a per-head projection for the given heads only."""
+    index = torch.tensor(heads, device=x.device)
+    weight = linear.weight.view(-1, head_dim, linear.in_features)[index].flatten(0, 1)
+    bias = None if linear.bias is None else linear.bias.view(-1, head_dim)[index].flatten()
+    return nn.functional.linear(x, weight, bias).view(*x.shape[:2], len(heads), head_dim)
 
 
 @register_mixer("softmax")
@@ -43,8 +51,7 @@ class SoftmaxAttention(nn.Module):
         h, kv, d = self.n_heads, self.n_kv_heads, self.head_dim
 
         def angles():
-            cos, sin = rope_cos_sin(positions, d, self.rope_theta, x.dtype)
-            return cos.transpose(1, 2), sin.transpose(1, 2)  # [B, T, 1, d]: broadcast over heads
+            return self.rope_angles(positions, x.dtype)
 
         cos, sin = angles() if step is None else step.cached(("rope", d, self.rope_theta, x.dtype), angles)
         if self._qkv is not None and not torch.is_grad_enabled():  # one product, one rotation of q and k together
@@ -56,6 +63,21 @@ class SoftmaxAttention(nn.Module):
         v = self.v_proj(x).view(b, t, kv, d)
         return apply_rope(q, cos, sin), apply_rope(k, cos, sin), v
 
+    def rope_angles(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """RoPE's cos and sin [B, T, 1, d] at `positions`, broadcast over heads."""
+        cos, sin = rope_cos_sin(positions, self.head_dim, self.rope_theta, dtype)
+        return cos.transpose(1, 2), sin.transpose(1, 2)
+
+    def project_heads(self, x: torch.Tensor, positions: torch.Tensor, q_heads: list[int], kv_heads: list[int]):
+        """Queries of `q_heads` [B, T, |q_heads|, d] and keys, values of `kv_heads` (None when empty), with RoPE:
+        only those heads' rows of the projections are computed (attention in stages, UPipe)."""
+        cos, sin = self.rope_angles(positions, x.dtype)
+        q = apply_rope(head_rows(self.q_proj, x, q_heads, self.head_dim), cos, sin)
+        if not kv_heads:
+            return q, None, None
+        k = apply_rope(head_rows(self.k_proj, x, kv_heads, self.head_dim), cos, sin)
+        return q, k, head_rows(self.v_proj, x, kv_heads, self.head_dim)
+
     def fuse_projections(self) -> list[nn.Module]:
         """For inference: q, k and v as one matrix product (see `fuse_linears`); returns the fused module."""
         object.__setattr__(self, "_qkv", fuse_linears([self.q_proj, self.k_proj, self.v_proj]))
@@ -66,9 +88,13 @@ class SoftmaxAttention(nn.Module):
         return self.o_proj(out.flatten(2))
 
     def forward(self, x: torch.Tensor, positions: torch.Tensor, step: Step | None = None) -> torch.Tensor:
+        shard = self.sequence_shard if step is None else None
+        if shard and shard.stage_heads:
+            project = lambda q_heads, kv_heads: self.project_heads(x, positions, q_heads, kv_heads)  # noqa: E731
+            return self.output(upipe_attention(self.attend_dense, project, self.n_heads, self.n_kv_heads, shard))
         q, k, v = self.project(x, positions, step)
-        if step is None and self.sequence_shard is not None:
-            return self.output(ulysses_attention(self.attend_dense, q, k, v, self.sequence_shard))
+        if shard:
+            return self.output(ulysses_attention(self.attend_dense, q, k, v, shard))
         if step is None:
             return self.output(self.attend_dense(q, k, v))
         memory = step.memory.layers[self.layer]
