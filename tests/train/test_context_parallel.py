@@ -1,6 +1,6 @@
-"""Context parallelism (Ulysses and UPipe, gloo on CPU): ranks holding T/P tokens each compute, in float64, the
-outputs and gradients one process computes on the whole rows, with grouped-query attention split or repeated over
-the ranks and attention in stages of heads."""
+"""Context parallelism (gloo on CPU): ranks holding T/P tokens each compute, in float64, the outputs and gradients
+one process computes on the whole rows: attention through Ulysses and UPipe, with grouped-query attention split or
+repeated over the ranks and in stages of heads, and linear layers passing their states across the ranks."""
 
 import dataclasses
 
@@ -29,6 +29,7 @@ CASES = [
     (["softmax"], 4, 2, 0), (["sparse", "softmax"], 4, 2, 0), (["sparse", "softmax"], 4, 4, 0),
     (["softmax"], 4, 2, 2), (["sparse", "softmax"], 8, 2, 2), (["softmax"], 4, 4, 2), (["softmax"], 8, 4, 4),
     (["softmax"], 8, 8, 4), (["sparse", "softmax"], 8, 2, 4),
+    (["mamba2s", "2mamba"], 4, 4, 0), (["mamba2", "sparse", "mamba2s", "softmax"], 4, 2, 2),
 ]
 
 
@@ -59,7 +60,7 @@ def equal_to_one_process(rank, ranks, init_file):
                 torch.testing.assert_close(p.grad / ranks, whole_grads[name], rtol=0, atol=1e-10, msg=f"{case} {name}")
             assert model.sequence_shard is None and all(layer.mixer.sequence_shard is None for layer in model.layers)
             ran += 1
-        assert ran == {2: 9, 4: 6}[ranks]  # no case left out that should run
+        assert ran == {2: 11, 4: 7}[ranks]  # no case left out that should run
     finally:
         dist.destroy_process_group()
 
@@ -76,4 +77,5 @@ def test_what_cannot_split_is_refused():
     assert check_stages(8, 2, 2, 2) is None and check_stages(8, 8, 2, 4) is None
     assert "equal share" in check_stages(8, 2, 2, 3) and "equal share" in check_stages(8, 2, 2, 6)
     assert sequence_parallel_problem(model_for(["softmax"], 4, 2), 2) is None
-    assert "mamba2s" in sequence_parallel_problem(model_for(["softmax", "mamba2s"], 4, 2), 2)
+    assert sequence_parallel_problem(model_for(["mamba2s", "2mamba"], 1, 1), 2) is None  # no heads to split
+    assert "2mamba_e" in sequence_parallel_problem(model_for(["softmax", "2mamba_e"], 4, 2), 2)

@@ -157,8 +157,10 @@ def sequence_parallel_problem(model: Transformer, ranks: int, stage_heads: int =
     for i, layer in enumerate(model.layers):
         if not hasattr(layer.mixer, "sequence_shard"):
             return (f"layer {i}'s mixer ({model.cfg.mixer_for(i)}) does not run under context parallelism; "
-                    "parallel.cp > 1 takes softmax and sparse layers")
+                    "parallel.cp > 1 takes softmax, sparse, mamba2s, 2mamba and mamba2 layers")
     cfg = model.cfg
+    if not any(hasattr(layer.mixer, "attend_dense") for layer in model.layers):
+        return None  # linear layers pass states between ranks: no heads to split
     return check_stages(cfg.n_heads, cfg.n_kv_heads, ranks, stage_heads) if stage_heads else check_heads(
         cfg.n_heads, cfg.n_kv_heads, ranks)
 
@@ -166,8 +168,9 @@ def sequence_parallel_problem(model: Transformer, ranks: int, stage_heads: int =
 @contextlib.contextmanager
 def sequence_sharded(model: Transformer, shard: SequenceShard):
     """Within it, the model's dense forward takes this rank's T/P consecutive tokens of every row (at their
-    positions in the whole row) and its attention layers exchange them with the other ranks of `shard`
-    (Ulysses), so the ranks together compute what one process computes on the whole rows."""
+    positions in the whole row): attention layers exchange them with the other ranks of `shard` (Ulysses,
+    UPipe) and linear layers carry the earlier ranks' states in, so the ranks together compute what one
+    process computes on the whole rows."""
     modules = [model, *(layer.mixer for layer in model.layers)]
     for module in modules:
         module.sequence_shard = shard

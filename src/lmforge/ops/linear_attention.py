@@ -8,7 +8,9 @@ phi(q).phi(k) = (q.k)^2 (order 2: 2Mamba; Mongaras & Larson, "2Mamba2Furious", a
 - `linear_attention_reference`: the quadratic formula with an explicit decay mask;
 - `chunked_linear_attention`: quadratic inside chunks, states passed between chunks
   (Dao & Gu, "Transformers are SSMs", arXiv 2405.21060), linear in sequence length;
-- `recurrent_linear_attention`: one token at a time from a fixed-size state (decoding).
+- `recurrent_linear_attention`: one token at a time from a fixed-size state (decoding);
+- `sharded_linear_attention`: the chunked form over sequences split across context-parallel
+  ranks, each rank's part from a zero state and the past ranks' states combined by a scan.
 Every exponent is a difference of cumulative log-decays taken in the decaying direction,
 so nothing positive is ever exponentiated.
 """
@@ -17,6 +19,8 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
+from lmforge.ops.sequence_parallel import SequenceShard, gather_ranks
 
 
 def square_features(x: torch.Tensor) -> torch.Tensor:
@@ -163,3 +167,36 @@ def decayed_softmax_attention(
         bias = (q_cum[..., s:e, None] - k_cum[..., None, :]).masked_fill(~visible, float("-inf"))
         out.append(F.scaled_dot_product_attention(q[..., s:e, :], k, v, attn_mask=bias, scale=scale))
     return torch.cat(out, dim=-2)
+
+
+def sharded_linear_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, log_decay: torch.Tensor, order: int, chunk: int,
+    shard: SequenceShard,
+) -> torch.Tensor:
+    """`chunked_linear_attention` of sequences whose T/P consecutive tokens [B, H, T/P, .] lie on each rank.
+
+    The recurrence is linear, so each rank runs its tokens from a zero state, and the state entering rank r is
+    S_in(r) = sum_{j<r} exp(A_{j+1} + ... + A_{r-1}) S_j, from every rank's final state S_j and total log-decay
+    A_j (gathered: a scan over ranks); its contribution to token t is exp(cum a_t) phi(q_t) S_in(r). Exact, and
+    differentiable through the gathers. Every rank weighs every gathered state (the later ranks' and, on rank
+    0, all of them by zero), so every rank's backward joins the gathers' backward collectives."""
+    y, state = chunked_linear_attention(q, k, v, log_decay, order, chunk)
+    states, totals = gather_ranks(state, shard), gather_ranks(log_decay.sum(-1), shard)  # [P, B, H, F, dv], [P, B, H]
+    ends = totals.cumsum(0)
+    later = (torch.arange(shard.size, device=q.device) >= shard.rank).view(-1, 1, 1)
+    weights = torch.exp((ends[shard.rank - 1] - ends).masked_fill(later, float("-inf")))  # decay from j's end to r
+    entering = (weights[..., None, None] * states).sum(0)
+    return y + torch.exp(log_decay.cumsum(-1))[..., None] * (_features(q, order) @ entering)
+
+
+def linear_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, log_decay: torch.Tensor, order: int, chunk: int,
+    state: torch.Tensor | None, need_state: bool, shard: SequenceShard | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(y, final state) by the form that fits: one token after a state, recurrent; tokens split over
+    context-parallel ranks, sharded (no state returned); otherwise chunked."""
+    if shard is not None:
+        return sharded_linear_attention(q, k, v, log_decay, order, chunk, shard), None
+    if need_state and q.shape[-2] == 1:
+        return recurrent_linear_attention(q, k, v, log_decay, order, state)
+    return chunked_linear_attention(q, k, v, log_decay, order, chunk, state, need_state)

@@ -16,7 +16,7 @@ from typing import Callable
 
 import torch
 import torch.distributed as dist
-from torch.distributed._functional_collectives import all_to_all_single_autograd
+from torch.distributed._functional_collectives import all_gather_tensor_autograd, all_to_all_single_autograd
 from torch.utils.checkpoint import checkpoint
 
 
@@ -34,6 +34,20 @@ class SequenceShard:
 def _exchange(chunks: torch.Tensor, shard: SequenceShard) -> torch.Tensor:
     """All-to-all over dim 0 ([P, ...]): chunk j goes to rank j; returns the chunks received, by source rank."""
     return all_to_all_single_autograd(chunks.contiguous(), None, None, shard.group)
+
+
+def gather_ranks(t: torch.Tensor, shard: SequenceShard) -> torch.Tensor:
+    """Every rank's `t`, stacked by rank [P, ...] (differentiable: each rank's gradient returns to it)."""
+    return all_gather_tensor_autograd(t.unsqueeze(0).contiguous(), 0, shard.group)
+
+
+def previous_rank_tail(x: torch.Tensor, length: int, shard: SequenceShard) -> torch.Tensor:
+    """The last `length` tokens [B, length, C] of the previous rank's x [B, T/P, C]: what a short convolution
+    over this rank's first tokens reads (zeros on rank 0, where the sequences start). Rank 0 takes the last
+    rank's tail times zero rather than nothing, so that every rank's backward runs the gather's backward: a
+    collective the other ranks wait for."""
+    tails = gather_ranks(x[:, x.shape[1] - length :], shard)
+    return tails[shard.rank - 1] * (shard.rank > 0)
 
 
 def sequence_to_heads(x: torch.Tensor, shard: SequenceShard) -> torch.Tensor:

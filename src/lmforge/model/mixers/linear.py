@@ -47,7 +47,8 @@ from lmforge.config import ModelConfig
 from lmforge.model.layers import RMSNorm
 from lmforge.model.mixers import register_mixer
 from lmforge.model.step import CacheEntry, CacheSpec, Group, Step, run_groups
-from lmforge.ops.linear_attention import chunked_linear_attention, decayed_softmax_attention, recurrent_linear_attention
+from lmforge.ops.linear_attention import decayed_softmax_attention, linear_attention
+from lmforge.ops.sequence_parallel import SequenceShard, previous_rank_tail
 from lmforge.ops.paged import gather_tokens, write_tokens
 
 NORMALISER_EPS = 1e-6
@@ -74,9 +75,13 @@ class ShortConv(nn.Module):
             self.weight[:, 0, -1] += 1.0
             self.bias.zero_()
 
-    def forward(self, x: torch.Tensor, tail: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """x [B, T, C] -> (convolved [B, T, C], the last w-1 inputs [B, w-1, C] for the next call)."""
+    def forward(self, x: torch.Tensor, tail: torch.Tensor | None = None, shard: SequenceShard | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """x [B, T, C] -> (convolved [B, T, C], the last w-1 inputs [B, w-1, C] for the next call); under context
+        parallelism the tail is the previous rank's last inputs."""
         t, past = x.shape[1], self.width - 1
+        if shard is not None:
+            tail = previous_rank_tail(x, past, shard)
         if tail is None:
             tail = x.new_zeros(x.shape[0], past, x.shape[2])
         padded = torch.cat([tail.to(x.dtype), x], dim=1)
@@ -106,15 +111,17 @@ def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
 class StatefulMixer(nn.Module):
     """A mixer whose engine path keeps a convolution tail and a recurrent state per sequence.
 
-    Subclasses implement `mix(x, tail, state, need_state) -> (y, tail, state)` over a dense
-    batch x [B, T, D] (tail and state None at a sequence's start) and `output(y)`.
+    Subclasses implement `mix(x, tail, state, need_state, shard) -> (y, tail, state)` over a dense
+    batch x [B, T, D] (tail and state None at a sequence's start; under context parallelism `shard`
+    says which tokens of each row x holds) and `output(y)`.
     """
 
     layer: int
+    sequence_shard: SequenceShard | None = None  # set by `model.transformer.sequence_sharded` while training
 
     def forward(self, x: torch.Tensor, positions: torch.Tensor, step: Step | None = None) -> torch.Tensor:
         if step is None:
-            return self.output(self.mix(x, None, None, False)[0])
+            return self.output(self.mix(x, None, None, False, self.sequence_shard)[0])
         memory = step.memory.layers[self.layer]
 
         def run(group: Group, x: torch.Tensor) -> torch.Tensor:
@@ -158,9 +165,9 @@ class DecayedAttention(nn.Module):
         b, t, _ = x.shape
         return x.view(b, t, self.n_heads, -1).transpose(1, 2)
 
-    def inputs(self, x: torch.Tensor, tail: torch.Tensor | None):
+    def inputs(self, x: torch.Tensor, tail: torch.Tensor | None, shard: SequenceShard | None = None):
         """q, k, v [B, H, T, d] after the convolution, log-decays [B, H, T] (<= 0), and the new conv tail."""
-        qkv, tail = self.conv(self.qkv_proj(x), tail)
+        qkv, tail = self.conv(self.qkv_proj(x), tail, shard)
         q, k, v = (self._heads(t) for t in qkv.chunk(3, dim=-1))
         log_decay = -F.softplus(self.decay_proj(x).to(accumulation_dtype(x.dtype))).transpose(1, 2)
         return q, k, v, log_decay, tail
@@ -178,16 +185,13 @@ class _StateSpaceAttention(StatefulMixer, DecayedAttention):
     def _values(self, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         return v
 
-    def mix(self, x: torch.Tensor, tail, state, need_state: bool):
-        q, k, v, log_decay, tail = self.inputs(x, tail)
+    def mix(self, x: torch.Tensor, tail, state, need_state: bool, shard: SequenceShard | None = None):
+        q, k, v, log_decay, tail = self.inputs(x, tail, shard)
         work = accumulation_dtype(q.dtype)  # the scan accumulates in fp32 (fp64 for fp64)
         q, k, v = q.to(work) / self.score_divisor, k.to(work), self._values(x, v).to(work)
         if self.order == 2:
             v = torch.cat([v, torch.ones_like(v[..., :1])], dim=-1)  # last column accumulates the normaliser
-        if need_state and x.shape[1] == 1:
-            y, state = recurrent_linear_attention(q, k, v, log_decay, self.order, state)
-        else:
-            y, state = chunked_linear_attention(q, k, v, log_decay, self.order, self.chunk, state, need_state)
+        y, state = linear_attention(q, k, v, log_decay, self.order, self.chunk, state, need_state, shard)
         if self.order == 2:
             y = y[..., :-1] / (y[..., -1:] + NORMALISER_EPS)
         return y.transpose(1, 2).flatten(2).to(x.dtype), tail, state
@@ -302,10 +306,10 @@ class Mamba2(StatefulMixer):
             self.A_log.copy_(torch.log(torch.linspace(1, 16, self.n_heads)))
             self.D.fill_(1.0)
 
-    def mix(self, x: torch.Tensor, tail, state, need_state: bool):
+    def mix(self, x: torch.Tensor, tail, state, need_state: bool, shard: SequenceShard | None = None):
         b, t, _ = x.shape
         z, xbc, dt = self.in_proj(x).split([self.inner, self.inner + 2 * self.state_size, self.n_heads], dim=-1)
-        xbc, tail = self.conv(xbc, tail)
+        xbc, tail = self.conv(xbc, tail, shard)
         xs, bmat, cmat = F.silu(xbc).split([self.inner, self.state_size, self.state_size], dim=-1)
         work = accumulation_dtype(x.dtype)
         dt = F.softplus(dt.to(work) + self.dt_bias.to(work)).transpose(1, 2)  # [B, H, T]
@@ -314,10 +318,7 @@ class Mamba2(StatefulMixer):
         q = cmat.to(work)[:, None].expand(b, self.n_heads, t, self.state_size)
         k = bmat.to(work)[:, None].expand(b, self.n_heads, t, self.state_size)
         v = xs * dt[..., None]
-        if need_state and t == 1:
-            y, state = recurrent_linear_attention(q, k, v, log_decay, 1, state)
-        else:
-            y, state = chunked_linear_attention(q, k, v, log_decay, 1, self.chunk, state, need_state)
+        y, state = linear_attention(q, k, v, log_decay, 1, self.chunk, state, need_state, shard)
         y = y + self.D.to(work)[:, None, None] * xs
         y = y.transpose(1, 2).reshape(b, t, self.inner).to(x.dtype)
         return y * F.silu(z), tail, state
