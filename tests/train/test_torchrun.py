@@ -80,14 +80,6 @@ def test_a_run_saved_on_two_upipe_ranks_resumes_on_one_process(one_process, corp
     assert_same_run(out, one_process)
 
 
-def test_a_run_saved_on_one_process_resumes_on_two_data_parallel_ranks(one_process, corpus_dir, prepared, tmp_path):
-    out = tmp_path / "split"
-    cfg = run_config(corpus_dir, prepared, out)
-    train(cfg, until_step=2, progress=False, log=lambda s: None)
-    torchrun(2, write_toml(cfg, tmp_path / "run.toml"), "--resume")
-    assert_same_run(out, one_process)
-
-
 def test_the_layout_must_fit_the_launch():
     assert ParallelConfig().resolve(4).dp == 4 and ParallelConfig(dp=2).resolve(2).dp == 2
     assert ParallelConfig(cp=2).resolve(4) == ParallelConfig(2, 2)
