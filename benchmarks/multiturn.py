@@ -1,8 +1,8 @@
 """Multi-turn robustness: does a model keep the facts of a conversation's first turn over k unrelated turns?
 
 Models: SmolLM2-135M-Instruct (softmax attention, through its chat template; `lmforge pull smollm2-135m`), and
-four models trained here with one config, data and budget (`configs/multiturn.toml`: 4 layers, d 128, 500 steps
-of 8 x 512 tokens on the built-in "conversations" corpus, whose conversations come from seeds the probe never
+four models trained here with one config, data and budget (`configs/multiturn.toml`: 4 layers, d 128, 2000 NAMO
+steps of 8 x 512 tokens on the built-in "conversations" corpus, whose conversations come from seeds the probe never
 uses), differing only in their mixers: softmax, linear (2Mamba), a hybrid (Mamba-2S, sparse, Mamba-2S, softmax)
 and sparse attention. Each is also quantized to int4 (`lmforge quantize`, GPTQ at its defaults). SmolLM2 has 135M
 parameters, the trained models about 1M (the training table says): models of SmolLM2's size cannot be trained on these machines' 2 cores.
@@ -10,7 +10,7 @@ parameters, the trained models about 1M (the training table says): models of Smo
 For each k in --turns: greedy accuracy over --conversations conversations for each of --seeds probe seeds (the
 same conversations for every model), mean +- std over the seeds. Writes the accuracy plot beside the record.
 
-    python benchmarks/multiturn.py            # trains what is missing under runs/multiturn (about 1 hour)
+    python benchmarks/multiturn.py            # trains what is missing under runs/multiturn (about 2 hours)
     python benchmarks/multiturn.py --quick    # tiny models, few conversations, without SmolLM2
 """
 
@@ -27,6 +27,7 @@ from record import RESULTS_DIR, over_seeds, record
 from tables import TABLES
 from tables.multiturn import TURNS
 
+from lmforge.config import load_run_config
 from lmforge.eval.multiturn import plot, probe
 from lmforge.interop.load import load_model
 from lmforge.serve.engine import EngineConfig
@@ -107,7 +108,7 @@ def main() -> None:
         rows.append(row)
         print(f"  {name}: " + ", ".join(f"k={k} {row[f'k{k}']['mean']:.2f}" for k in TURNS if row[f"k{k}"]), flush=True)
     settings = {"turns": list(TURNS), "conversations": args.conversations, "seeds": [1000 * s for s in range(args.seeds)],
-                "steps": 20 if args.quick else 500, "variants": VARIANTS}
+                "steps": 20 if args.quick else load_run_config("multiturn").train.steps, "variants": VARIANTS}
     tables = {"accuracy": rows, "training": training}
     path = record(AREA, {**settings, "threads": THREADS}, raw, tables, args.out, args.quick)
     plot({r["model"]: {k: r[f"k{k}"]["mean"] if r[f"k{k}"] else None for k in TURNS} for r in rows},
