@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 
@@ -6,6 +8,7 @@ from lmforge.ops.linear_attention import (
     decayed_softmax_attention,
     decayed_softmax_reference,
     linear_attention_reference,
+    recomputed_linear_attention,
     recurrent_linear_attention,
     square_features,
 )
@@ -102,3 +105,45 @@ def test_training_path_without_state(order, t, chunk):
     for g, r in zip(torch.autograd.grad((y * w).sum(), (q, k, v, a)),
                     torch.autograd.grad((linear_attention_reference(q, k, v, a, order) * w).sum(), (q, k, v, a))):
         torch.testing.assert_close(g, r, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("t, chunk", [(37, 8), (64, 64), (5, 64), (100, 32), (37, 1)])
+@pytest.mark.parametrize("with_state", [False, True])
+def test_recomputed_backward_matches_autograd(t, chunk, with_state):
+    q, k, v, a = inputs(t=t, requires_grad=True)
+    start = torch.randn(2, 3, 8, 5, dtype=torch.float64, requires_grad=True) if with_state else None
+    y, final = recomputed_linear_attention(q, k, v, a, chunk, start)
+    ref, ref_final = chunked_linear_attention(q, k, v, a, 1, chunk, start)
+    torch.testing.assert_close(y, linear_attention_reference(q, k, v, a, 1) if start is None else ref, rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(final, ref_final, rtol=1e-9, atol=1e-9)
+    w, w_final = torch.randn_like(y), torch.randn_like(final)
+    leaves = (q, k, v, a, *([start] if with_state else []))
+    grads = torch.autograd.grad((y * w).sum() + (final * w_final).sum(), leaves)
+    expected = torch.autograd.grad((ref * w).sum() + (ref_final * w_final).sum(), leaves)
+    for g, r in zip(grads, expected):
+        torch.testing.assert_close(g, r, rtol=1e-9, atol=1e-9)
+
+
+def test_recomputed_backward_without_the_final_state():
+    q, k, v, a = inputs(t=50, requires_grad=True)
+    w = torch.randn(2, 3, 50, 5, dtype=torch.float64)
+    grads = torch.autograd.grad((recomputed_linear_attention(q, k, v, a, 16)[0] * w).sum(), (q, k, v, a))
+    expected = torch.autograd.grad((linear_attention_reference(q, k, v, a, 1) * w).sum(), (q, k, v, a))
+    for g, r in zip(grads, expected):
+        torch.testing.assert_close(g, r, rtol=1e-9, atol=1e-9)
+
+
+def test_recomputed_backward_keeps_no_chunk_square():
+    """What the backward keeps is linear in T: q, k, v, the decays and one state per chunk, no C x C pieces."""
+    q, k, v, a = inputs(t=256, d=4, dv=4, requires_grad=True)
+    shapes = []
+
+    def pack(x):
+        shapes.append(tuple(x.shape))
+        return x
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda x: x):
+        recomputed_linear_attention(q, k, v, a, 32)
+    assert shapes and all(s[-2:] != (32, 32) for s in shapes)
+    saved = sum(math.prod(s) for s in shapes)
+    assert saved <= 3 * q.numel() + a.numel() + q.numel() // 32 * 4  # q, k, v, decays, 8 states of 4 x 4

@@ -8,6 +8,8 @@ phi(q).phi(k) = (q.k)^2 (order 2: 2Mamba; Mongaras & Larson, "2Mamba2Furious", a
 - `linear_attention_reference`: the quadratic formula with an explicit decay mask;
 - `chunked_linear_attention`: quadratic inside chunks, states passed between chunks
   (Dao & Gu, "Transformers are SSMs", arXiv 2405.21060), linear in sequence length;
+  `recomputed_linear_attention` is its first-order form for training, whose written-out
+  backward rebuilds the within-chunk pieces instead of keeping them;
 - `recurrent_linear_attention`: one token at a time from a fixed-size state (decoding);
 - `sharded_linear_attention`: the chunked form over sequences split across context-parallel
   ranks, each rank's part from a zero state and the past ranks' states combined by a scan.
@@ -50,6 +52,47 @@ def linear_attention_reference(
     return ((q @ k.mT) ** order * decay) @ v
 
 
+def _split_chunks(q, k, v, log_decay, chunk: int):
+    """Pad T to a multiple of the chunk and split it: q, k, v [B, H, n, C, .] and the inclusive cumulative
+    log-decays within each chunk [B, H, n, C]. Padded steps have zero keys and values and no decay: they
+    change nothing."""
+    t = q.shape[-2]
+    chunk = max(1, min(chunk, t))
+    pad = -t % chunk
+    if pad:
+        q, k, v = (F.pad(x, (0, 0, 0, pad)) for x in (q, k, v))
+        log_decay = F.pad(log_decay, (0, pad))
+    b, h, n = q.shape[0], q.shape[1], (t + pad) // chunk
+    q, k, v = (x.reshape(b, h, n, chunk, x.shape[-1]) for x in (q, k, v))
+    return q, k, v, log_decay.reshape(b, h, n, chunk).cumsum(-1)
+
+
+def _decay_mask(cum: torch.Tensor) -> torch.Tensor:
+    """exp(cum_i - cum_j) for j <= i within each chunk, 0 above the diagonal: [B, H, n, C, C]."""
+    chunk = cum.shape[-1]
+    causal = torch.ones(chunk, chunk, dtype=torch.bool, device=cum.device).tril()
+    return torch.exp((cum[..., :, None] - cum[..., None, :]).masked_fill(~causal, float("-inf")))
+
+
+def _chunk_contributions(kf: torch.Tensor, v: torch.Tensor, cum: torch.Tensor) -> torch.Tensor:
+    """Each chunk's own addition to the state at its end, sum_j exp(L - cum_j) phi(k_j)^T v_j: [B, H, n, F, dv]."""
+    return (kf * torch.exp(cum[..., -1:] - cum)[..., None]).mT @ v
+
+
+def _scan_states(contributions: torch.Tensor, cum: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(the state entering each chunk [B, H, n, F, dv], the state after the last chunk given): a short
+    sequential scan over chunks, S_{c+1} = exp(L_c) S_c + U_c, for the n_U chunks that have contributions."""
+    entering = []
+    # unbind, not indexing: the backward of one unbind is one stack, while each index's backward
+    # would scatter into a zero tensor as large as all chunk states (quadratic traffic in n)
+    decays, added = torch.exp(cum[..., -1])[..., None, None].unbind(2), contributions.unbind(2)
+    for c in range(cum.shape[2]):
+        entering.append(state)
+        if c < len(added):
+            state = decays[c] * state + added[c]
+    return torch.stack(entering, dim=2), state
+
+
 def chunked_linear_attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -69,43 +112,101 @@ def chunked_linear_attention(
     """
     b, h, t, _ = q.shape
     dv = v.shape[-1]
-    chunk = max(1, min(chunk, t))
-    pad = -t % chunk
-    if pad:  # padded steps have zero keys and values and no decay: they change nothing
-        q, k, v = (F.pad(x, (0, 0, 0, pad)) for x in (q, k, v))
-        log_decay = F.pad(log_decay, (0, pad))
-    n = (t + pad) // chunk
-    q, k, v = (x.reshape(b, h, n, chunk, x.shape[-1]) for x in (q, k, v))
-    cum = log_decay.reshape(b, h, n, chunk).cumsum(-1)  # inclusive, within each chunk
-
-    causal = torch.ones(chunk, chunk, dtype=torch.bool, device=q.device).tril()
-    decay = torch.exp((cum[..., :, None] - cum[..., None, :]).masked_fill(~causal, float("-inf")))
+    q, k, v, cum = _split_chunks(q, k, v, log_decay, chunk)
+    n, chunk = cum.shape[2], cum.shape[3]
     scores = q @ k.mT
-    y = ((scores if order == 1 else scores**order) * decay) @ v  # within chunks
+    y = ((scores if order == 1 else scores**order) * _decay_mask(cum)) @ v  # within chunks
 
     carried = n - 1 + need_state  # chunks whose state later chunks (or the caller) need
     if carried == 0 and initial_state is None:
         return y.reshape(b, h, n * chunk, dv)[:, :, :t], None
     kf = _features(k[:, :, :carried], order)
-    to_end = torch.exp(cum[:, :, :carried, -1:] - cum[:, :, :carried])[..., None]  # decay to the chunk's end
-    chunk_states = (kf * to_end).mT @ v[:, :, :carried]  # [B, H, carried, F, dv]: each chunk's own contribution
-    chunk_decay = torch.exp(cum[..., -1])[..., None, None]  # [B, H, n, 1, 1]
-    features = kf.shape[-1]
-    state = initial_state if initial_state is not None else q.new_zeros(b, h, features, dv)
-    from_past = []
-    # unbind, not indexing: the backward of one unbind is one stack, while each index's backward
-    # would scatter into a zero tensor as large as all chunk states (quadratic traffic in n)
-    decays, contributions = chunk_decay.unbind(2), chunk_states.unbind(2)
-    for c in range(n):  # a short sequential scan over chunks (n = T / chunk)
-        from_past.append(state)
-        if c < carried:
-            state = decays[c] * state + contributions[c]
-    past = torch.stack(from_past, dim=2)  # [B, H, n, F, dv]: the state entering each chunk
+    state = initial_state if initial_state is not None else q.new_zeros(b, h, kf.shape[-1], dv)
+    past, state = _scan_states(_chunk_contributions(kf, v[:, :, :carried], cum[:, :, :carried]), cum, state)
     first = 0 if initial_state is not None else 1  # without an initial state, chunk 0 has no past
     qf = _features(q[:, :, first:], order)
     y_past = torch.exp(cum[:, :, first:])[..., None] * (qf @ past[:, :, first:])
     y = torch.cat([y[:, :, :first], y[:, :, first:] + y_past], dim=2)
     return y.reshape(b, h, n * chunk, dv)[:, :, :t], state if need_state else None
+
+
+class _RecomputedLinearAttention(torch.autograd.Function):
+    """First-order chunked linear attention whose backward recomputes what the chunks need.
+
+    Saves only q, k, v, the log-decays and the state entering each chunk; the within-chunk decay masks
+    and scores, which autograd would keep for every chunk (T x C per head, each), are rebuilt in the
+    backward. The gradients are written out (the same approach as the chunked kernels of Yang et al.,
+    "Gated Linear Attention Transformers", arXiv 2312.06635): with A = (Q K^T) o M within a chunk,
+    Y = A V + e^cum Q S and S' = e^L S + K^T diag(e^(L - cum)) V, the state's gradient G runs backward
+    over chunks (G = e^L G' + Q^T diag(e^cum) dY) and every other gradient is local to its chunk."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, log_decay, chunk: int, initial_state):
+        b, h, t, _ = q.shape
+        qc, kc, vc, cum = _split_chunks(q, k, v, log_decay, chunk)
+        n, size = cum.shape[2], cum.shape[3]
+        state = initial_state if initial_state is not None else q.new_zeros(b, h, q.shape[-1], v.shape[-1])
+        entering, final = _scan_states(_chunk_contributions(kc, vc, cum), cum, state)
+        y = ((qc @ kc.mT) * _decay_mask(cum)) @ vc + torch.exp(cum)[..., None] * (qc @ entering)
+        ctx.save_for_backward(qc, kc, vc, cum, entering)  # the chunked copies, so the backward copies nothing
+        ctx.length, ctx.has_initial = t, initial_state is not None
+        return y.reshape(b, h, n * size, -1)[:, :, :t], final
+
+    @staticmethod
+    def backward(ctx, dy, dfinal):
+        qc, kc, vc, cum, entering = ctx.saved_tensors
+        b, h, n, size = cum.shape
+        t = ctx.length
+        dy = F.pad(dy, (0, 0, 0, n * size - t)).reshape(b, h, n, size, -1)
+        end = cum[..., -1:]
+        into_state, from_state = torch.exp(end - cum)[..., None], torch.exp(cum)[..., None]
+        # the state's gradient: G_c = e^(L_c) G_{c+1} + Q_c^T diag(e^cum) dY_c, from the final state's gradient
+        local = qc.mT @ (from_state * dy)
+        grad = dfinal if dfinal is not None else entering.new_zeros(entering[:, :, 0].shape)
+        leaving, decays, locals_ = [], torch.exp(end)[..., None].unbind(2), local.unbind(2)
+        for c in reversed(range(n)):
+            leaving.append(grad)
+            grad = decays[c] * grad + locals_[c]
+        leaving = torch.stack(leaving[::-1], dim=2)  # the gradient of the state each chunk hands on
+        mask = _decay_mask(cum)
+        weights = (qc @ kc.mT).mul_(mask)
+        d_weights = dy @ vc.mT
+        d_scores = d_weights * mask
+        del mask  # the backward's large temporaries are freed, or reused, as soon as they are spent
+        pairs = d_weights.mul_(weights)
+        dcum = pairs.sum(-1) - pairs.sum(-2)  # through the decay masks
+        del pairs, d_weights
+        dy_state = dy @ entering.mT
+        dq = (d_scores @ kc).addcmul_(from_state, dy_state)
+        dk = (d_scores.mT @ qc).addcmul_(into_state, vc @ leaving.mT)
+        del d_scores
+        k_leaving = kc @ leaving
+        dv = (weights.mT @ dy).addcmul_(into_state, k_leaving)
+        # the log-decays also scale the read of the entering state and what each token adds to the state handed on
+        to_end = into_state[..., 0] * (k_leaving * vc).sum(-1)
+        dcum += from_state[..., 0] * (qc * dy_state).sum(-1) - to_end
+        dcum[..., -1] += to_end.sum(-1) + torch.exp(end[..., 0]) * (leaving * entering).sum((-2, -1))
+        d_log_decay = dcum.flip(-1).cumsum(-1).flip(-1)  # cum_i sums a_t for t <= i within the chunk
+        grads = [x.reshape(b, h, n * size, -1)[:, :, :t] for x in (dq, dk, dv)]
+        return *grads, d_log_decay.reshape(b, h, n * size)[:, :, :t], None, grad if ctx.has_initial else None
+
+
+def recomputed_linear_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, log_decay: torch.Tensor, chunk: int = 64,
+    initial_state: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`chunked_linear_attention` of order 1 for training: (y, final state), equal in value, with a
+    backward that keeps only q, k, v, the log-decays and each chunk's entering state (see
+    `_RecomputedLinearAttention`)."""
+    return _RecomputedLinearAttention.apply(q, k, v, log_decay, chunk, initial_state)
+
+
+def _chunked(q, k, v, log_decay, order: int, chunk: int, state, need_state: bool):
+    """The chunked form that fits: the recomputing one where first-order gradients will be taken."""
+    if order == 1 and torch.is_grad_enabled():
+        y, final = recomputed_linear_attention(q, k, v, log_decay, chunk, state)
+        return y, final if need_state else None
+    return chunked_linear_attention(q, k, v, log_decay, order, chunk, state, need_state)
 
 
 def recurrent_linear_attention(
@@ -180,7 +281,7 @@ def sharded_linear_attention(
     A_j (gathered: a scan over ranks); its contribution to token t is exp(cum a_t) phi(q_t) S_in(r). Exact, and
     differentiable through the gathers. Every rank weighs every gathered state (the later ranks' and, on rank
     0, all of them by zero), so every rank's backward joins the gathers' backward collectives."""
-    y, state = chunked_linear_attention(q, k, v, log_decay, order, chunk)
+    y, state = _chunked(q, k, v, log_decay, order, chunk, None, True)
     states, totals = gather_ranks(state, shard), gather_ranks(log_decay.sum(-1), shard)  # [P, B, H, F, dv], [P, B, H]
     ends = totals.cumsum(0)
     later = (torch.arange(shard.size, device=q.device) >= shard.rank).view(-1, 1, 1)
@@ -199,4 +300,4 @@ def linear_attention(
         return sharded_linear_attention(q, k, v, log_decay, order, chunk, shard), None
     if need_state and q.shape[-2] == 1:
         return recurrent_linear_attention(q, k, v, log_decay, order, state)
-    return chunked_linear_attention(q, k, v, log_decay, order, chunk, state, need_state)
+    return _chunked(q, k, v, log_decay, order, chunk, state, need_state)
