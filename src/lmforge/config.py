@@ -200,6 +200,7 @@ class TrainConfig:
     eval_every: int = bounded(200, 0)  # 0: only the final evaluation
     eval_tokens: int = bounded(65536, 1)  # tokens of the val split used by periodic evaluation
     ckpt_every: int = bounded(0, 0)  # 0: only at the end (and on Ctrl-C)
+    recompute: str = "none"  # "mixers" or "blocks": keep only their inputs for the backward, recompute the rest
 
     def __post_init__(self) -> None:
         check_ranges(self, "train.")
@@ -209,6 +210,8 @@ class TrainConfig:
             raise ConfigError(f"train.optimizer must be adamw, muon, namo or namo_d, got {self.optimizer!r}")
         if self.muon_scale not in ("original", "match_rms_adamw"):
             raise ConfigError(f"train.muon_scale must be 'original' or 'match_rms_adamw', got {self.muon_scale!r}")
+        if self.recompute not in ("none", "mixers", "blocks"):
+            raise ConfigError(f"train.recompute must be 'none', 'mixers' or 'blocks', got {self.recompute!r}")
         if self.precision not in ("auto", "bf16", "fp32"):
             raise ConfigError(f"train.precision must be 'auto', 'bf16' or 'fp32', got {self.precision!r}")
 

@@ -4,7 +4,7 @@ import torch
 from lmforge.config import ModelConfig
 from lmforge.errors import ConfigError
 from lmforge.model.mixers import mixer_names
-from lmforge.model.transformer import Transformer, count_parameters, flops_per_token
+from lmforge.model.transformer import Transformer, count_parameters, flops_per_token, recompute_activations
 
 
 def tiny(**kw):
@@ -72,3 +72,37 @@ def test_unknown_mixer_is_a_config_error():
     assert "softmax" in mixer_names()
     with pytest.raises(ConfigError, match="unknown mixer 'nope'"):
         tiny(mixers=["softmax", "nope"])
+
+
+def saved_bytes(model, x, y):
+    """(loss, gradients, bytes autograd kept for the backward of model(x, targets=y), the parameters left out)."""
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    storages = {}
+
+    def pack(t):
+        if t.untyped_storage().data_ptr() not in params:
+            storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        loss = model(x, targets=y)
+    grads = torch.autograd.grad(loss, list(model.parameters()))
+    return loss, grads, sum(storages.values())
+
+
+@pytest.mark.parametrize("what", ["mixers", "blocks"])
+def test_recomputed_activations_give_the_same_gradients_and_keep_less(what):
+    model = tiny(mixers=["mamba2s", "softmax", "sparse", "2mamba"], n_layers=4, linear_chunk_size=8,
+                 second_order_chunk_size=16, sparse_block_q=4, sparse_block_k=4, sparse_top_k=0.3)
+    x, y = torch.randint(0, 50, (2, 40)), torch.randint(0, 50, (2, 40))
+    with torch.no_grad():
+        logits = model(x)
+    loss, grads, kept = saved_bytes(model, x, y)
+    recompute_activations(model, what)
+    loss_r, grads_r, kept_r = saved_bytes(model, x, y)
+    torch.testing.assert_close(loss_r, loss, rtol=0, atol=0)
+    for g, r in zip(grads_r, grads):
+        torch.testing.assert_close(g, r, rtol=1e-12, atol=1e-12)
+    assert kept_r < kept / 2
+    with torch.no_grad():  # evaluation and inference never recompute
+        torch.testing.assert_close(model(x), logits, rtol=0, atol=0)

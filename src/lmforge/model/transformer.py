@@ -13,6 +13,7 @@ import math
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from lmforge.config import ModelConfig
 from lmforge.model.layers import RMSNorm, SwiGLU
@@ -22,8 +23,21 @@ from lmforge.ops.cross_entropy import linear_cross_entropy
 from lmforge.ops.sequence_parallel import SequenceShard, check_heads, check_stages
 
 
+def recomputed(function, *inputs):
+    """function(*inputs), whose activations are not kept for the backward but recomputed in it from the inputs
+    (activation checkpointing: Chen et al., "Training Deep Nets with Sublinear Memory Cost", arXiv 1604.06174)."""
+    return checkpoint(function, *inputs, use_reentrant=False)
+
+
+def _called(function, *inputs):
+    return function(*inputs)
+
+
 class Block(nn.Module):
-    """x + mixer(norm(x)), then x + mlp(norm(x))."""
+    """x + mixer(norm(x)), then x + mlp(norm(x)). In training, `recompute` ("mixers" or "blocks") keeps only
+    the inputs of each mixer or of the whole block for the backward and recomputes the rest there."""
+
+    recompute = "none"
 
     def __init__(self, cfg: ModelConfig, layer: int):
         super().__init__()
@@ -33,8 +47,24 @@ class Block(nn.Module):
         self.mlp = SwiGLU(cfg.d_model, cfg.d_ff)
 
     def forward(self, x: torch.Tensor, positions: torch.Tensor, step: Step | None) -> torch.Tensor:
-        x = x + self.mixer(self.mixer_norm(x), positions, step)
+        recompute = self.recompute if step is None and torch.is_grad_enabled() else "none"
+        if recompute == "blocks":
+            return recomputed(self._layers, x, positions)
+        return self._layers(x, positions, step, recomputed if recompute == "mixers" else _called)
+
+    def _mix(self, x: torch.Tensor, positions: torch.Tensor, step: Step | None = None) -> torch.Tensor:
+        return self.mixer(self.mixer_norm(x), positions, step)
+
+    def _layers(self, x: torch.Tensor, positions: torch.Tensor, step: Step | None = None, mix=_called) -> torch.Tensor:
+        x = x + mix(self._mix, x, positions, step)
         return x + self.mlp(self.mlp_norm(x))
+
+
+def recompute_activations(model: nn.Module, what: str) -> None:
+    """Have training recompute `what` ("none", "mixers" or "blocks") in the backward: less memory, one more forward of it."""
+    for block in model.modules():
+        if isinstance(block, Block):
+            block.recompute = what
 
 
 class Transformer(nn.Module):

@@ -40,6 +40,7 @@ from lmforge.model.transformer import (
     Transformer,
     count_parameters,
     flops_per_token,
+    recompute_activations,
     sequence_parallel_problem,
     sequence_sharded,
 )
@@ -174,6 +175,7 @@ def _train(cfg: RunConfig, world: World, device: torch.device, resume: bool, ove
     if init_from is not None and not resume:
         load_weights(model, resolve_checkpoint_dir(init_from) / WEIGHTS)
     model = model.to(device)
+    recompute_activations(model, tc.recompute)
     problem = sequence_parallel_problem(model, layout.cp, layout.stage_heads) if layout.cp > 1 else None
     if problem:
         raise ConfigError(f"parallel.cp={layout.cp} ({layout.cp_attention}): {problem}")
