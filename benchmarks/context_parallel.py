@@ -86,9 +86,7 @@ def rank_work(rank: int, ranks: int, cp_attention: str | None, job: dict, init_f
         layer = attention_layer(t)
         x, run = forward(layer, t)
         params = {p.untyped_storage().data_ptr() for p in layer.parameters()}
-        out, kept = saved_for_backward(run, params, kept=(x,))
-        out.sum().backward()  # every rank joins the backward's exchanges
-        result["kept"][t] = kept
+        result["kept"][t] = saved_for_backward(run, params, kept=(x,))[1]  # no rank runs this backward
     if job.get("time_length"):
         layer = attention_layer(job["time_length"])
         x, run = forward(layer, job["time_length"])
