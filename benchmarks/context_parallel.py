@@ -5,15 +5,17 @@ Sections:
   memory     one softmax attention layer (d 512, 16 heads of 32, 4 KV heads): the bytes each rank keeps for the
              backward (`benchmarks/memory.py`: every storage autograd saves, once, plus the layer input, which a
              recomputed group holds) against sequence length, for one process, Ulysses and UPipe at U = P over
-             2 and 4 ranks; the longest measured length that fits --budget-mib per rank for each;
+             2 and 4 ranks; the longest sequence whose per-rank bytes fit --budget-mib, from the bytes per token
+             (constant over the measured lengths: the kept bytes are linear in T, which the record checks);
   time       the same layer's forward+backward per step at --time-length: UPipe against Ulysses (goal: within
              15%), the slowest rank's time, median of repeats; the ranks share the machine's cores (each runs
              THREADS / P threads);
   recompute  one Mamba-2S layer against SDPA's at 16k (d 512, 8 heads of 64): bytes kept for the backward and
              forward+backward time, as it trains by default and with the layer recomputed in the backward
              (`train.recompute`); goal: at least 2x fewer bytes than SDPA's layer and at least 4x faster;
-  ddp        `lmforge train quickstart` for --ddp-steps steps in one process and under torchrun over 2 ranks:
-             tokens/s in all and per rank (the global batch is the same, each rank computes half of it).
+  data_parallel  `lmforge train quickstart` for --ddp-steps steps in one process, and under torchrun over 2
+             ranks with DDP and with FSDP2: tokens/s in all and per rank (the global batch is the same, each rank
+             computes half of it), and the parameters, gradients and optimizer state each rank holds (counted).
 
     python benchmarks/context_parallel.py                    # every section (about 25 minutes on 2 cores)
     python benchmarks/context_parallel.py --sections memory  # one section, kept beside the others' records
@@ -39,11 +41,15 @@ from memory import saved_for_backward, training_memory
 from record import record, spread
 from tables import TABLES
 
+from lmforge.checkpoint import load_checkpoint
 from lmforge.config import ModelConfig
 from lmforge.model.mixers import build_mixer
 from lmforge.model.transformer import recomputed
+from lmforge.optim import build_optimizer
+from lmforge.optim.hybrid import local
 from lmforge.train.distributed import World, sequence_shard
 from lmforge.train.metrics import read_metrics
+from lmforge.train.sharding import shard_model
 
 AREA = "context-parallel"
 ATTENTION = dict(vocab_size=8, d_model=512, n_heads=16, n_kv_heads=4, head_dim=32, n_layers=1)
@@ -52,12 +58,13 @@ MODES = {"one process": (1, None), "Ulysses x2": (2, "ulysses"), "UPipe x2": (2,
          "Ulysses x4": (4, "ulysses"), "UPipe x4": (4, "upipe")}
 TITLES = {
     "memory": "attention layer (16 heads of 32, 4 KV heads): MiB each rank keeps for the backward, by sequence length",
-    "budget": "the longest measured sequence whose per-rank bytes fit {budget_mib} MiB",
+    "budget": "the longest sequence whose per-rank kept bytes fit {budget_mib} MiB (bytes per token x T)",
     "time": "attention layer forward+backward at T = {time_length}: seconds per step (slowest rank, median of "
             "{repeats}), ranks sharing {threads} cores",
     "recompute": "one layer at T = {recompute_length} (d 512, 8 heads of 64): bytes kept for the backward and "
                  "forward+backward seconds (median of {repeats}), {threads} threads",
-    "ddp": "lmforge train quickstart, {ddp_steps} steps: tokens/s in one process and over 2 data-parallel ranks",
+    "data_parallel": "lmforge train quickstart, {ddp_steps} steps: tokens/s, and the parameters, gradients and "
+                     "optimizer state each rank holds, in one process and over 2 data-parallel ranks",
 }
 
 
@@ -123,8 +130,11 @@ def memory(args) -> tuple[dict, dict, dict]:
     for t in lengths:
         rows.append({"T": t, **{name: max(kept[str(t)] for kept in raw[name]) / 2**20 for name in MODES}})
     budget = args.budget_mib
-    fits = [{"mode": name, "longest_T": max((t for t in lengths if max(k[str(t)] for k in raw[name]) / 2**20 <= budget),
-                                           default=None)} for name in MODES]
+    fits = []
+    for name in MODES:  # what a rank keeps grows linearly in T (checked), so the budget's length is budget / per token
+        per_token = [max(k[str(t)] for k in raw[name]) / t for t in lengths]
+        fits.append({"mode": name, "bytes_per_token": per_token[-1], "linear": max(per_token) <= 1.01 * min(per_token),
+                     "longest_T": int(budget * 2**20 / per_token[-1]) if max(per_token) <= 1.01 * min(per_token) else None})
     return ({"lengths": lengths, "budget_mib": budget, "layer": ATTENTION}, raw,
                       {"memory": rows, "budget": fits})
 
@@ -171,38 +181,73 @@ def recompute(args) -> tuple[dict, dict, dict]:
                          {"recompute": rows})
 
 
-def train_run(ranks: int, steps: int, out: Path) -> dict:
+DATA_PARALLEL = {"one process": (1, False), "DDP x2": (2, False), "FSDP x2": (2, True)}
+
+
+def train_run(ranks: int, fsdp: bool, steps: int, out: Path) -> list[float]:
     """`lmforge train quickstart` for `steps` steps on `ranks` ranks; its logged tokens/s after the first window."""
     base = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={ranks}"] if ranks > 1 \
         else [sys.executable]
     env = {**os.environ, "OMP_NUM_THREADS": str(max(1, THREADS // ranks))}
     cmd = [*base, "-m", "lmforge", "train", "quickstart", f"train.out={out}", f"train.steps={steps}",
-           "train.eval_every=0", "train.log_every=10", "--no-progress", "--overwrite"]
+           "train.eval_every=0", "train.log_every=10", f"parallel.fsdp={str(fsdp).lower()}", "--no-progress",
+           "--overwrite"]
     if subprocess.run(cmd, env=env).returncode:
         sys.exit(f"failed: {' '.join(cmd)}")
-    rates = [r["tokens_per_second"] for r in read_metrics(out / "metrics.jsonl") if "tokens_per_second" in r][1:]
-    return {"tokens_per_second": rates}
+    return [r["tokens_per_second"] for r in read_metrics(out / "metrics.jsonl") if "tokens_per_second" in r][1:]
 
 
-def ddp(args) -> tuple[dict, dict, dict]:
+def state_bytes(rank: int, ranks: int, fsdp: bool, run: str, init_file: str, out_dir: str) -> None:
+    """Bytes of parameters, gradients and optimizer state this rank holds after one training step of the model
+    in `run` (replicated under DDP, its rows under FSDP); DDP's gradient buckets are not counted."""
+    torch.set_num_threads(max(1, THREADS // ranks))
+    if ranks > 1:
+        dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=ranks)
+    loaded = load_checkpoint(run)
+    model, tc = loaded.model, loaded.config.train
+    if fsdp:
+        shard_model(model, torch.device("cpu"))
+    optimizer = build_optimizer(model, tc)
+    forward = torch.nn.parallel.DistributedDataParallel(model) if ranks > 1 and not fsdp else model
+    tokens = torch.randint(model.cfg.vocab_size, (tc.batch_size // ranks, tc.seq_len + 1))
+    forward(tokens[:, :-1], targets=tokens[:, 1:]).backward()
+    optimizer.step()
+    held = [local(p) for p in model.parameters()] + [local(p.grad) for p in model.parameters()]
+    held += [v for state in optimizer.state.values() for v in state.values() if torch.is_tensor(v)]
+    Path(out_dir, f"{rank}.json").write_text(json.dumps(sum(t.numel() * t.element_size() for t in held)))
+    if ranks > 1:
+        dist.destroy_process_group()
+
+
+def data_parallel(args) -> tuple[dict, dict, dict]:
     steps = 20 if args.quick else args.ddp_steps
     raw, rows = {}, []
     with tempfile.TemporaryDirectory() as tmp:
-        for ranks in (1, 2):
-            raw[ranks] = train_run(ranks, steps, Path(tmp) / f"ranks{ranks}")
-            rates = raw[ranks]["tokens_per_second"]
-            rows.append({"ranks": ranks, "tokens_per_s": spread(rates),
-                         "per_rank": spread([r / ranks for r in rates])})
-    return {"ddp_steps": steps}, raw, {"ddp": rows}
+        for name, (ranks, fsdp) in DATA_PARALLEL.items():
+            out = Path(tmp) / name.replace(" ", "-")
+            rates = train_run(ranks, fsdp, steps, out)
+            with tempfile.TemporaryDirectory() as results:
+                job = (ranks, fsdp, str(out), str(Path(results) / "rendezvous"), results)
+                if ranks == 1:
+                    state_bytes(0, *job)
+                else:
+                    mp.spawn(state_bytes, job, nprocs=ranks)
+                held = [json.loads(Path(results, f"{r}.json").read_text()) for r in range(ranks)]
+            raw[name] = {"tokens_per_second": rates, "state_bytes": held}
+            rows.append({"mode": name, "tokens_per_s": spread(rates), "per_rank": spread([r / ranks for r in rates]),
+                         "state_mib": max(held) / 2**20})
+            print(f"  {name}: {rows[-1]['tokens_per_s']['median']:,.0f} tokens/s, {rows[-1]['state_mib']:.1f} MiB "
+                  "per rank", flush=True)
+    return {"ddp_steps": steps}, raw, {"data_parallel": rows}
 
 
-SECTIONS = {"memory": memory, "time": step_times, "recompute": recompute, "ddp": ddp}
+SECTIONS = {"memory": memory, "time": step_times, "recompute": recompute, "data_parallel": data_parallel}
 
 
 def main() -> None:
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated, of {', '.join(SECTIONS)}")
-    p.add_argument("--budget-mib", type=float, default=1024, help="per-rank memory budget for the longest-length table")
+    p.add_argument("--budget-mib", type=float, default=4096, help="per-rank memory budget for the longest-length table")
     p.add_argument("--time-length", type=int, default=8192, help="sequence length of the time section")
     p.add_argument("--repeats", type=int, default=3, help="timed repeats (after a warm-up)")
     p.add_argument("--ddp-steps", type=int, default=60, help="training steps of the ddp section")

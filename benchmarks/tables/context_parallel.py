@@ -25,6 +25,8 @@ TABLES = {
     ),
     "budget": (
         Column("mode", "mode"),
+        Column("kept bytes per token", "bytes_per_token", ",.0f"),
+        Column("linear in T", "linear"),
         Column("longest T within the budget", "longest_T", ",d"),
     ),
     "time": (
@@ -40,10 +42,12 @@ TABLES = {
         Column("seconds", "seconds", ".2f"),
         Ratio("time vs SDPA", "seconds", "seconds", named("layer", "softmax")),
     ),
-    "ddp": (
-        Column("ranks", "ranks", "d"),
+    "data_parallel": (
+        Column("mode", "mode"),
         Column("tokens/s", "tokens_per_s", ",.0f"),
         Column("tokens/s per rank", "per_rank", ",.0f"),
-        Ratio("vs one process", "tokens_per_s", "tokens_per_s", named("ranks", 1)),
+        Ratio("vs one process", "tokens_per_s", "tokens_per_s", named("mode", "one process")),
+        Column("params + grads + optimizer MiB per rank", "state_mib", ",.1f"),
+        Ratio("memory vs one process", "state_mib", "state_mib", named("mode", "one process")),
     ),
 }

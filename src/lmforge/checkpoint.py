@@ -82,8 +82,10 @@ def save_checkpoint(
     training_state: dict | None = None,
     trainer_state: dict | None = None,
     quantization: dict | None = None,
+    weights: dict[str, torch.Tensor] | None = None,
 ) -> Path:
-    """Write a checkpoint directory atomically; training state files only when given.
+    """Write a checkpoint directory atomically; training state files only when given. `weights`: the model's
+    tensors when `model` does not hold them whole (its shards under FSDP); default model.state_dict().
 
     A quantized model also records `quantization` (how it was made) and the layout of its
     quantized modules in config.json, so `load_checkpoint` rebuilds it exactly.
@@ -97,7 +99,7 @@ def save_checkpoint(
             config["quantization"] = {**(quantization or {}), "modules": layout_of(model)}
             skip = derived_tensors(model)
         write_json(tmp / CONFIG, config)
-        weights = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items() if k not in skip}
+        weights = {k: v.detach().contiguous().cpu() for k, v in (weights or model.state_dict()).items() if k not in skip}
         save_file(weights, str(tmp / WEIGHTS), metadata={"format": "pt"})
         tokenizer.save(tmp)
         if training_state is not None:

@@ -227,6 +227,7 @@ class ParallelConfig:
     cp: int = bounded(1, 1)  # context-parallel ranks per data-parallel group
     cp_attention: str = "ulysses"  # "ulysses" (every head at once) or "upipe" (Untied Ulysses: stages of heads)
     upipe_heads: int = bounded(0, 0)  # heads per UPipe stage; 0: cp (one per rank)
+    fsdp: bool = False  # shard parameters, gradients and optimizer state over the ranks (FSDP2) instead of DDP
 
     def __post_init__(self) -> None:
         check_ranges(self, "parallel.")

@@ -1,4 +1,5 @@
-"""Two gloo processes share the Newton-Schulz work and end with the parameters of one process."""
+"""Gloo processes share the Newton-Schulz work, on whole matrices (DDP) or on the rows FSDP gives each rank,
+and end with the parameters of one process."""
 
 import os
 import socket
@@ -11,10 +12,13 @@ from helpers import tiny_model
 
 from lmforge.config import TrainConfig
 from lmforge.optim.build import build_optimizer
+from lmforge.train.sharding import full_weights, shard_model
 
 
-def _run(optimizer: str, steps: int = 3) -> dict:
+def _run(optimizer: str, steps: int = 3, fsdp: bool = False) -> dict:
     model = tiny_model(64, n_layers=3)
+    if fsdp:
+        shard_model(model, torch.device("cpu"))
     opt = build_optimizer(model, TrainConfig(optimizer=optimizer, lr=3e-3))
     g = torch.Generator().manual_seed(0)
     for _ in range(steps):  # every rank sees the same batch, as gradients are after an all-reduce
@@ -22,16 +26,17 @@ def _run(optimizer: str, steps: int = 3) -> dict:
         model(x, targets=x.roll(-1, 1)).backward()
         opt.step()
         opt.zero_grad()
-    return {k: v.clone() for k, v in model.state_dict().items()}
+    return full_weights(model) if fsdp else {k: v.clone() for k, v in model.state_dict().items()}
 
 
-def _worker(rank: int, world: int, port: int, optimizer: str, out: str) -> None:
+def _worker(rank: int, world: int, port: int, optimizer: str, out: str, fsdp: bool = False) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
-        state = _run(optimizer)
-        torch.save(state, f"{out}.{rank}")
+        state = _run(optimizer, fsdp=fsdp)
+        if rank == 0 or not fsdp:  # FSDP gathers the whole weights on rank 0
+            torch.save(state, f"{out}.{rank}")
     finally:
         dist.destroy_process_group()
 
@@ -58,3 +63,13 @@ def test_two_ranks_equal_one(tmp_path, optimizer, one_thread):
         shared = torch.load(tmp_path / f"state.{rank}")
         for k, v in single.items():
             torch.testing.assert_close(shared[k], v, rtol=1e-6, atol=1e-7, msg=lambda m, k=k: f"{k}: {m}")
+
+
+@pytest.mark.parametrize("optimizer", ["muon", "namo_d"])
+def test_rows_split_over_three_ranks_equal_one(tmp_path, optimizer, one_thread):
+    """FSDP over 3 ranks splits most matrices unevenly; each matrix is orthogonalised whole on its owner."""
+    single = _run(optimizer)
+    mp.spawn(_worker, args=(3, _free_port(), optimizer, str(tmp_path / "state"), True), nprocs=3, join=True)
+    shared = torch.load(tmp_path / "state.0")
+    for k, v in single.items():
+        torch.testing.assert_close(shared[k], v, rtol=1e-6, atol=1e-7, msg=lambda m, k=k: f"{k}: {m}")

@@ -80,6 +80,18 @@ def test_a_run_saved_on_two_upipe_ranks_resumes_on_one_process(one_process, corp
     assert_same_run(out, one_process)
 
 
+def test_fsdp_ranks_train_what_one_process_trains_and_resume_across_world_sizes(one_process, corpus_dir, prepared,
+                                                                                 tmp_path):
+    out = tmp_path / "fsdp"
+    cfg = run_config(corpus_dir, prepared, out)
+    config = write_toml(cfg, tmp_path / "run.toml")
+    done = torchrun(2, config, "parallel.fsdp=true", "--until-step", "2")  # NAMO on each rank's rows; a whole checkpoint
+    assert "parameters sharded (FSDP)" in done.stdout + done.stderr
+    assert train(cfg, resume=True, until_step=3, progress=False, log=lambda s: None).step == 3  # N ranks -> one
+    torchrun(2, config, "parallel.fsdp=true", "--resume")  # one process -> each rank keeps its rows of the state
+    assert_same_run(out, one_process)
+
+
 def test_the_layout_must_fit_the_launch():
     assert ParallelConfig().resolve(4).dp == 4 and ParallelConfig(dp=2).resolve(2).dp == 2
     assert ParallelConfig(cp=2).resolve(4) == ParallelConfig(2, 2)

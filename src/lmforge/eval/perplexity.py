@@ -33,6 +33,18 @@ def evaluate(
     return summarize_nll(*nll_sums(model, windows, token_bytes, batch_size, autocast))
 
 
+def window_batches(windows: list[torch.Tensor], batch_size: int) -> list[torch.Tensor]:
+    """Consecutive windows stacked into batches of up to `batch_size` windows of one length."""
+    batches, i = [], 0
+    while i < len(windows):
+        j = i
+        while j < len(windows) and j - i < batch_size and len(windows[j]) == len(windows[i]):
+            j += 1
+        batches.append(torch.stack(windows[i:j]))
+        i = j
+    return batches
+
+
 @torch.no_grad()
 def nll_sums(
     model: Transformer,
@@ -40,24 +52,26 @@ def nll_sums(
     token_bytes: np.ndarray,
     batch_size: int = 16,
     autocast=contextlib.nullcontext,
+    forward_calls: int = 0,
 ) -> tuple[float, int, int]:
     """(total negative log-likelihood in nats, predicted tokens, their UTF-8 bytes) over `windows`: sums, so
-    ranks that each score some of the windows add theirs up."""
+    ranks that each score some of the windows add theirs up. With `forward_calls`, the model runs at least
+    that many forward passes (the extra ones on a one-token input, not counted): the ranks of a sharded
+    model must make the same number of calls."""
     was_training = model.training
     model.eval()
     device = model.embed.weight.device
     nll, tokens = 0.0, 0
-    i = 0
-    while i < len(windows):
-        j = i
-        while j < len(windows) and j - i < batch_size and len(windows[j]) == len(windows[i]):
-            j += 1
-        batch = torch.stack(windows[i:j]).to(device)
+    batches = window_batches(windows, batch_size)
+    for batch in batches:
+        batch = batch.to(device)
         with autocast():
             loss = model(batch[:, :-1], targets=batch[:, 1:])
         nll += float(loss) * batch[:, 1:].numel()
         tokens += batch[:, 1:].numel()
-        i = j
+    for _ in range(forward_calls - len(batches)):
+        with autocast():
+            model(torch.zeros(1, 1, dtype=torch.long, device=device))
     model.train(was_training)
     n_bytes = int(sum(token_bytes[w[1:].numpy()].sum() for w in windows))
     return nll, tokens, n_bytes

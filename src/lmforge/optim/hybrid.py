@@ -8,12 +8,39 @@ and `state_dict` / `load_state_dict` round-trip the whole optimizer (exact resum
 from __future__ import annotations
 
 import torch
+import torch.distributed as dist
+from torch.distributed.tensor import DTensor
 from torch.optim.adamw import adamw
 
-from lmforge.optim.matrix import muon_momentum, muon_scale, namo_momentum, namo_scale
-from lmforge.optim.orthogonalize import orthogonalize_all
+from lmforge.optim.matrix import Total, muon_momentum, muon_scale, namo_momentum, namo_scale, whole
+from lmforge.optim.orthogonalize import RowShards, orthogonalize_all
 
 MATRIX_KINDS = ("muon", "namo", "namo_d")
+
+
+def local(t: torch.Tensor) -> torch.Tensor:
+    """This rank's part of a parameter or gradient: its shard under FSDP, else the tensor itself. The optimizer
+    state is kept in the same local form."""
+    return t.to_local() if isinstance(t, DTensor) else t
+
+
+def row_shards(p: torch.Tensor) -> RowShards | None:
+    """How FSDP splits matrix `p` over ranks (None for a matrix held whole)."""
+    if not isinstance(p, DTensor):
+        return None
+    return RowShards(p.device_mesh.get_group(), p.shape[0])
+
+
+def over_ranks(shards: RowShards | None) -> Total:
+    """`total` for a matrix of `shards`: partial sums over its rows added up across the ranks holding them."""
+    if shards is None:
+        return whole
+
+    def total(partial: torch.Tensor) -> torch.Tensor:
+        dist.all_reduce(partial, group=shards.group)
+        return partial
+
+    return total
 
 
 def _layout(groups: list[dict]) -> list[tuple[str | None, str | None, int]]:
@@ -63,42 +90,45 @@ class HybridOptimizer(torch.optim.Optimizer):
             for p in group["params"]:
                 if p.grad is None:
                     continue
-                state = self.state[p]
+                state, grad, shards = self.state[p], local(p.grad), row_shards(p)
                 if group["kind"] == "muon":
-                    momentum = muon_momentum(p.grad, state, group["momentum"])
+                    momentum = muon_momentum(grad, state, group["momentum"])
                 else:
-                    momentum = namo_momentum(p.grad, state, group["momentum"], group["beta2"], group["kind"] == "namo_d")
-                jobs.append((p, group, momentum))
+                    momentum = namo_momentum(grad, state, group["momentum"], group["beta2"], group["kind"] == "namo_d",
+                                             over_ranks(shards))
+                jobs.append((p, group, momentum, shards))
         if jobs:
             steps = jobs[0][1]["ns_steps"]
-            directions = orthogonalize_all([m for _, _, m in jobs], steps)
-            for (p, group, momentum), direction in zip(jobs, directions):
-                self._apply(p, group, momentum, direction)
+            directions = orthogonalize_all([m for _, _, m, _ in jobs], steps, [s for _, _, _, s in jobs])
+            for (p, group, momentum, shards), direction in zip(jobs, directions):
+                self._apply(p, group, momentum, direction, shards)
         return loss
 
-    def _apply(self, p: torch.Tensor, group: dict, momentum: torch.Tensor, direction: torch.Tensor) -> None:
-        lr, wd = group["lr"], group["weight_decay"]
+    def _apply(self, p: torch.Tensor, group: dict, momentum: torch.Tensor, direction: torch.Tensor,
+               shards: RowShards | None) -> None:
+        lr, wd, weight = group["lr"], group["weight_decay"], local(p)
         if group["kind"] == "muon":
-            p.mul_(1 - lr * wd)
-            p.add_(direction, alpha=-muon_scale(p.shape, lr, group["scale"]))
+            weight.mul_(1 - lr * wd)
+            weight.add_(direction, alpha=-muon_scale(p.shape, lr, group["scale"]))
             return
         clamp = group["clamp"] if group["kind"] == "namo_d" else None
-        scale, decay_step = namo_scale(momentum, self.state[p], lr, group["momentum"], group["beta2"], group["eps"], clamp)
-        p.mul_(1 - wd * decay_step)
-        p.sub_(direction * scale)
+        scale, decay_step = namo_scale(momentum, self.state[p], lr, group["momentum"], group["beta2"], group["eps"], clamp,
+                                       p.shape, over_ranks(shards))
+        weight.mul_(1 - wd * decay_step)
+        weight.sub_(direction * scale)
 
     def _adamw_step(self, group: dict) -> None:
         params, grads, exp_avgs, exp_avg_sqs, steps = [], [], [], [], []
         for p in group["params"]:
             if p.grad is None:
                 continue
-            state = self.state[p]
+            state, weight = self.state[p], local(p)
             if not state:
-                state["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
-                state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            params.append(p)
-            grads.append(p.grad)
+                state["step"] = torch.zeros((), dtype=torch.float32, device=weight.device)
+                state["exp_avg"] = torch.zeros_like(weight, memory_format=torch.preserve_format)
+                state["exp_avg_sq"] = torch.zeros_like(weight, memory_format=torch.preserve_format)
+            params.append(weight)
+            grads.append(local(p.grad))
             exp_avgs.append(state["exp_avg"])
             exp_avg_sqs.append(state["exp_avg_sq"])
             steps.append(state["step"])

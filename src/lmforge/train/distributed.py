@@ -51,6 +51,14 @@ class World:
         """`value` averaged over the ranks."""
         return self.sum([value])[0] / self.size
 
+    def max(self, value: int) -> int:
+        """The largest of the ranks' values."""
+        if not self.distributed:
+            return value
+        t = torch.tensor([value], dtype=torch.int64)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return int(t)
+
     def any(self, flag: bool) -> bool:
         """Whether any rank raised `flag` (a Ctrl-C seen by one rank stops them all at the same step)."""
         return self.sum([float(flag)])[0] > 0

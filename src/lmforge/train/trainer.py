@@ -33,7 +33,7 @@ from lmforge.data.loader import WindowLoader, eval_windows
 from lmforge.data.prepare import PreparedData, prepare_or_load
 from lmforge.device import autocast, measure_peak_flops, resolve_device, resolve_precision
 from lmforge.errors import CheckpointError, ConfigError
-from lmforge.eval.perplexity import nll_sums, summarize_nll
+from lmforge.eval.perplexity import nll_sums, summarize_nll, window_batches
 from lmforge.data.readers import corpus_paths
 from lmforge.fileio import recover_dir, refuse_overlap
 from lmforge.model.transformer import (
@@ -48,6 +48,7 @@ from lmforge.optim import build_optimizer
 from lmforge.train.metrics import MetricsLog, plot_loss
 from lmforge.train.distributed import World, check_same_config, close_world, init_world, sequence_shard
 from lmforge.train.schedule import lr_multiplier
+from lmforge.train.sharding import full_optimizer_state, full_weights, keep_own_rows, shard_model
 
 
 @dataclass
@@ -172,7 +173,10 @@ def _train(cfg: RunConfig, world: World, device: torch.device, resume: bool, ove
         raise ConfigError(f"train.seq_len={tc.seq_len} exceeds model.max_seq_len={cfg.model.max_seq_len}")
 
     model = Transformer(cfg.model)
-    if init_from is not None and not resume:
+    if resume:
+        _check_resumable(read_run_config(ckpt_dir), cfg, ckpt_dir)
+        load_weights(model, ckpt_dir / WEIGHTS)
+    elif init_from is not None:
         load_weights(model, resolve_checkpoint_dir(init_from) / WEIGHTS)
     model = model.to(device)
     recompute_activations(model, tc.recompute)
@@ -180,18 +184,21 @@ def _train(cfg: RunConfig, world: World, device: torch.device, resume: bool, ove
     if problem:
         raise ConfigError(f"parallel.cp={layout.cp} ({layout.cp_attention}): {problem}")
     shard = sequence_shard(world, layout.cp, layout.stage_heads)
+    sharded = layout.fsdp and world.distributed
+    if sharded:
+        shard_model(model, device)
     optimizer = build_optimizer(model, tc)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_multiplier(s, tc))
     step, tokens_seen, train_seconds = 0, 0, 0.0
     if resume:
-        _check_resumable(read_run_config(ckpt_dir), cfg, ckpt_dir)
         state, trainer_state = load_training_state(ckpt_dir)
-        load_weights(model, ckpt_dir / WEIGHTS)
         difference = optimizer.layout_difference(state["optimizer"])
         if difference:
             raise CheckpointError(f"cannot resume from {ckpt_dir}: {difference}; resume with the optimizer it was trained "
                                   "with (train.optimizer), or start a new run with --overwrite")
         optimizer.load_state_dict(state["optimizer"])
+        if sharded:
+            keep_own_rows(optimizer)
         scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["torch_rng"])
         step, tokens_seen, train_seconds = trainer_state["step"], trainer_state["tokens"], trainer_state["train_seconds"]
@@ -203,7 +210,7 @@ def _train(cfg: RunConfig, world: World, device: torch.device, resume: bool, ove
     loader = WindowLoader(data.shard("train").tokens, tc.seq_len, tc.batch_size, tc.seed)
     val_tokens = data.shard("val").tokens
     token_bytes = data.tokenizer.token_byte_lengths()
-    replicated = DistributedDataParallel(model) if world.distributed else model
+    replicated = DistributedDataParallel(model) if world.distributed and not sharded else model
     forward = torch.compile(replicated) if tc.compile else replicated
     amp = lambda: autocast(device, precision)  # noqa: E731
     params = count_parameters(model)
@@ -213,6 +220,7 @@ def _train(cfg: RunConfig, world: World, device: torch.device, resume: bool, ove
     metrics = MetricsLog(out / "metrics.jsonl", resume_step=step if resume else None) if world.is_main else None
     stop_at = min(tc.steps, until_step) if until_step else tc.steps
     ranks = f", {layout.dp} data-parallel x {layout.cp} context-parallel ranks" if world.distributed else ""
+    ranks += ", parameters sharded (FSDP)" if sharded else ""
     log(
         f"model {params / 1e6:.2f}M params ({count_parameters(model, False) / 1e6:.2f}M without embedding), "
         f"{precision} on {device}{ranks}, {tokens_per_step} tokens/step, {tc.steps} steps"
@@ -223,18 +231,22 @@ def _train(cfg: RunConfig, world: World, device: torch.device, resume: bool, ove
             metrics.write(record)
 
     def checkpoint(final_eval: dict | None = None) -> None:
+        # under FSDP every rank takes part in gathering the whole tensors, which rank 0 writes
+        weights = full_weights(model) if sharded else None
+        optimizer_state = full_optimizer_state(optimizer) if sharded else optimizer.state_dict()
         if world.is_main:
-            training_state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            training_state = {"optimizer": optimizer_state, "scheduler": scheduler.state_dict(),
                               "torch_rng": torch.get_rng_state()}
             trainer_state = {"step": step, "tokens": tokens_seen, "train_seconds": train_seconds, "precision": precision}
             if final_eval:
                 trainer_state["final_eval"] = final_eval
-            save_checkpoint(ckpt_dir, model, cfg, data.tokenizer, training_state, trainer_state)
+            save_checkpoint(ckpt_dir, model, cfg, data.tokenizer, training_state, trainer_state, weights=weights)
         world.barrier()
 
     def evaluation(max_tokens: int = 0) -> dict:
-        windows = eval_windows(val_tokens, tc.seq_len, max_tokens)
-        sums = nll_sums(model, windows[world.rank :: world.size], token_bytes, tc.batch_size, amp)
+        windows = eval_windows(val_tokens, tc.seq_len, max_tokens)[world.rank :: world.size]
+        calls = world.max(len(window_batches(windows, tc.batch_size))) if sharded else 0  # equal calls under FSDP
+        sums = nll_sums(model, windows, token_bytes, tc.batch_size, amp, calls)
         return summarize_nll(*world.sum(list(sums)))
 
     def periodic_eval() -> dict:
@@ -257,7 +269,8 @@ def _train(cfg: RunConfig, world: World, device: torch.device, resume: bool, ove
                 if shard:
                     x, y = (t.chunk(shard.size, dim=1)[shard.rank] for t in (x, y))
                 last = micro == tc.grad_accum - 1
-                sync = contextlib.nullcontext() if last or not world.distributed else replicated.no_sync()
+                # DDP syncs gradients on the last micro-batch only; FSDP reduce-scatters each into the shards
+                sync = contextlib.nullcontext() if last or replicated is model else replicated.no_sync()
                 with sync, sequence_sharded(model, shard) if shard else contextlib.nullcontext():
                     try:
                         with amp():
