@@ -71,24 +71,17 @@ def test_data_and_context_parallel_ranks_train_what_one_process_trains(one_proce
     assert len(losses(out)) == STEPS  # rank 0 alone writes the metrics
 
 
-def test_a_run_saved_on_two_upipe_ranks_resumes_on_one_process(one_process, corpus_dir, prepared, tmp_path):
-    out = tmp_path / "split"
-    cfg = run_config(corpus_dir, prepared, out)
-    torchrun(2, write_toml(cfg, tmp_path / "run.toml"), "parallel.cp=2", "parallel.cp_attention=upipe", "--until-step", "2")
-    rest = train(cfg, resume=True, progress=False, log=lambda s: None)
-    assert rest.step == STEPS
-    assert_same_run(out, one_process)
-
-
-def test_fsdp_ranks_train_what_one_process_trains_and_resume_across_world_sizes(one_process, corpus_dir, prepared,
-                                                                                 tmp_path):
+def test_sharded_upipe_ranks_train_what_one_process_trains_and_resume_across_world_sizes(one_process, corpus_dir,
+                                                                                          prepared, tmp_path):
     out = tmp_path / "fsdp"
     cfg = run_config(corpus_dir, prepared, out)
     config = write_toml(cfg, tmp_path / "run.toml")
-    done = torchrun(2, config, "parallel.fsdp=true", "--until-step", "2")  # NAMO on each rank's rows; a whole checkpoint
+    upipe = ("parallel.cp=2", "parallel.cp_attention=upipe")
+    # NAMO on each rank's rows under FSDP, UPipe across the two ranks, a checkpoint gathered whole
+    done = torchrun(2, config, *upipe, "parallel.fsdp=true", "--until-step", "2")
     assert "parameters sharded (FSDP)" in done.stdout + done.stderr
     assert train(cfg, resume=True, until_step=3, progress=False, log=lambda s: None).step == 3  # N ranks -> one
-    torchrun(2, config, "parallel.fsdp=true", "--resume")  # one process -> each rank keeps its rows of the state
+    torchrun(2, config, "parallel.fsdp=true", "--resume")  # one -> N: each rank keeps its rows of the state
     assert_same_run(out, one_process)
 
 
