@@ -4,6 +4,7 @@ import argparse
 import json
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from helpers import write_corpus
@@ -34,6 +35,15 @@ def run_cli(*args):
     return proc.returncode, proc.stdout, proc.stderr
 
 
+def assert_one_line_errors(cases):
+    """Each (args, message): the command exits 2 with `message` on one line of stderr and no traceback."""
+    with ThreadPoolExecutor(3) as pool:  # each call is a fresh interpreter: run a few at once
+        results = list(pool.map(lambda case: run_cli(*case[0]), cases))
+    for (args, message), (code, _, err) in zip(cases, results):
+        assert code == 2, (args, err)
+        assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+
+
 def test_train_and_generate(trained, capsys):
     assert (trained / "run" / "checkpoint" / "model.safetensors").is_file()
     manifest = json.loads((trained / "data" / "manifest.json").read_text())
@@ -62,10 +72,7 @@ def test_bad_inputs_give_one_line_errors(trained, tmp_path):
         (["generate", ckpt, "--prompt", "alpha " * 200], "context is 64"),
         (["generate", tmp_path / "nothing"], "neither a file, a directory nor a pullable model"),
     ]
-    for args, message in cases:
-        code, out, err = run_cli(*args)
-        assert code == 2, (args, err)
-        assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert_one_line_errors(cases)
     assert not (tmp_path / "d1").exists()
 
 
@@ -157,10 +164,7 @@ def test_model_errors_are_one_line(trained, tmp_path):
         (["generate", trained / "run", "--chat", "hi"], "no chat template"),
         (["pull", "gpt-17"], "unknown model 'gpt-17'"),
     ]
-    for args, message in cases:
-        code, _, err = run_cli(*args)
-        assert code == 2, (args, err)
-        assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert_one_line_errors(cases)
 
 
 def test_hybrid_linear_model_with_namo_trains_resumes_and_generates(trained, tmp_path, capsys):
@@ -202,8 +206,9 @@ def test_quantize_generate_evaluate_and_export(trained, tmp_path, capsys):
         (["quantize", run, "--group-size", "12", "--out", tmp_path / "again"], "multiple of 8"),
         (["quantize", run, "--calib", tmp_path / "no-such-corpus", "--out", tmp_path / "again"], "matches no files"),
     ]
-    for args, message in cases:
-        code, out, err = run_cli(*args)
+    with ThreadPoolExecutor(3) as pool:  # each call is a fresh interpreter: run a few at once
+        results = list(pool.map(lambda case: run_cli(*case[0]), cases))
+    for (args, message), (code, out, err) in zip(cases, results):
         assert code == 2, (args, err)
         assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "again").exists()

@@ -24,22 +24,23 @@ def model_for(mixers, n_heads, n_kv_heads):
 
 # (mixers, heads, KV heads, heads per UPipe stage or 0 for Ulysses); those whose heads do not fit the ranks are
 # left out for that number of ranks. Over 2 ranks: KV heads split, shared by several stages, one per stage and
-# several per stage; over 4: KV heads repeated.
+# several per stage; over 4: KV heads repeated. TWO_RANKS_ONLY: cases whose 4-rank form another case covers.
 CASES = [
     (["softmax"], 4, 2, 0), (["sparse", "softmax"], 4, 2, 0), (["sparse", "softmax"], 4, 4, 0),
     (["softmax"], 4, 2, 2), (["sparse", "softmax"], 8, 2, 2), (["softmax"], 4, 4, 2), (["softmax"], 8, 4, 4),
     (["softmax"], 8, 8, 4), (["sparse", "softmax"], 8, 2, 4),
     (["mamba2s", "2mamba"], 4, 4, 0), (["mamba2", "sparse", "mamba2s", "softmax"], 4, 2, 2),
 ]
+TWO_RANKS_ONLY = {0, 7}  # softmax with repeated KV heads runs in case 1's hybrid; case 7 is case 6 with more KV heads
 
 
 def equal_to_one_process(rank, ranks, init_file):
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=ranks)
     try:
         ulysses, ran = sequence_shard(World(rank, ranks), ranks), 0
-        for mixers, n_heads, n_kv_heads, stage_heads in CASES:
+        for case, (mixers, n_heads, n_kv_heads, stage_heads) in enumerate(CASES):
             model = model_for(mixers, n_heads, n_kv_heads)
-            if sequence_parallel_problem(model, ranks, stage_heads):
+            if sequence_parallel_problem(model, ranks, stage_heads) or (ranks > 2 and case in TWO_RANKS_ONLY):
                 continue
             tokens = torch.randint(VOCAB, (ROWS, LENGTH + 1), generator=torch.Generator().manual_seed(1))
             x, y = tokens[:, :-1], tokens[:, 1:]
@@ -60,7 +61,7 @@ def equal_to_one_process(rank, ranks, init_file):
                 torch.testing.assert_close(p.grad / ranks, whole_grads[name], rtol=0, atol=1e-10, msg=f"{case} {name}")
             assert model.sequence_shard is None and all(layer.mixer.sequence_shard is None for layer in model.layers)
             ran += 1
-        assert ran == {2: 11, 4: 7}[ranks]  # no case left out that should run
+        assert ran == {2: 11, 4: 5}[ranks]  # no case left out that should run
     finally:
         dist.destroy_process_group()
 
