@@ -37,7 +37,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from memory import saved_for_backward, training_memory
+from memory import kept_for_backward, training_memory
 from record import record, spread
 from tables import TABLES
 
@@ -93,7 +93,7 @@ def rank_work(rank: int, ranks: int, cp_attention: str | None, job: dict, init_f
         layer = attention_layer(t)
         x, run = forward(layer, t)
         params = {p.untyped_storage().data_ptr() for p in layer.parameters()}
-        result["kept"][t] = saved_for_backward(run, params, kept=(x,))[1]  # no rank runs this backward
+        result["kept"][t] = kept_for_backward(run, params, kept=(x,))[1]  # no rank runs this backward
     if job.get("time_length"):
         layer = attention_layer(job["time_length"])
         x, run = forward(layer, job["time_length"])

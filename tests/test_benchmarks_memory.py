@@ -48,3 +48,26 @@ def test_memory_grows_with_sequence_length(name):
         x = torch.randn(1, t, 32, requires_grad=True)
         saved.append(memory.training_memory(layer, lambda: layer(x, torch.arange(t)[None]).sum())["saved_bytes"])
     assert saved[0] < saved[1] < saved[2], saved
+
+
+def test_what_selective_checkpointing_caches_is_counted():
+    """Autograd's hooks do not see what checkpointing keeps; the created storages still alive do."""
+    import functools
+
+    from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selective_checkpoint_contexts
+
+    holder = nn.Linear(8, 8, bias=False)
+    x = torch.randn(4, 8, requires_grad=True)
+
+    def keep_products(ctx, op, *args, **kwargs):
+        return CheckpointPolicy.MUST_SAVE if op == torch.ops.aten.mm.default else CheckpointPolicy.PREFER_RECOMPUTE
+
+    def region(x):
+        return torch.tanh(holder(x))
+
+    plain = memory.training_memory(holder, lambda: checkpoint(region, x, use_reentrant=False).sum(), kept=(x,))
+    cached = functools.partial(create_selective_checkpoint_contexts, keep_products)
+    selective = memory.training_memory(
+        holder, lambda: checkpoint(region, x, use_reentrant=False, context_fn=cached).sum(), kept=(x,))
+    assert plain["saved_bytes"] == 4 * 8 * 4  # the region's input only
+    assert selective["saved_bytes"] == 2 * 4 * 8 * 4  # and the product it caches

@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from torch.utils._python_dispatch import TorchDispatchMode
 from helpers import tiny_model
 
 from lmforge.model.transformer import sequence_parallel_problem, sequence_sharded
@@ -34,6 +35,16 @@ CASES = [
 TWO_RANKS_ONLY = {0, 7}  # softmax with repeated KV heads runs in case 1's hybrid; case 7 is case 6 with more KV heads
 
 
+class AttentionCalls(TorchDispatchMode):
+    """Counts the fused attention's forward calls made under it."""
+
+    forward = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.forward += func == torch.ops.aten._scaled_dot_product_flash_attention_for_cpu.default
+        return func(*args, **(kwargs or {}))
+
+
 def equal_to_one_process(rank, ranks, init_file):
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=ranks)
     try:
@@ -55,7 +66,9 @@ def equal_to_one_process(rank, ranks, init_file):
                 loss = model(x[:, mine], targets=y[:, mine])
             case = f"{mixers} {n_heads}/{n_kv_heads} heads, stages of {stage_heads}"
             torch.testing.assert_close(logits, whole_logits[:, mine], rtol=0, atol=1e-10, msg=case)
-            loss.backward()
+            with AttentionCalls() as calls:
+                loss.backward()
+            assert calls.forward == 0, case  # UPipe recomputes projections and exchanges, never the attention
             for name, p in model.named_parameters():
                 dist.all_reduce(p.grad)  # what DDP does over the ranks, before dividing by their number
                 torch.testing.assert_close(p.grad / ranks, whole_grads[name], rtol=0, atol=1e-10, msg=f"{case} {name}")

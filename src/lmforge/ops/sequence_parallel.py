@@ -11,13 +11,14 @@ head is repeated so that every rank receives the one its query heads read.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Callable
 
 import torch
 import torch.distributed as dist
 from torch.distributed._functional_collectives import all_gather_tensor_autograd, all_to_all_single_autograd
-from torch.utils.checkpoint import checkpoint
+from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selective_checkpoint_contexts
 
 
 @dataclass(frozen=True)
@@ -114,6 +115,19 @@ def check_stages(n_heads: int, n_kv_heads: int, ranks: int, stage_heads: int) ->
     return None
 
 
+# the fused attention kernels, whose outputs (output and log-sum-exp) a UPipe stage keeps for its backward
+_FUSED_ATTENTION = tuple(
+    getattr(torch.ops.aten, name).default
+    for name in ("_scaled_dot_product_flash_attention_for_cpu", "_scaled_dot_product_flash_attention",
+                 "_scaled_dot_product_efficient_attention", "_scaled_dot_product_cudnn_attention")
+    if hasattr(torch.ops.aten, name)
+)
+
+
+def _keep_attention_outputs(ctx, op, *args, **kwargs) -> CheckpointPolicy:
+    return CheckpointPolicy.MUST_SAVE if op in _FUSED_ATTENTION else CheckpointPolicy.PREFER_RECOMPUTE
+
+
 def upipe_attention(
     attend: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
     project: Callable[[list[int], list[int]], tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]],
@@ -124,8 +138,9 @@ def upipe_attention(
     """Ulysses attention in stages of U = shard.stage_heads heads (Untied Ulysses' UPipe): each stage projects
     only its heads' queries, exchanges them, attends and exchanges the output back, so only U heads' whole-
     sequence tensors exist at a time; keys and values are projected once per group of stages that reads them.
-    Every group runs under activation checkpointing: the forward keeps none of its q, k, v or attention
-    intermediates and the backward recomputes them, group by group.
+    Every group runs under selective activation checkpointing: the forward keeps each stage's attention output
+    and log-sum-exp (what the fused attention's backward reads besides q, k, v) and none of its q, k, v, and
+    the backward recomputes the projections and exchanges, group by group, but not the attention.
 
     `project(q_heads, kv_heads)` returns this rank's tokens of those heads, q [B, T/P, |q_heads|, d] and k, v
     [B, T/P, |kv_heads|, d] (None when kv_heads is empty: the stage reuses its group's). Rank r handles the
@@ -155,6 +170,8 @@ def upipe_attention(
         return torch.cat(outs, dim=2)
 
     firsts = range(0, stage_count, stages_per_kv)
-    out = torch.cat([checkpoint(run_stages, first, use_reentrant=False) for first in firsts], dim=2)
+    kept_attention = functools.partial(create_selective_checkpoint_contexts, _keep_attention_outputs)
+    out = torch.cat([checkpoint(run_stages, first, use_reentrant=False, context_fn=kept_attention) for first in firsts],
+                    dim=2)
     order = torch.tensor([h for first in firsts for stage in range(first, first + stages_per_kv) for h in q_heads(stage)])
     return out[:, :, torch.argsort(order).to(out.device)]
