@@ -20,7 +20,6 @@ from common import THREADS, parser, print_recorded  # first: it pins the thread 
 
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from record import RESULTS_DIR, over_seeds, record
@@ -48,12 +47,18 @@ TITLES = {
 }
 
 
-def run(cmd: list[str]) -> float:
-    """Run an lmforge command; its wall time in seconds."""
-    start = time.perf_counter()
+def run(cmd: list[str]) -> None:
+    """Run an lmforge command; stop the benchmark if it fails."""
     if subprocess.run([sys.executable, "-m", "lmforge.cli", *cmd]).returncode:
         sys.exit(f"failed: lmforge {' '.join(cmd)}")
-    return time.perf_counter() - start
+
+
+def trainer_state(path: Path) -> dict:
+    """The trainer's record of a run's checkpoint (step, training seconds), {} before the first checkpoint."""
+    import json
+
+    state = path / "checkpoint" / "trainer.json"
+    return json.loads(state.read_text()) if state.is_file() else {}
 
 
 def val_loss(path: Path) -> float | None:
@@ -71,12 +76,15 @@ def prepare(args) -> tuple[dict[str, str], list[dict]]:
     quick = ["train.steps=20", "train.eval_every=20", "model.n_layers=2"] if args.quick else []
     for name, mixers in VARIANTS.items():
         out = root / name
-        seconds = None
-        if not (out / "checkpoint").exists():
-            seconds = run(["train", "multiturn", f"train.out={out}", f"data.dir={root / 'data'}",
-                           f"model.mixers={mixers}", "--no-progress", *quick])
+        trained = trainer_state(out)
+        if trained.get("step") != (20 if args.quick else load_run_config("multiturn").train.steps):
+            # checkpoints along the way, so a run stopped part-way continues where it stopped
+            run(["train", "multiturn", f"train.out={out}", f"data.dir={root / 'data'}", f"model.mixers={mixers}",
+                 "train.ckpt_every=250", "--no-progress", *quick, *(["--resume"] if trained else ["--overwrite"])])
+            trained = trainer_state(out)
         params = sum(p.numel() for p in load_model(str(out)).model.parameters())
-        rows.append({"model": name, "mixers": mixers, "parameters": params, "seconds": seconds, "val_loss": val_loss(out)})
+        rows.append({"model": name, "mixers": mixers, "parameters": params, "seconds": trained["train_seconds"],
+                     "val_loss": val_loss(out)})
         models[name] = str(out)
     for name in list(models):
         out = root / f"{name}-int4"
