@@ -290,7 +290,7 @@ class Shell:
         os.close(slave)
         self._master = master
         self.events: list[str] = []
-        self._write(f"PS1='{self.marker}'; PS2=''; unset PROMPT_COMMAND; stty -echo 2>/dev/null\n")
+        self._write(f"PS1='{self.marker}'; PS2=''; unset PROMPT_COMMAND; set +H; bind 'set disable-completion on' 2>/dev/null\n")
         self._read_until_prompt(10.0)
 
     def __enter__(self) -> "Shell":
