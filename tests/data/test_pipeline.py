@@ -233,3 +233,36 @@ def test_bad_records_are_counted_in_the_report_not_fatal(tmp_path, shards):
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["read"]["skipped"] == {"malformed_json": 1, "missing_text_field": 1, "undecodable": 1, "empty_file": 1}
     assert report["read"]["documents"] == 13
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
+def test_curated_and_excluded_documents_are_written_with_reasons(tmp_path, fmt):
+    raw = pipeline_raw(tmp_path)
+    longest = max((tmp_path / "corpus").iterdir(), key=lambda p: len(p.read_text().split()))
+    for i in range(3):  # exact copies (long enough to pass the quality filter) for the dedup step to drop
+        (tmp_path / "corpus" / f"copy{i}.txt").write_text(longest.read_text())
+    raw["steps"] = [{"type": "gopher_quality", "min_doc_words": 300, "min_stop_words": 0}, {"type": "exact_dedup"}]
+    raw["output"].update(documents=fmt, excluded=True)
+    run_pipeline(pipeline_config_from_dict(raw), progress=False, log=lambda s: None)
+    out = tmp_path / "out"
+    if fmt == "jsonl":
+        docs = list(run_module.read_documents(out / "documents.jsonl.gz"))
+        dropped = list(run_module.read_documents(out / "excluded.jsonl.gz"))
+    else:
+        import pyarrow.parquet as pq
+
+        def read(path):
+            table = pq.read_table(path).to_pylist()
+            return [run_module.Document(r["text"], r["id"], json.loads(r["metadata"])) for r in table]
+
+        docs, dropped = read(out / "documents.parquet"), read(out / "excluded.parquet")
+    report = json.loads((out / "report.json").read_text())
+    dropped_by_step = {(s["type"], reason): n for s in report["steps"] for reason, n in s["dropped"].items()}
+    counted = {}
+    for doc in dropped:
+        key = (doc.metadata["dropped_by"], doc.metadata["reason"])
+        counted[key] = counted.get(key, 0) + 1
+    assert counted == dropped_by_step and counted[("exact_dedup", "exact_duplicate")] == 3
+    assert {d.metadata["split"] for d in docs} == {"train", "val"}
+    assert not {d.id for d in docs} & {d.id for d in dropped}
+    assert len(docs) + len(dropped) == 24 + 6 + 3

@@ -46,7 +46,7 @@ class ExtractHTML(Step):
             text = trafilatura.extract(doc.text, include_tables=self.include_tables, include_comments=self.include_comments,
                                        favor_precision=self.favor_precision, deduplicate=False)
             if not text or not text.strip():
-                stats.dropped["no_main_text"] += 1
+                stats.drop(doc, "no_main_text")
                 continue
             stats.changed["extracted"] += 1
             yield Document(text, doc.id, {**doc.metadata, "format": "text"})

@@ -61,6 +61,9 @@ class SourceConfig:
     text_field: str = "text"
 
 
+DOCUMENT_FORMATS = ("", "jsonl", "parquet")
+
+
 @dataclass
 class OutputConfig:
     """Where the tokenizer and token shards go, and how they are made."""
@@ -69,6 +72,14 @@ class OutputConfig:
     vocab_size: int = bounded(8192, MIN_VOCAB)
     val_bytes: int = bounded(400_000, 0)
     tokenizer_sample_bytes: int = bounded(0, 0)  # 0: train the tokenizer on the whole (unrepeated) train split
+    documents: str = ""  # also write the curated documents: "jsonl" (gzipped) or "parquet"; "" writes only token shards
+    excluded: bool = False  # with documents: also write every dropped document, with the step and reason that dropped it
+
+    def __post_init__(self) -> None:
+        if self.documents not in DOCUMENT_FORMATS:
+            raise ConfigError(f"output.documents={self.documents!r} is not one of {', '.join(map(repr, DOCUMENT_FORMATS))}")
+        if self.excluded and not self.documents:
+            raise ConfigError("output.excluded=true needs output.documents (jsonl or parquet) to choose the format")
 
 
 @dataclass
@@ -143,7 +154,7 @@ class ForDomains(Step):
     pass unchanged (so code gets code filters and prose gets prose filters)."""
 
     def __init__(self, step: Step, domains: list[str]):
-        self.step, self.domains = step, frozenset(domains)
+        self.step, self.domains, self.name = step, frozenset(domains), step.name
 
     def process(self, docs: Iterator[Document], stats: StepStats) -> Iterator[Document]:
         for doc in docs:

@@ -31,6 +31,7 @@ SPLITS = ("train", "val")
 ENCODE_BATCH = 64
 PREPARED = OutputKind("prepared data directory", MANIFEST, "splits", frozenset({
     MANIFEST, "tokenizer.json", "tokenizer_config.json", "report.json", "report.html",
+    *(f"{name}{suffix}" for name in ("documents", "excluded") for suffix in (".jsonl.gz", ".parquet")),
     *(f"{split}{suffix}" for split in SPLITS for suffix in (".bin", ".idx.npy"))}))
 
 

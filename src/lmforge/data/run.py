@@ -19,6 +19,7 @@ is replaced only with `overwrite`.
 from __future__ import annotations
 
 import gzip
+import itertools
 import json
 import pickle
 import shutil
@@ -72,10 +73,10 @@ def plan_stages(steps: list[Step]) -> list[Stage]:
 
 
 class DropIds(Step):
-    """A global step's decision applied to one shard: its chosen ids are dropped."""
+    """A global step's decision applied to one shard: its chosen ids are dropped (in that step's name)."""
 
-    def __init__(self, ids: frozenset[str], reason: str):
-        self.ids, self.reason = ids, reason
+    def __init__(self, ids: frozenset[str], reason: str, name: str):
+        self.ids, self.reason, self.name = ids, reason, name
 
     def process(self, docs: Iterator[Document], stats: StepStats) -> Iterator[Document]:
         return drop_ids(docs, self.ids, self.reason, stats)
@@ -124,6 +125,10 @@ def _result_path(cfg: PipelineConfig, stage: int, shard: int) -> Path:
     return _stage_dir(cfg, stage) / f"{shard:05d}.pkl"
 
 
+def _excluded_path(cfg: PipelineConfig, stage: int, shard: int) -> Path:
+    return _stage_dir(cfg, stage) / f"{shard:05d}.excluded.jsonl.gz"
+
+
 def run_shard(task: ShardTask) -> dict[str, Any]:
     """One stage on one shard: documents in, steps applied, documents and summary out."""
     cfg, stage = task.cfg, task.stage
@@ -139,12 +144,17 @@ def run_shard(task: ShardTask) -> dict[str, Any]:
         docs = read_documents(_stage_dir(cfg, stage.index - 1) / f"{task.shard:05d}.jsonl.gz")
     chain = [steps[i] for i in stage.local]
     if stage.drops_for is not None:
-        chain.insert(0, DropIds(task.drop, steps[stage.drops_for].reason))
-    docs, stats = run_steps(chain, docs)
+        chain.insert(0, DropIds(task.drop, steps[stage.drops_for].reason, steps[stage.drops_for].name))
+    excluded: list | None = [] if cfg.output.excluded else None
+    docs, stats = run_steps(chain, docs, excluded)
     kept = list(docs)
     read.docs_out = stats[0].docs_in if stats else len(kept)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_documents(out_dir / f"{task.shard:05d}.jsonl.gz", kept)
+    if excluded is not None:
+        write_documents(_excluded_path(cfg, stage.index, task.shard),
+                        (Document(doc.text, doc.id, {**doc.metadata, "dropped_by": step, "reason": reason})
+                         for doc, step, reason in excluded))
     indices = ([stage.drops_for] if stage.drops_for is not None else []) + stage.local
     result = {
         "read": read.to_dict(),
@@ -222,6 +232,39 @@ def _final_documents(cfg: PipelineConfig, last: int) -> Iterator[Document]:
         yield from read_documents(_stage_dir(cfg, last) / f"{shard:05d}.jsonl.gz")
 
 
+def write_parquet(path: Path, docs: Iterable[Document], batch: int = 8192) -> None:
+    """Documents as a Parquet file of id, text and metadata (a JSON string: documents' metadata keys differ)."""
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise DataError("output.documents='parquet' needs pyarrow: pip install 'lmforge[parquet]'") from None
+    schema = pa.schema([("id", pa.string()), ("text", pa.string()), ("metadata", pa.string())])
+    with atomic_path(path) as tmp, pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
+        rows: list[Document] = []
+        for doc in itertools.chain(docs, [None]):
+            if doc is not None:
+                rows.append(doc)
+            if rows and (doc is None or len(rows) == batch):
+                writer.write_table(pa.table({"id": [d.id for d in rows], "text": [d.text for d in rows],
+                                             "metadata": [json.dumps(d.metadata, ensure_ascii=False) for d in rows]},
+                                            schema=schema))
+                rows = []
+
+
+def write_curated_documents(cfg: PipelineConfig, stages: list[Stage], val_ids: set[str], out: Path) -> None:
+    """The surviving documents (metadata "split": train or val) and, with output.excluded, the dropped ones
+    (metadata "dropped_by", "reason"), in output.documents' format, for tools that read documents, not tokens."""
+    write = write_documents if cfg.output.documents == "jsonl" else write_parquet
+    suffix = ".jsonl.gz" if cfg.output.documents == "jsonl" else ".parquet"
+    survivors = (Document(d.text, d.id, {**d.metadata, "split": "val" if d.id in val_ids else "train"})
+                 for d in _final_documents(cfg, stages[-1].index))
+    write(out / f"documents{suffix}", survivors)
+    if cfg.output.excluded:
+        write(out / f"excluded{suffix}", (doc for stage in stages for shard in range(cfg.run.shards)
+                                          for doc in read_documents(_excluded_path(cfg, stage.index, shard))))
+
+
 def run_pipeline(cfg: PipelineConfig, progress: bool = True, overwrite: bool = False, log=print) -> PreparedData:
     """Run the whole pipeline; return the prepared data directory it wrote.
 
@@ -283,6 +326,8 @@ def run_pipeline(cfg: PipelineConfig, progress: bool = True, overwrite: bool = F
               "val": ((d for d in _final_documents(cfg, last) if d.id in val_ids), val_bytes)}
     with atomic_dir(cfg.output.dir) as tmp:
         manifest = write_prepared(tmp, tokenizer, splits, {"pipeline": cfg.to_dict()}, started, progress)
+        if cfg.output.documents:
+            write_curated_documents(cfg, stages, val_ids, tmp)
         write_report(tmp, cfg, read, totals, {"before": dict(before), "after": dict(after), "epochs": epochs},
                      languages, manifest)
     log(f"wrote {cfg.output.dir}: {manifest['splits']['train']['tokens']:,} train and "

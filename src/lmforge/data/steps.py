@@ -26,6 +26,14 @@ class StepStats:
     chars_out: int = 0
     dropped: Counter = field(default_factory=Counter)
     changed: Counter = field(default_factory=Counter)
+    excluded: list | None = field(default=None, compare=False, repr=False)  # (document, reason) of each drop, when kept
+    step: str = field(default="", compare=False, repr=False)
+
+    def drop(self, doc: Document, reason: str) -> None:
+        """Count `doc` as dropped for `reason`, and keep it with its reason when exclusions are kept."""
+        self.dropped[reason] += 1
+        if self.excluded is not None:
+            self.excluded.append((doc, self.step, reason))
 
     def merge(self, other: StepStats) -> StepStats:
         """Add another worker's counters into these; returns self."""
@@ -83,12 +91,16 @@ class Filter(Step):
             if reason is None:
                 yield doc
             else:
-                stats.dropped[reason] += 1
+                stats.drop(doc, reason)
 
 
-def run_steps(steps: list[Step], docs: Iterator[Document]) -> tuple[Iterator[Document], list[StepStats]]:
-    """Chain steps lazily over a stream; the stats fill in as the returned iterator is consumed."""
-    stats = [StepStats() for _ in steps]
+def run_steps(steps: list[Step], docs: Iterator[Document],
+              excluded: list | None = None) -> tuple[Iterator[Document], list[StepStats]]:
+    """Chain steps lazily over a stream; the stats fill in as the returned iterator is consumed.
+
+    With `excluded` (a list), every dropped document is appended to it as (document, step name, reason),
+    as datatrove's exclusion writers keep what a filter removed."""
+    stats = [StepStats(excluded=excluded, step=step.name) for step in steps]
     for step, s in zip(steps, stats):
         docs = step(docs, s)
     return docs, stats
@@ -124,6 +136,6 @@ def drop_ids(docs: Iterable[Document], drop: set[str], reason: str, stats: StepS
     """The documents whose ids are not in `drop`, counting the others under `reason`."""
     for doc in docs:
         if doc.id in drop:
-            stats.dropped[reason] += 1
+            stats.drop(doc, reason)
         else:
             yield doc

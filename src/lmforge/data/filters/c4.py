@@ -99,7 +99,7 @@ class C4Quality(Filter):
         for doc in docs:
             result = self.clean(doc.text)
             if result.reason is not None:
-                stats.dropped[result.reason] += 1
+                stats.drop(doc, result.reason)
                 continue
             stats.changed.update(result.removed)
             if result.text != doc.text:
