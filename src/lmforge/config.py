@@ -164,6 +164,15 @@ class DataConfig:
     val_bytes: int = bounded(400_000, 0)  # validation split size, chosen by a hash of each document id
     tokenizer_sample_bytes: int = bounded(0, 0)  # 0: train the tokenizer on the whole train split
     dir: str = ""  # prepared shards; "" means <train.out>/data
+    format: str = "text"  # "text" (a corpus, prepared into token shards) or "chat" (corpus: a .jsonl of {"messages": [...]})
+    packing: str = "none"  # chat: "none" (one conversation per row, padded) or "packed" (windows cut across conversations)
+
+    def __post_init__(self) -> None:
+        check_ranges(self, "data.")
+        if self.format not in ("text", "chat"):
+            raise ConfigError(f"data.format must be 'text' or 'chat', got {self.format!r}")
+        if self.packing not in ("none", "packed"):
+            raise ConfigError(f"data.packing must be 'none' or 'packed', got {self.packing!r}")
 
 
 @dataclass
@@ -201,6 +210,7 @@ class TrainConfig:
     eval_tokens: int = bounded(65536, 1)  # tokens of the val split used by periodic evaluation
     ckpt_every: int = bounded(0, 0)  # 0: only at the end (and on Ctrl-C)
     recompute: str = "none"  # "mixers" or "blocks": keep only their inputs for the backward, recompute the rest
+    init_from: str = ""  # start from this model (pulled name, .gguf, HF directory, checkpoint): its shape and tokenizer
 
     def __post_init__(self) -> None:
         check_ranges(self, "train.")

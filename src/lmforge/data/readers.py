@@ -16,7 +16,7 @@ import tokenize
 from collections import Counter
 from itertools import islice
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 from lmforge.data.document import Document
 from lmforge.data.websample import read_websample
@@ -104,6 +104,22 @@ def _open_binary(path: Path):
             raise DataError(f"reading {path} needs zstandard: pip install 'lmforge[web]'") from None
         return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(open(path, "rb"), closefd=True))
     return open(path, "rb")
+
+
+def json_records(path: str | Path, expected: str) -> Iterator[tuple[int, Any]]:
+    """(line number, parsed JSON) of each non-blank line of a JSON-lines file; an unreadable file or a
+    line that is not JSON is an error naming the place and `expected` (what each line should hold)."""
+    path = Path(path).expanduser()
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        raise DataError(f"cannot read {path}: {getattr(err, 'strerror', None) or err}; give a .jsonl of {expected}") from None
+    for line_no, line in enumerate(lines, 1):
+        if line.strip():
+            try:
+                yield line_no, json.loads(line)
+            except json.JSONDecodeError as err:
+                raise DataError(f"{path}:{line_no}: not JSON ({err.msg}); each line should be {expected}") from None
 
 
 def read_jsonl(path: Path, text_field: str = "text", skipped: Counter | None = None) -> Iterator[Document]:

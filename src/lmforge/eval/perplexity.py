@@ -45,7 +45,6 @@ def window_batches(windows: list[torch.Tensor], batch_size: int) -> list[torch.T
     return batches
 
 
-@torch.no_grad()
 def nll_sums(
     model: Transformer,
     windows: list[torch.Tensor],
@@ -58,22 +57,35 @@ def nll_sums(
     ranks that each score some of the windows add theirs up. With `forward_calls`, the model runs at least
     that many forward passes (the extra ones on a one-token input, not counted): the ranks of a sharded
     model must make the same number of calls."""
+    batches = [(b[:, :-1], b[:, 1:]) for b in window_batches(windows, batch_size)]
+    return target_nll_sums(model, batches, token_bytes, autocast, forward_calls)
+
+
+@torch.no_grad()
+def target_nll_sums(
+    model: Transformer,
+    batches: list[tuple[torch.Tensor, torch.Tensor]],
+    token_bytes: np.ndarray,
+    autocast=contextlib.nullcontext,
+    forward_calls: int = 0,
+) -> tuple[float, int, int]:
+    """`nll_sums` over batches of (inputs, targets) whose targets may be IGNORE (-100, not scored)."""
     was_training = model.training
     model.eval()
     device = model.embed.weight.device
-    nll, tokens = 0.0, 0
-    batches = window_batches(windows, batch_size)
-    for batch in batches:
-        batch = batch.to(device)
+    nll, tokens, n_bytes = 0.0, 0, 0
+    for x, y in batches:
+        scored = y != -100
         with autocast():
-            loss = model(batch[:, :-1], targets=batch[:, 1:])
-        nll += float(loss) * batch[:, 1:].numel()
-        tokens += batch[:, 1:].numel()
+            loss = model(x.to(device), targets=y.to(device))
+        count = int(scored.sum())
+        nll += float(loss) * count
+        tokens += count
+        n_bytes += int(token_bytes[y[scored].numpy()].sum())
     for _ in range(forward_calls - len(batches)):
         with autocast():
             model(torch.zeros(1, 1, dtype=torch.long, device=device))
     model.train(was_training)
-    n_bytes = int(sum(token_bytes[w[1:].numpy()].sum() for w in windows))
     return nll, tokens, n_bytes
 
 

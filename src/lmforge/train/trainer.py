@@ -29,13 +29,15 @@ from lmforge.checkpoint import (
     save_checkpoint,
 )
 from lmforge.config import RunConfig, to_dict
+from lmforge.data.chat import ChatData, ChatLoader, eval_batches
 from lmforge.data.loader import WindowLoader, eval_windows
 from lmforge.data.prepare import PreparedData, prepare_or_load
 from lmforge.device import autocast, measure_peak_flops, resolve_device, resolve_precision
 from lmforge.errors import CheckpointError, ConfigError
-from lmforge.eval.perplexity import nll_sums, summarize_nll, window_batches
+from lmforge.eval.perplexity import summarize_nll, target_nll_sums, window_batches
 from lmforge.data.readers import corpus_paths
 from lmforge.fileio import recover_dir, refuse_overlap
+from lmforge.interop.load import load_model
 from lmforge.model.transformer import (
     Transformer,
     count_parameters,
@@ -163,12 +165,31 @@ def _train(cfg: RunConfig, world: World, device: torch.device, resume: bool, ove
 
     torch.manual_seed(tc.seed)
     precision = resolve_precision(tc.precision, device)
-    data = _prepared_data(cfg, world, progress, rebuild=overwrite and not cfg.data.dir)
-    vocab = data.tokenizer.vocab_size
-    if cfg.model.vocab_size is None:
-        cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, vocab_size=vocab))
-    elif cfg.model.vocab_size != vocab:
-        raise ConfigError(f"model.vocab_size={cfg.model.vocab_size} but the tokenizer in {data.dir} has {vocab} tokens; unset model.vocab_size")
+    start = load_model(tc.init_from) if tc.init_from else None
+    if start is not None:
+        cfg = dataclasses.replace(cfg, model=start.model.cfg)
+    if cfg.data.format == "chat":
+        if start is None:
+            raise ConfigError("data.format='chat' needs train.init_from: a model whose tokenizer has a chat template")
+        if layout.cp > 1:
+            raise ConfigError("chat data trains without context parallelism; set parallel.cp=1")
+        tokenizer = start.tokenizer
+        chat = ChatData.load(cfg.data.corpus, tokenizer)
+        pad = tokenizer.pad_id if tokenizer.pad_id is not None else (tokenizer.eos_id or 0)
+        loader = ChatLoader(chat.train, tc.seq_len, tc.batch_size, tc.seed, cfg.data.packing, pad)
+        held_out = eval_batches(chat.val, tc.seq_len, tc.batch_size, pad)
+        log(f"chat data: {len(chat.train)} training and {len(chat.val)} held-out conversations, packing {cfg.data.packing}")
+    else:
+        data = _prepared_data(cfg, world, progress, rebuild=overwrite and not cfg.data.dir)
+        tokenizer = data.tokenizer
+        vocab = tokenizer.vocab_size
+        if cfg.model.vocab_size is None:
+            cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, vocab_size=vocab))
+        elif cfg.model.vocab_size != vocab:
+            raise ConfigError(f"model.vocab_size={cfg.model.vocab_size} but the tokenizer in {data.dir} has {vocab} tokens; "
+                              "unset model.vocab_size")
+        loader = WindowLoader(data.shard("train").tokens, tc.seq_len, tc.batch_size, tc.seed)
+        val_tokens = data.shard("val").tokens
     if tc.seq_len > cfg.model.max_seq_len:
         raise ConfigError(f"train.seq_len={tc.seq_len} exceeds model.max_seq_len={cfg.model.max_seq_len}")
 
@@ -176,8 +197,11 @@ def _train(cfg: RunConfig, world: World, device: torch.device, resume: bool, ove
     if resume:
         _check_resumable(read_run_config(ckpt_dir), cfg, ckpt_dir)
         load_weights(model, ckpt_dir / WEIGHTS)
+    elif start is not None:
+        model.load_state_dict(start.model.state_dict())
     elif init_from is not None:
         load_weights(model, resolve_checkpoint_dir(init_from) / WEIGHTS)
+    del start
     model = model.to(device)
     recompute_activations(model, tc.recompute)
     problem = sequence_parallel_problem(model, layout.cp, layout.stage_heads) if layout.cp > 1 else None
@@ -207,9 +231,7 @@ def _train(cfg: RunConfig, world: World, device: torch.device, resume: bool, ove
                                   "(raise train.steps to train further)")
         log(f"resumed from {ckpt_dir} at step {step}")
 
-    loader = WindowLoader(data.shard("train").tokens, tc.seq_len, tc.batch_size, tc.seed)
-    val_tokens = data.shard("val").tokens
-    token_bytes = data.tokenizer.token_byte_lengths()
+    token_bytes = tokenizer.token_byte_lengths()
     replicated = DistributedDataParallel(model) if world.distributed and not sharded else model
     forward = torch.compile(replicated) if tc.compile else replicated
     amp = lambda: autocast(device, precision)  # noqa: E731
@@ -240,13 +262,17 @@ def _train(cfg: RunConfig, world: World, device: torch.device, resume: bool, ove
             trainer_state = {"step": step, "tokens": tokens_seen, "train_seconds": train_seconds, "precision": precision}
             if final_eval:
                 trainer_state["final_eval"] = final_eval
-            save_checkpoint(ckpt_dir, model, cfg, data.tokenizer, training_state, trainer_state, weights=weights)
+            save_checkpoint(ckpt_dir, model, cfg, tokenizer, training_state, trainer_state, weights=weights)
         world.barrier()
 
     def evaluation(max_tokens: int = 0) -> dict:
-        windows = eval_windows(val_tokens, tc.seq_len, max_tokens)[world.rank :: world.size]
-        calls = world.max(len(window_batches(windows, tc.batch_size))) if sharded else 0  # equal calls under FSDP
-        sums = nll_sums(model, windows, token_bytes, tc.batch_size, amp, calls)
+        if cfg.data.format == "chat":  # the held-out conversations' assistant tokens (max_tokens: all of them)
+            batches = held_out[world.rank :: world.size]
+        else:
+            windows = eval_windows(val_tokens, tc.seq_len, max_tokens)[world.rank :: world.size]
+            batches = [(b[:, :-1], b[:, 1:]) for b in window_batches(windows, tc.batch_size)]
+        calls = world.max(len(batches)) if sharded else 0  # equal calls under FSDP
+        sums = target_nll_sums(model, batches, token_bytes, amp, calls)
         return summarize_nll(*world.sum(list(sums)))
 
     def periodic_eval() -> dict:
