@@ -47,9 +47,9 @@ class Ratio:
 def format_value(value, fmt: str) -> str:
     if value is None:
         return "-"
-    if isinstance(value, dict) and "mean" in value:
+    if isinstance(value, dict) and "mean" in value:  # over seeds (± std) or over tasks (± standard error)
         text = format(value["mean"], fmt)
-        return f"{text} ± {format(value['std'], fmt)}" if value["n"] > 1 else text
+        return f"{text} ± {format(value.get('std', value.get('se')), fmt)}" if value["n"] > 1 else text
     if isinstance(value, dict):
         text = format(value["median"], fmt)
         return f"{text} ({format(value['min'], fmt)}–{format(value['max'], fmt)})" if value.get("n", 1) > 1 else text

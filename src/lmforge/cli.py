@@ -119,6 +119,71 @@ def cmd_data_train_classifier(args: argparse.Namespace) -> None:
     print(f"wrote {args.out}: {len(pos)} positive and {len(neg)} negative training texts; accuracy train {train_acc:.1%}{held}")
 
 
+def _names(text: str) -> list[str]:
+    return [name for name in text.split(",") if name]
+
+
+def _task_choice(parser: argparse.ArgumentParser) -> None:
+    """The options that choose generated terminal tasks: seed, split and families."""
+    parser.add_argument("--seed", type=SEED, default=0)
+    parser.add_argument("--split", choices=("train", "test"), default="train",
+                        help="train or test: separate random streams, so test instances are unseen ones")
+    parser.add_argument("--families", default="", help="comma-separated family names (default: all)")
+
+
+def cmd_data_tasks(args: argparse.Namespace) -> None:
+    import time
+    from pathlib import Path
+
+    from lmforge.data.terminal.generate import choose_families, generate_tasks
+    from lmforge.data.terminal.synth import load_tasks
+    from lmforge.data.terminal.task import TASKS_FILE, write_tasks
+    from lmforge.data.terminal.terminal_bench import TASK_SET, export_tasks
+    from lmforge.data.terminal.verify import check_tasks
+    from lmforge.fileio import claim_output
+
+    out = Path(args.out)
+    claim_output(out, TASK_SET if args.format == "terminal-bench" else TASKS_FILE,
+                 inputs=[args.source] if args.source else [], overwrite=args.overwrite)
+    start = time.perf_counter()
+    if args.source:
+        tasks = load_tasks(args.source)
+    else:
+        families = choose_families(_names(args.families), _names(args.exclude_families))
+        tasks = generate_tasks(args.count, args.seed, args.split, families)
+    seconds = time.perf_counter() - start
+    if args.format == "terminal-bench":
+        export_tasks(tasks, out)
+    else:
+        write_tasks(tasks, out)
+    print(f"{len(tasks)} tasks -> {out} ({len(tasks) / max(seconds, 1e-9):,.0f} tasks/s)")
+    if args.check:
+        checks = check_tasks(tasks, args.workers, progress=not args.no_progress)
+        unsound = [(t.id, c) for t, c in zip(tasks, checks) if not c.sound]
+        print(f"verifiers sound: {len(tasks) - len(unsound)}/{len(tasks)} (reference scores 1, broken below 1)")
+        for task_id, check in unsound:
+            print(f"  {task_id}: reference {check.reference_score:.2f}, broken {check.broken_score:.2f}")
+
+
+def cmd_data_synth(args: argparse.Namespace) -> None:
+    from lmforge.data.terminal.synth import SynthSettings, synthesize
+
+    settings = SynthSettings(tasks=args.tasks_count, tasks_from=args.tasks_from, seed=args.seed, split=args.split,
+                             families=_names(args.families), teacher=args.teacher, model=args.model,
+                             temperature=args.temperature, max_tokens=args.max_tokens, max_turns=args.max_turns,
+                             shard_size=args.shard_size, held_out=args.held_out, keep_failed=not args.only_successful)
+    report = synthesize(args.out, settings, workers=args.workers, executor=args.executor, ray_address=args.ray_address,
+                        overwrite=args.overwrite, progress=not args.no_progress)
+    overall = report["overall"]
+    print(f"{overall['trajectories']} trajectories: pass rate {overall['pass_rate']:.1%}, mean score "
+          f"{overall['mean_score']:.3f}, {report['malformed_turns']} malformed of {report['turns']} turns; "
+          f"kept {report['kept']} ({', '.join(f'{k} {v}' for k, v in report['dropped'].items()) or 'none dropped'})")
+    for domain, rate in report["by_domain"].items():
+        print(f"  {domain:24s} {rate['trajectories']:>5} runs  pass {rate['pass_rate']:6.1%}  score {rate['mean_score']:.3f}")
+    print(f"ended: {', '.join(f'{k} {v}' for k, v in report['ended'].items())}; "
+          f"{report['sandbox_seconds_per_task']:.2f} s per task in the sandbox -> {args.out}")
+
+
 def cmd_train(args: argparse.Namespace) -> None:
     from lmforge.config import load_run_config
     from lmforge.train.trainer import train
@@ -448,6 +513,48 @@ def build_parser() -> argparse.ArgumentParser:
                    help="replace output.dir if it holds the output of an earlier run (never other files)")
     d.add_argument("--no-progress", action="store_true", help="no progress bars")
     d.set_defaults(func=cmd_data_run)
+    d = data.add_parser("tasks", help="generate terminal tasks (or import Terminal-Bench tasks) with verifiers; export them",
+                        description="Generate seeded terminal tasks from the skill-taxonomy families (a prompt, input files, "
+                        "weighted pytest tests, a reference and a broken solution each), or import Terminal-Bench task "
+                        "directories (--from), and write them as JSON lines or in Terminal-Bench's layout. --check runs every "
+                        "task's reference and broken solution in the sandbox to prove its verifier.")
+    d.add_argument("--out", required=True, help="a .jsonl file, or a directory with --format terminal-bench")
+    d.add_argument("--format", choices=("jsonl", "terminal-bench"), default="jsonl", help="output format (default jsonl)")
+    d.add_argument("--count", type=Number(int, Range(1)), default=64, help="tasks to generate, cycling over the families")
+    _task_choice(d)
+    d.add_argument("--exclude-families", default="", help="comma-separated families to leave out (held out from training)")
+    d.add_argument("--from", dest="source", default="", help="read tasks from a .jsonl or Terminal-Bench directories instead")
+    d.add_argument("--check", action="store_true", help="prove each verifier: the reference scores 1, the broken solution below 1")
+    d.add_argument("--workers", type=Number(int, Range(1)), default=2, help="processes for --check")
+    d.add_argument("--overwrite", action="store_true", help="replace --out if it holds tasks written earlier")
+    d.add_argument("--no-progress", action="store_true", help="no progress bars")
+    d.set_defaults(func=cmd_data_tasks)
+    d = data.add_parser("synth", help="agent trajectories: a teacher model solves terminal tasks in a sandbox; curated for SFT",
+                        description="Drive a teacher (an OpenAI-compatible endpoint, lmforge serve included, or 'oracle': the "
+                        "tasks' reference solutions) through the Terminus protocol on terminal tasks, each run in a "
+                        "sandbox (bubblewrap: no network, read-only host, resource limits), score it with the task's tests, "
+                        "curate (14-gram decontamination against --held-out, incomplete, looping, identity leaks) and "
+                        "report pass rates per domain and skill. Resumes a run stopped part-way. The API key, if any, "
+                        "is read from OPENAI_API_KEY.")
+    d.add_argument("kind", choices=("terminal",), help="what to synthesize (terminal: agent trajectories)")
+    d.add_argument("--out", required=True, help="output directory (trajectories, conversations.jsonl, report.json)")
+    d.add_argument("--teacher", default="oracle", help="'oracle' or the endpoint URL, e.g. http://127.0.0.1:8000/v1")
+    d.add_argument("--model", default="", help="model name at the teacher endpoint")
+    d.add_argument("--tasks", dest="tasks_count", type=Number(int, Range(1)), default=32, help="tasks to generate")
+    d.add_argument("--tasks-from", default="", help="a tasks .jsonl or Terminal-Bench directories instead of generating")
+    _task_choice(d)
+    d.add_argument("--held-out", default="", help="tasks (.jsonl or Terminal-Bench dirs) to decontaminate against")
+    d.add_argument("--only-successful", action="store_true", help="drop trajectories that fail verification (kept by default)")
+    d.add_argument("--temperature", type=Number(float, Range(0.0, 2.0)), default=0.0)
+    d.add_argument("--max-tokens", type=Number(int, Range(1)), default=1024, help="per teacher turn")
+    d.add_argument("--max-turns", type=Number(int, Range(1)), default=30)
+    d.add_argument("--shard-size", type=Number(int, Range(1)), default=8, help="tasks per resumable shard")
+    d.add_argument("--workers", type=Number(int, Range(1)), default=2, help="parallel shards")
+    d.add_argument("--executor", choices=("local", "ray"), default="local")
+    d.add_argument("--ray-address", default="", help="a running Ray cluster ('auto', 'ray://HOST:10001'); default: start one here")
+    d.add_argument("--overwrite", action="store_true", help="replace --out if it holds an earlier run with other settings")
+    d.add_argument("--no-progress", action="store_true", help="no progress bars")
+    d.set_defaults(func=cmd_data_synth)
     d = data.add_parser("train-classifier", help="train a quality classifier (hashed n-gram logistic regression) on example texts",
                         description="Train the model the quality_classifier step uses, from positive and negative example "
                         "corpora (any corpus spec: a directory, a .jsonl, ...). A tenth of each, chosen by id hash, is held out.")

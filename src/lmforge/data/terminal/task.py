@@ -14,10 +14,13 @@ import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from lmforge.data.readers import json_records
 from lmforge.errors import DataError
+from lmforge.fileio import OutputKind, atomic_path
 
 WORKDIR = "/app"  # where the agent's shell starts and the task's files lie, inside the sandbox
 TASK_ID = re.compile(r"^[a-z0-9][a-z0-9._-]{0,127}$")
+TASKS_FILE = OutputKind("terminal tasks file", magic=b'{"id": ')
 SAFE_PATH = re.compile(r"^(?!/)(?!.*(?:^|/)\.\.(?:/|$))[A-Za-z0-9._/-]{1,200}$")
 
 
@@ -87,18 +90,12 @@ def write_files(files: dict[str, str], root: Path) -> None:
         target.write_text(text, encoding="utf-8")
 
 
+def write_tasks(tasks: list[TerminalTask], path: Path) -> None:
+    """Tasks as JSON lines (one task per line), written atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text("".join(json.dumps(t.to_dict()) + "\n" for t in tasks), encoding="utf-8")
+
+
 def read_tasks(path: Path) -> list[TerminalTask]:
-    """Tasks from a JSON-lines file written by `lmforge data synth terminal` (one task per line)."""
-    tasks = []
-    try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except OSError as err:
-        raise DataError(f"cannot read tasks from {path}: {err.strerror}; pass a tasks.jsonl file") from None
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            tasks.append(TerminalTask.from_dict(json.loads(line)))
-        except json.JSONDecodeError as err:
-            raise DataError(f"{path}:{number}: not JSON ({err.msg})") from None
-    return tasks
+    """Tasks from a JSON-lines file written by `lmforge data tasks` or `data synth` (one task per line)."""
+    return [TerminalTask.from_dict(record) for _, record in json_records(path, "a task record")]

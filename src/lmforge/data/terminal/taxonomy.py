@@ -14,7 +14,8 @@ DOMAINS: dict[str, tuple[str, ...]] = {
     "debugging": ("reading-code", "reproducing-failures", "python", "boundary-conditions", "regression-checks"),
     "dependency_management": ("version-constraints", "dependency-graph", "lock-files", "topological-order"),
     "file_operations": ("globbing", "moving-files", "hashing", "manifests", "renaming"),
-    "scientific_computing": ("linear-algebra", "parsing-matrices", "numeric-precision", "numerical-integration"),
+    "scientific_computing": ("linear-algebra", "parsing-matrices", "numeric-precision", "numerical-integration",
+                             "time-series"),
     "security": ("log-analysis", "regex", "secret-redaction", "file-permissions", "time-windows"),
     "software_engineering": ("implement-from-spec", "command-line-interfaces", "python", "edge-cases", "exit-codes"),
 }

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from lmforge.data.terminal.task import WORKDIR, TerminalTask, write_files
 from lmforge.errors import DataError
-from lmforge.fileio import atomic_dir
+from lmforge.fileio import OutputKind, atomic_dir, write_json
 
 TEST_SH = f"""#!/bin/bash
 # The verifier: run the tests against {WORKDIR}, then weight the passed ones into the reward.
@@ -107,6 +107,17 @@ def export_task(task: TerminalTask, directory: Path) -> None:
             (root / "solution" / "broken.sh").write_text(_script(task.broken), encoding="utf-8")
         (root / "tests").mkdir()
         write_tests(task, root / "tests")
+
+
+TASK_SET = OutputKind("directory of Terminal-Bench tasks", "lmforge-tasks.json", "tasks", frozenset({"*"}))
+
+
+def export_tasks(tasks: list[TerminalTask], directory: Path) -> None:
+    """Write each task as `directory/<task id>/` in Terminal-Bench's layout, and a list of them."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for task in tasks:
+        export_task(task, directory / task.id)
+    write_json(directory / TASK_SET.marker, {"tasks": [t.id for t in tasks]})
 
 
 def _solution_body(path: Path) -> str:

@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lmforge.data.executors import LocalExecutor
 from lmforge.data.terminal import sandbox
 from lmforge.data.terminal.task import TerminalTask, write_files
 from lmforge.data.terminal.terminal_bench import write_tests
@@ -81,3 +82,13 @@ def check_task(task: TerminalTask) -> TaskCheck:
     reference, output = solve_and_verify(task, task.solution)
     broken, _ = solve_and_verify(task, task.broken) if task.broken else (Verdict(0.0), "")
     return TaskCheck(reference.score, broken.score, time.monotonic() - start, output + reference.output)
+
+
+def _check(task: dict) -> TaskCheck:
+    return check_task(TerminalTask.from_dict(task))
+
+
+def check_tasks(tasks: list[TerminalTask], workers: int = 2, progress: bool = False) -> list[TaskCheck]:
+    """`check_task` over many tasks on local processes."""
+    runner = LocalExecutor(workers)
+    return runner.map(_check, [t.to_dict() for t in tasks], desc="checking verifiers", progress=progress)
