@@ -158,6 +158,8 @@ def required_args(command: tuple[str, ...], root: Path) -> list:
         ("quantize",): [ckpt, "--out", out],
         ("data", "train-classifier"): ["--positive", root / "corpus", "--negative", root / "corpus",
                                        "--out", out / "c.npz"],
+        ("data", "tasks"): ["--out", out / "tasks.jsonl"],
+        ("data", "synth"): ["terminal", "--out", out],
     }[command]
 
 

@@ -15,7 +15,8 @@ from lmforge.fileio import OutputKind, atomic_dir, atomic_path, claim_output
 
 TINY = ["model.d_model=32", "model.n_layers=2", "model.n_heads=2", "model.max_seq_len=64", "data.vocab_size=300",
         "data.val_bytes=8000", "train.seq_len=32", "train.batch_size=4", "train.steps=2", "train.warmup_steps=1",
-        "train.eval_every=0", "train.eval_tokens=256", "train.log_every=1", "train.precision=fp32", "--no-progress"]
+        "train.eval_every=0", "train.eval_tokens=256", "train.log_every=1", "train.precision=fp32", "train.compile=false",
+        "--no-progress"]
 
 
 def snapshot(root: Path) -> dict[str, bytes]:

@@ -168,7 +168,6 @@ class DataConfig:
     packing: str = "none"  # chat: "none" (one conversation per row, padded) or "packed" (windows cut across conversations)
 
     def __post_init__(self) -> None:
-        check_ranges(self, "data.")
         if self.format not in ("text", "chat"):
             raise ConfigError(f"data.format must be 'text' or 'chat', got {self.format!r}")
         if self.packing not in ("none", "packed"):

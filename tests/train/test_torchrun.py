@@ -53,7 +53,7 @@ def assert_same_run(a, b):
     assert losses(a, "val_loss") == pytest.approx(losses(b, "val_loss"), rel=1e-5)
     wa, wb = load_checkpoint(a).model.state_dict(), load_checkpoint(b).model.state_dict()
     for name in wa:
-        torch.testing.assert_close(wa[name], wb[name], rtol=1e-4, atol=1e-5, msg=name)
+        torch.testing.assert_close(wa[name], wb[name], rtol=1e-4, atol=1e-5, msg=lambda m, name=name: f"{name}: {m}")
 
 
 @pytest.fixture(scope="module")

@@ -38,7 +38,7 @@ def _matrix_group(cfg: TrainConfig, lr: float) -> dict:
         return _adamw_group(cfg, lr, cfg.weight_decay)
     return {"kind": cfg.optimizer, "lr": lr, "weight_decay": cfg.weight_decay, "momentum": cfg.matrix_momentum,
             "beta2": cfg.matrix_beta2, "eps": cfg.matrix_eps, "scale": cfg.muon_scale, "clamp": cfg.namo_d_clamp,
-            "ns_steps": cfg.ns_steps}
+            "ns_steps": cfg.ns_steps, "ns_bf16": cfg.precision != "fp32"}
 
 
 def _adamw_group(cfg: TrainConfig, lr: float, weight_decay: float) -> dict:

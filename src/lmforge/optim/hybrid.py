@@ -98,8 +98,8 @@ class HybridOptimizer(torch.optim.Optimizer):
                                              over_ranks(shards))
                 jobs.append((p, group, momentum, shards))
         if jobs:
-            steps = jobs[0][1]["ns_steps"]
-            directions = orthogonalize_all([m for _, _, m, _ in jobs], steps, [s for _, _, _, s in jobs])
+            steps, bf16 = jobs[0][1]["ns_steps"], jobs[0][1].get("ns_bf16", True)  # saved before the key: bf16
+            directions = orthogonalize_all([m for _, _, m, _ in jobs], steps, [s for _, _, _, s in jobs], bf16)
             for (p, group, momentum, shards), direction in zip(jobs, directions):
                 self._apply(p, group, momentum, direction, shards)
         return loss

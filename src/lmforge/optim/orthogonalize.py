@@ -44,11 +44,11 @@ class RowShards:
         return [max(0, min(piece, self.rows - i * piece)) for i in range(size)]
 
 
-def _compute_dtype(device: torch.device, dtype: torch.dtype) -> torch.dtype | None:
-    return torch.bfloat16 if bf16_supported(device) and dtype != torch.float64 else None
+def _compute_dtype(device: torch.device, dtype: torch.dtype, bf16: bool) -> torch.dtype | None:
+    return torch.bfloat16 if bf16 and bf16_supported(device) and dtype != torch.float64 else None
 
 
-def _orthogonalize_row_shards(pieces: list[torch.Tensor], shards: RowShards, steps: int) -> list[torch.Tensor]:
+def _orthogonalize_row_shards(pieces: list[torch.Tensor], shards: RowShards, steps: int, bf16: bool) -> list[torch.Tensor]:
     """newton_schulz5 of matrices of which this rank holds rows `pieces` (same layout and width): each
     matrix is gathered on one owner rank, orthogonalised there, and its rows sent back."""
     size, rank = dist.get_world_size(shards.group), dist.get_rank(shards.group)
@@ -61,7 +61,7 @@ def _orthogonalize_row_shards(pieces: list[torch.Tensor], shards: RowShards, ste
     dist.all_to_all_single(received, send, group=shards.group)
     received = received.view(size, per_owner, piece, cols)  # [sender, my matrices, its rows]
     whole = torch.cat([received[s, :, : counts[s]] for s in range(size)], dim=1)
-    result = newton_schulz5(whole, steps, compute_dtype=_compute_dtype(whole.device, whole.dtype)).to(whole.dtype)
+    result = newton_schulz5(whole, steps, compute_dtype=_compute_dtype(whole.device, whole.dtype, bf16)).to(whole.dtype)
     starts = [sum(counts[:s]) for s in range(size)]
     back = torch.zeros_like(received)
     for s in range(size):
@@ -71,10 +71,11 @@ def _orthogonalize_row_shards(pieces: list[torch.Tensor], shards: RowShards, ste
     return list(mine[:n, : counts[rank]].unbind(0))
 
 
-def orthogonalize_all(matrices: list[torch.Tensor], steps: int = 5, shards: list[RowShards | None] | None = None
-                      ) -> list[torch.Tensor]:
-    """newton_schulz5 of every matrix, in input order: in bf16 where the device supports it, except that
-    float64 matrices stay float64 (a caller asking for float64 wants the exact iteration, as the tests do).
+def orthogonalize_all(matrices: list[torch.Tensor], steps: int = 5, shards: list[RowShards | None] | None = None,
+                      bf16: bool = True) -> list[torch.Tensor]:
+    """newton_schulz5 of every matrix, in input order: with `bf16`, in bf16 where the device supports it, except
+    that float64 matrices stay float64 (a caller asking for float64 wants the exact iteration, as the tests do);
+    without it (a run with train.precision=fp32), in the matrices' own dtype.
     `shards[i]`, where given, says matrices[i] is this rank's rows of a matrix split over ranks; its result
     is this rank's rows of the orthogonalised matrix."""
     out: list[torch.Tensor | None] = [None] * len(matrices)
@@ -87,10 +88,11 @@ def orthogonalize_all(matrices: list[torch.Tensor], steps: int = 5, shards: list
     rank, world = _world()
     for (_, layout, device, dtype), indices in by_shape.items():
         if layout is not None:
-            for i, result in zip(indices, _orthogonalize_row_shards([matrices[i] for i in indices], shards[indices[0]], steps)):
+            for i, result in zip(indices, _orthogonalize_row_shards([matrices[i] for i in indices], shards[indices[0]], steps,
+                                                                    bf16)):
                 out[i] = result
             continue
-        compute = _compute_dtype(device, dtype)
+        compute = _compute_dtype(device, dtype, bf16)
         stack = torch.stack([matrices[i] for i in indices])
         shape = stack.shape[1:]
         if world == 1:
