@@ -58,3 +58,11 @@ def test_load_prepared_errors(tmp_path, prepared):
     (tmp_path / "tokenizer.json").write_bytes((prepared.dir / "tokenizer.json").read_bytes())
     with pytest.raises(DataError, match="manifest says 999"):
         load_prepared(tmp_path)
+
+
+def test_shards_prepared_before_the_chat_settings_existed_are_reused(prepared, corpus_dir):
+    from lmforge.data.prepare import prepare_or_load
+
+    cfg = DataConfig(corpus=str(corpus_dir), vocab_size=300, val_bytes=8000, packing="packed")
+    assert "format" not in prepared.manifest["source"] and "packing" not in prepared.manifest["source"]
+    assert prepare_or_load(cfg, prepared.dir, progress=False).reused

@@ -52,7 +52,7 @@ class PreparedData:
 def _source(cfg: DataConfig) -> dict:
     """The settings that determine a prepared directory's content."""
     builtin = cfg.corpus in BUILTIN_CORPORA
-    source = {k: v for k, v in to_dict(cfg).items() if k != "dir"}
+    source = {k: v for k, v in to_dict(cfg).items() if k not in ("dir", "format", "packing")}  # those two: chat data
     source["corpus"] = cfg.corpus if builtin else str(Path(cfg.corpus).expanduser().resolve())
     if builtin:
         source["python"] = sys.version.split()[0]
