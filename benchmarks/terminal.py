@@ -14,7 +14,7 @@ Sections (`--sections`, each recorded in benchmarks/results/terminal.json as it 
              the seconds each task spent in the sandbox.
 
     python benchmarks/terminal.py --sections generator      # about 2 minutes
-    python benchmarks/terminal.py --sections sft            # about an hour on 2 cores (`lmforge pull smollm2-135m` first)
+    python benchmarks/terminal.py --sections sft            # about 80 minutes on 2 cores (`lmforge pull smollm2-135m` first)
 """
 
 from __future__ import annotations
@@ -143,7 +143,7 @@ def sft_section(args) -> tuple[dict, dict, dict]:
             f"train.lr={args.lr}", f"train.matrix_lr={args.lr}", "train.optimizer=adamw", "train.weight_decay=0.0",
             f"train.warmup_steps={max(steps // 10, 1)}", "train.eval_every=0", "train.log_every=5"])
         result = train(cfg, progress=True, overwrite=True)
-        print(f"  SFT: {result.steps} steps, {result.train_seconds:.0f} s, held-out loss {result.final_eval['loss']:.3f}",
+        print(f"  SFT: {result.step} steps, {result.train_seconds:.0f} s, held-out loss {result.final_eval['loss']:.3f}",
               flush=True)
     sft_state = json.loads((tuned / "checkpoint" / "trainer.json").read_text())
     n_test = 1 if args.quick else args.test_per_family
@@ -188,10 +188,10 @@ def main() -> None:
     p.add_argument("--generator-tasks", type=int, default=20, help="tasks per family in the generator section")
     p.add_argument("--holdout", default="security,scientific_computing", help="domains whose families are never trained on")
     p.add_argument("--train-per-family", type=int, default=24)
-    p.add_argument("--test-per-family", type=int, default=3)
-    p.add_argument("--steps", type=int, default=150, help="SFT steps")
+    p.add_argument("--test-per-family", type=int, default=2)
+    p.add_argument("--steps", type=int, default=40, help="SFT steps (of 4 conversations: about one epoch)")
     p.add_argument("--seq-len", type=int, default=2048)
-    p.add_argument("--lr", type=float, default=5e-5)
+    p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--max-turns", type=int, default=4)
     p.add_argument("--max-tokens", type=int, default=384, help="per model turn")
     p.add_argument("--concurrency", type=int, default=4, help="episodes at a time")

@@ -55,6 +55,7 @@ def test_loader_targets_are_assistant_tokens_and_reproducible(tokenizer):
     examples = [render_for_training(tokenizer, CONVERSATION[:3]), render_for_training(tokenizer, CONVERSATION)]
     loader = ChatLoader(examples, seq_len=128, batch_size=2, seed=0)
     x, y = loader.batch(3)
+    assert x.shape == y.shape == (2, 128), "every batch has the one shape train.seq_len gives"
     assert torch.equal(x, loader.batch(3)[0]) and torch.equal(y, ChatLoader(examples, 128, 2, 0).batch(3)[1])
     expected = {len(ids) - 1: (ids, np.where(mask, ids, IGNORE)) for ids, mask in examples}
     for row in range(2):

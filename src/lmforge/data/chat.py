@@ -137,15 +137,18 @@ class ChatLoader:
         return ids, np.where(mask, ids, IGNORE)
 
     def batch(self, index: int, part: int = 0, parts: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
-        """Batch `index` (rank `part`'s rows of it with `parts` data-parallel ranks), right-padded to its longest row."""
+        """Batch `index` (rank `part`'s rows of it with `parts` data-parallel ranks), right-padded to train.seq_len:
+        one shape for every step, so a compiled model is compiled once rather than once per batch width."""
         rows = self.batch_size // parts
         first = index * self.batch_size + part * rows
-        return pad_rows([self._item(s) for s in range(first, first + rows)], self.pad_id)
+        return pad_rows([self._item(s) for s in range(first, first + rows)], self.pad_id, self.seq_len)
 
 
-def pad_rows(items: list[tuple[np.ndarray, np.ndarray]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rows of (ids, targets) of T+1 tokens each as inputs [B, T] and next-token targets [B, T], padded."""
-    width = max(len(ids) for ids, _ in items) - 1
+def pad_rows(items: list[tuple[np.ndarray, np.ndarray]], pad_id: int,
+             width: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows of (ids, targets) of up to T+1 tokens each as inputs [B, T] and next-token targets [B, T], right-padded
+    to `width` tokens (default: the longest row's)."""
+    width = width or max(len(ids) for ids, _ in items) - 1
     x = torch.full((len(items), width), pad_id, dtype=torch.long)
     y = torch.full((len(items), width), IGNORE, dtype=torch.long)
     for r, (ids, targets) in enumerate(items):
