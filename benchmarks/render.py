@@ -62,7 +62,8 @@ def source_line(results: dict, name: str, rows: list[dict], shown_path: str) -> 
         note
         for note, present in (
             ("timings are medians (min–max) of the repeats", any("median" in v for v in values)),
-            ("figures over seeds are mean ± standard deviation", any("mean" in v for v in values)),
+            ("figures over seeds are mean ± standard deviation", any("std" in v for v in values)),
+            ("figures over tasks are mean ± standard error", any("se" in v for v in values)),
         )
         if present
     ) or "single measurements"

@@ -193,7 +193,8 @@ def main() -> None:
     p.add_argument("--seq-len", type=int, default=2048)
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--max-turns", type=int, default=4)
-    p.add_argument("--max-tokens", type=int, default=384, help="per model turn")
+    p.add_argument("--max-tokens", type=int, default=1024,
+                   help="per model turn; the turn that writes a solution script needs most of it")
     p.add_argument("--concurrency", type=int, default=4, help="episodes at a time")
     args = p.parse_args()
     chosen = args.sections.split(",")
