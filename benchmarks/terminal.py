@@ -14,7 +14,7 @@ Sections (`--sections`, each recorded in benchmarks/results/terminal.json as it 
              the seconds each task spent in the sandbox.
 
     python benchmarks/terminal.py --sections generator      # about 2 minutes
-    python benchmarks/terminal.py --sections sft            # about 80 minutes on 2 cores (`lmforge pull smollm2-135m` first)
+    python benchmarks/terminal.py --sections sft            # about 2 hours on 2 cores (`lmforge pull smollm2-135m` first)
 """
 
 from __future__ import annotations
@@ -193,9 +193,9 @@ def main() -> None:
     p.add_argument("--seq-len", type=int, default=2048)
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--max-turns", type=int, default=4)
-    p.add_argument("--max-tokens", type=int, default=1024,
-                   help="per model turn; the turn that writes a solution script needs most of it")
-    p.add_argument("--concurrency", type=int, default=4, help="episodes at a time")
+    p.add_argument("--max-tokens", type=int, default=1152,
+                   help="per model turn; the oracle's longest turn (a solution script) is 1,081 tokens")
+    p.add_argument("--concurrency", type=int, default=8, help="episodes at a time (the server batches up to 8)")
     args = p.parse_args()
     chosen = args.sections.split(",")
     if unknown := set(chosen) - set(SECTIONS):
