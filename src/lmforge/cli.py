@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from dataclasses import dataclass
 from typing import NoReturn
 
@@ -133,7 +134,6 @@ def _task_choice(parser: argparse.ArgumentParser) -> None:
 
 def cmd_data_tasks(args: argparse.Namespace) -> None:
     import time
-    from pathlib import Path
 
     from lmforge.data.terminal.generate import choose_families, generate_tasks
     from lmforge.data.terminal.synth import load_tasks
@@ -228,6 +228,29 @@ def dtr_config(args: argparse.Namespace) -> dict:
     return {"dtr": DTRConfig(args.threshold, args.depth)}
 
 
+def constraint_from_args(args: argparse.Namespace):
+    """The structured-output constraint the generate flags give (None: free text); files are read."""
+    from lmforge.errors import GenerationError
+    from lmforge.serve.structured import Constraint
+
+    def read(path: str, what: str) -> str:
+        try:
+            return Path(path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise GenerationError(f"cannot read the {what} file {path}: {getattr(e, 'strerror', None) or e}") from None
+
+    if args.json_schema is not None:
+        inline = args.json_schema.lstrip().startswith("{")
+        return Constraint.json_schema(args.json_schema if inline else read(args.json_schema, "JSON schema"))
+    if args.regex is not None:
+        return Constraint("regex", args.regex)
+    if args.choice:
+        return Constraint.choice(args.choice)
+    if args.grammar is not None:
+        return Constraint("grammar", read(args.grammar, "grammar"))
+    return None
+
+
 def cmd_generate(args: argparse.Namespace) -> None:
     from lmforge.device import resolve_device
     from lmforge.errors import GenerationError
@@ -243,7 +266,7 @@ def cmd_generate(args: argparse.Namespace) -> None:
     tok = loaded.tokenizer
     prompt = build_prompt(tok, text=args.prompt, chat=args.chat, ids=args.prompt_ids)
     params = SamplingParams(max_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
-                            top_p=args.top_p, seed=args.seed)
+                            top_p=args.top_p, seed=args.seed, constraint=constraint_from_args(args))
     engine = LLMEngine(loaded.model, tok, engine_config(args, device))
     sys.stdout.write(args.prompt or "")
     sys.stdout.flush()
@@ -607,6 +630,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--dtype", choices=("auto", "bf16", "fp32"), default="auto",
                    help="compute dtype of the model's float weights and cache (auto: bf16 where the CPU or GPU has it)")
+    shape = p.add_mutually_exclusive_group()
+    shape.add_argument("--json-schema", default=None, metavar="SCHEMA",
+                       help="output JSON valid against this schema (a .json file, or the schema itself)")
+    shape.add_argument("--regex", default=None, help="output matching this regular expression")
+    shape.add_argument("--choice", action="append", default=None, help="output exactly one of these (repeat the flag)")
+    shape.add_argument("--grammar", default=None, metavar="FILE", help="output in this Lark or GBNF grammar (a file)")
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("serve", help="serve a model over the OpenAI API (completions, chat, streaming)",

@@ -21,11 +21,12 @@ def _compile(template: str):
     return env.from_string(template)
 
 
-def render_chat(tokenizer: Tokenizer, messages: list[dict], add_generation_prompt: bool = True) -> str:
+def render_chat(tokenizer: Tokenizer, messages: list[dict], add_generation_prompt: bool = True,
+                tools: list[dict] | None = None) -> str:
     """The prompt text for `messages` ([{"role": ..., "content": ...}]) in the tokenizer's chat format.
 
     Rendered like `transformers`' `apply_chat_template`: a sandboxed Jinja2 environment
-    with `messages`, `add_generation_prompt`, `bos_token` and `eos_token` defined.
+    with `messages`, `tools`, `add_generation_prompt`, `bos_token` and `eos_token` defined.
     """
     if not tokenizer.chat_template:
         raise GenerationError("this model has no chat template; use --prompt with plain text instead of --chat")
@@ -35,6 +36,7 @@ def render_chat(tokenizer: Tokenizer, messages: list[dict], add_generation_promp
     try:
         return _compile(tokenizer.chat_template).render(
             messages=messages,
+            tools=tools,
             add_generation_prompt=add_generation_prompt,
             bos_token=token(tokenizer.bos_id),
             eos_token=token(tokenizer.eos_id),

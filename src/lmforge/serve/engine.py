@@ -5,6 +5,8 @@ tokens of running sequences plus chunks of new prompts), the runner computes it 
 forward, the sampler draws the next token of every sequence that reached its end, and
 the detokenizer turns tokens into text, watching for stop strings. A request with n > 1
 samples prefills its prompt once and forks: the samples share the prompt's cache blocks.
+A constrained request's samples each follow their own grammar matcher: the sampler masks
+the tokens it forbids, and a sample ends when its grammar is complete.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from lmforge.serve.runner import ModelRunner, Observer
 from lmforge.serve.sampler import Sampler, make_generator, prompt_logprobs
 from lmforge.serve.scheduler import Scheduler, SchedulerConfig
 from lmforge.serve.sequence import Sequence
+from lmforge.serve.structured import GrammarCache
 from lmforge.serve.think import Decision, decide
 from lmforge.tokenizer import Tokenizer
 
@@ -135,6 +138,7 @@ class LLMEngine:
         self._seeds = torch.Generator().manual_seed(config.seed)
         self.observer: Observer | None = None
         self.meter = DeepThinkingMeter(model, config.dtr)  # watches the requests that ask for DTR or Think@n
+        self.grammars = GrammarCache(tokenizer, model.cfg.vocab_size)
 
     # requests
 
@@ -153,7 +157,8 @@ class LLMEngine:
         return request
 
     def check_prompt(self, prompt: list[int], params: SamplingParams) -> None:
-        """Refuse an empty prompt, ids outside the vocabulary, and a prompt that leaves no room to generate."""
+        """Refuse an empty prompt, ids outside the vocabulary, a prompt that leaves no room to generate, and a
+        constraint that does not compile (compiling it here keeps it for the request's samples)."""
         if not prompt:
             raise GenerationError("the prompt is empty; give at least one token")
         vocab = self.model.cfg.vocab_size
@@ -171,6 +176,8 @@ class LLMEngine:
         if not self.blocks.fits_alone(len(prompt) + 1):
             raise GenerationError(f"the prompt has {len(prompt)} tokens but the cache holds {self.plan.max_tokens} in all; "
                                   "shorten the prompt or give the server a larger --kv-cache-memory")
+        if params.constraint is not None:
+            self.grammars.compile(params.constraint)
 
     def context_full(self, prompt: list[int], params: SamplingParams) -> bool:
         """Whether a request stopped for "length" because the context ran out, not at its max_tokens."""
@@ -194,6 +201,8 @@ class LLMEngine:
         seed = params.seed if params.seed is not None else int(torch.randint(0, 2**62, (), generator=self._seeds))
         seq = Sequence(list(tokens if tokens is not None else request.prompt), params, request.request_id, index,
                        generator=make_generator(seed, index, self.runner.device), num_prompt_tokens=len(request.prompt))
+        if params.constraint is not None:
+            seq.matcher = self.grammars.matcher(params.constraint)
         request.seqs.append(seq)
         request.detokenizers[index] = IncrementalDetokenizer(self.tokenizer, params)
         return seq
@@ -301,8 +310,11 @@ class LLMEngine:
         return deltas
 
     def _advance(self, request: Request, seq: Sequence, token: int, logprobs) -> Delta:
-        """Detokenize the new token, and finish the sample on a stop token, a stop string or its length limit."""
+        """Detokenize the new token, and finish the sample on a stop token, a stop string, a complete grammar
+        or its length limit."""
         params = request.params
+        if seq.matcher is not None:
+            seq.matcher.consume_token(token)
         detok = request.detokenizers[seq.index]
         stop_ids = set(params.stop_token_ids)
         if not params.ignore_eos and self.tokenizer.eos_id is not None:
@@ -312,8 +324,8 @@ class LLMEngine:
             text, reason = detok.flush(), "stop"
         else:
             text, stopped = detok.push([token])
-            if stopped:
-                reason = "stop"
+            if stopped or (seq.matcher is not None and seq.matcher.is_stopped()):  # nothing but the end may follow
+                text, reason = (text if stopped else text + detok.flush()), "stop"
         limit = self.max_seq_len - seq.num_prompt_tokens
         if params.max_tokens is not None:
             limit = min(limit, params.max_tokens)

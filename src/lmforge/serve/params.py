@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from lmforge.config import MAX_SEED, bounded, check_ranges
 from lmforge.errors import GenerationError
+from lmforge.serve.structured import Constraint
 from lmforge.serve.think import RULES, SCORED
 
 MAX_LOGPROBS = 20  # OpenAI's limit on top_logprobs
@@ -37,6 +38,7 @@ class SamplingParams:
     think: str | None = None  # a Think@n rule over the n samples (lmforge.serve.think), None: off
     think_prefix: int = bounded(50, 1)  # generated tokens each sample is judged on
     think_keep: float = bounded(0.5, 0, 1, low_open=True)  # share of the n samples kept
+    constraint: Constraint | None = None  # what the output must match (lmforge.serve.structured), None: free
 
     def __post_init__(self) -> None:
         check_ranges(self, error=GenerationError)

@@ -1,6 +1,8 @@
 """Batched next-token sampling: every row of logits [M, V] with its own request's settings.
 
 The steps and their order follow vLLM's v1 sampler, so a request behaves as it would there:
+0. a constrained request's grammar mask (lmforge.serve.structured): tokens that would break
+   its output get -inf before anything else, as vLLM applies its grammar bitmask to the logits;
 1. logit bias (OpenAI's `logit_bias`: added to the logits);
 2. penalties: repetition (Keskar et al., CTRL, arXiv 1909.05858, as Hugging Face applies it:
    over prompt and output tokens, a positive logit divided by the penalty, a negative one
@@ -17,7 +19,8 @@ The steps and their order follow vLLM's v1 sampler, so a request behaves as it w
    batched cumulative sum and search; nothing waits for the device.
 
 Log-probabilities are reported under the model's own distribution, `log_softmax` of the
-raw logits before bias, penalties and temperature (vLLM's default `raw_logprobs`).
+logits before bias, penalties and temperature (vLLM's default `raw_logprobs`), after the
+grammar mask, as vLLM reports them.
 
 Settings become per-row tensors: a row that does not use a setting gets a neutral value (top-p
 1 keeps every token, a repetition penalty of 1 changes nothing), and a step that no row of the
@@ -34,6 +37,7 @@ import torch
 
 from lmforge.config import MAX_SEED
 from lmforge.serve.sequence import Sequence
+from lmforge.serve.structured import allowed_tokens, allowed_tokens_reference
 
 
 TopLogprobs = list[tuple[int, float]]  # (token id, log-probability), most likely first
@@ -81,6 +85,12 @@ def _counts(rows: list[list[int]], vocab: int, device: torch.device) -> torch.Te
     ids = _to_device(ids, device)
     counts = torch.zeros(len(rows), vocab + 1, device=device)
     return counts.scatter_add_(1, ids, torch.ones_like(ids, dtype=counts.dtype))[:, :vocab]
+
+
+def apply_constraints(logits: torch.Tensor, seqs: list[Sequence]) -> torch.Tensor:
+    """Logits [M, V] with the tokens each constrained row's grammar forbids set to -inf."""
+    allowed = allowed_tokens([s.matcher for s in seqs], logits.shape[1])
+    return logits if allowed is None else logits.masked_fill(~allowed.to(logits.device), float("-inf"))
 
 
 def apply_penalties(logits: torch.Tensor, seqs: list[Sequence]) -> torch.Tensor:
@@ -179,7 +189,7 @@ class Sampler:
     """
 
     def __call__(self, logits: torch.Tensor, seqs: list[Sequence]) -> SamplerOutput:
-        raw = logits.to(torch.promote_types(logits.dtype, torch.float32))
+        raw = apply_constraints(logits.to(torch.promote_types(logits.dtype, torch.float32)), seqs)
         logits = apply_penalties(raw, seqs)
         greedy = [s.params.greedy for s in seqs]
         if all(greedy):
@@ -220,8 +230,14 @@ def prompt_logprobs(logits: torch.Tensor, next_ids: torch.Tensor, top_n: int) ->
 
 
 def apply_penalties_reference(logits: torch.Tensor, seq: Sequence) -> torch.Tensor:
-    """One row [V] with its bias and penalties, token by token in float64; the reference of `apply_penalties`."""
+    """One row [V] with its grammar mask, bias and penalties, token by token in float64; the reference of
+    `apply_constraints` and `apply_penalties`."""
     p, x = seq.params, logits.double().clone()
+    if seq.matcher is not None:
+        allowed = allowed_tokens_reference(seq.matcher, len(x))
+        for token in range(len(x)):
+            if token not in allowed:
+                x[token] = float("-inf")
     for token, bias in p.logit_bias.items():
         x[token] += bias
     for token in set(seq.token_ids):

@@ -43,6 +43,7 @@ class Sequence:
     finish_reason: str | None = None  # "stop", "length" or "abort"
     generator: torch.Generator | None = None
     num_prompt_tokens: int = -1
+    matcher: object | None = None  # a constrained request's grammar state (lmforge.serve.structured)
 
     def __post_init__(self) -> None:
         if self.num_prompt_tokens < 0:

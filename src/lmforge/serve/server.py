@@ -2,7 +2,8 @@
 
 Endpoints as vLLM serves them: /v1/models, /v1/completions (prompts as text or token ids,
 `echo` with prompt log-probabilities in the legacy format lm-evaluation-harness reads),
-/v1/chat/completions (the model's chat template), streaming as server-sent events ending
+/v1/chat/completions (the model's chat template; tool calls, lmforge.serve.tools), structured
+outputs on both (response_format and vLLM's fields, lmforge.serve.structured), streaming as server-sent events ending
 in `data: [DONE]`, /tokenize, /detokenize, /tokenizer_info, /health and Prometheus
 /metrics. Errors are OpenAI's error JSON: 400 bad request, 401 wrong or missing key,
 404 unknown model or route, 503 when the waiting queue is full.
@@ -35,6 +36,7 @@ from lmforge.serve.llm import CompletionOutput, collect, encode_prompt
 from lmforge.serve.metrics import RequestTimer, ServerMetrics
 from lmforge.serve.params import SamplingParams
 from lmforge.serve.protocol import ChatCompletionRequest, CompletionRequest, DetokenizeRequest, TokenizeRequest
+from lmforge.serve.tools import ToolCallParser, hermes_messages, split_reply, template_reads_tools
 
 OPEN_PATHS = ("/health", "/metrics")
 DISCONNECT_POLL_SECONDS = 0.5
@@ -81,6 +83,11 @@ def think_votes(runs: list["PromptRun"], params: SamplingParams) -> dict:
     return {"think": {"rule": params.think, "answers": answers}}
 
 
+def tool_finish(reason: str | None, called: bool) -> str | None:
+    """OpenAI's finish reason: "tool_calls" for a reply that ended by itself after calling tools."""
+    return "tool_calls" if reason == "stop" and called else reason
+
+
 @dataclass
 class PromptRun:
     """One prompt's samples as they arrive, plus what the engine reports for the prompt."""
@@ -124,10 +131,15 @@ class OpenAIServer:
         return encode_prompt(self.tokenizer, prompt) if isinstance(prompt, str) else list(prompt)
 
     def chat_prompt(self, body: ChatCompletionRequest | TokenizeRequest) -> list[int]:
-        if not self.tokenizer.chat_template:
+        """The conversation in the model's chat format, with the offered tools (lmforge.serve.tools)."""
+        template = self.tokenizer.chat_template
+        if not template:
             raise APIError(400, "this model has no chat template; use /v1/completions with a text prompt")
-        text = render_chat(self.tokenizer, [m.as_dict() for m in body.messages], body.add_generation_prompt)
-        return self.prompt_ids(text)
+        messages = [m.as_dict() for m in body.messages]
+        tools = body.tool_dicts() if isinstance(body, ChatCompletionRequest) else []
+        if tools and not template_reads_tools(template):
+            messages, tools = hermes_messages(messages, tools), []
+        return self.prompt_ids(render_chat(self.tokenizer, messages, body.add_generation_prompt, tools or None))
 
     def admit(self, body, prompts: list[list[int]]) -> SamplingParams:
         """Check a generation request before anything is queued; its sampling settings."""
@@ -273,10 +285,16 @@ class OpenAIServer:
         if body.stream:
             return StreamingResponse(self.stream_chat(cid, created, run, params, body), media_type="text/event-stream")
         await self.run_to_end(f"{cid}-0", run, params, raw)
-        choices = [{"index": out.index, "message": {"role": "assistant", "content": out.text},
-                    "logprobs": self.chat_logprobs(out.logprobs or []) if body.logprobs else None,
-                    "finish_reason": out.finish_reason, **effort_fields(out.signals, out.kept, out.score, params)}
-                   for out in run.outputs]
+        choices = []
+        for out in run.outputs:
+            message, calls = {"role": "assistant", "content": out.text}, []
+            if body.tool_dicts():
+                message["content"], calls = split_reply(out.text)
+                message.update({"tool_calls": calls} if calls else {})
+            choices.append({"index": out.index, "message": message,
+                            "logprobs": self.chat_logprobs(out.logprobs or []) if body.logprobs else None,
+                            "finish_reason": tool_finish(out.finish_reason, bool(calls)),
+                            **effort_fields(out.signals, out.kept, out.score, params)})
         return {"id": cid, "object": "chat.completion", "created": created, "model": self.model_name, "choices": choices,
                 "usage": self.usage([run]), **think_votes([run], params)}
 
@@ -287,12 +305,24 @@ class OpenAIServer:
 
         yield chunk([{"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": None, "finish_reason": None}
                      for i in range(params.n)])
+        parsers = {i: ToolCallParser() for i in range(params.n)} if body.tool_dicts() else {}
+        calls_made = [0] * params.n
         try:
             async for _, delta in self.merged(cid, [run], params):
                 logprobs = self.chat_logprobs(delta.logprobs or []) if body.logprobs else None
-                content = {"content": delta.text} if delta.text else {}
+                text, calls = delta.text, []
+                if parsers:
+                    text, calls = parsers[delta.index].push(text)
+                    if delta.finish_reason is not None:
+                        rest, more = parsers[delta.index].finish()
+                        text, calls = text + rest, calls + more
+                content = {"content": text} if text else {}
+                if calls:
+                    first = calls_made[delta.index]
+                    content["tool_calls"] = [{"index": first + k, **call} for k, call in enumerate(calls)]
+                    calls_made[delta.index] += len(calls)
                 yield chunk([{"index": delta.index, "delta": content, "logprobs": logprobs,
-                              "finish_reason": delta.finish_reason,
+                              "finish_reason": tool_finish(delta.finish_reason, calls_made[delta.index] > 0),
                               **effort_fields(delta.signals, delta.kept, delta.score, params)}])
             if body.stream_options and body.stream_options.include_usage:
                 yield chunk([], usage=self.usage([run]))
