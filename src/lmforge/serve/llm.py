@@ -90,7 +90,7 @@ class LLM:
     """A model loaded for generation: any name `lmforge.interop.load.load_model` takes, or a model and tokenizer."""
 
     def __init__(self, model: str | Path | Transformer, tokenizer: Tokenizer | None = None,
-                 config: EngineConfig | None = None, device: str = "auto"):
+                 config: EngineConfig | None = None, device: str = "auto", draft_model: Transformer | None = None):
         if not isinstance(model, Transformer):
             from lmforge.device import resolve_device
             from lmforge.interop.load import load_model
@@ -100,7 +100,7 @@ class LLM:
         if tokenizer is None:
             raise ValueError("give the tokenizer with a model object")
         self.tokenizer = tokenizer
-        self.engine = LLMEngine(model, tokenizer, config)
+        self.engine = LLMEngine(model, tokenizer, config, draft_model)
         self._ids = itertools.count()
 
     def generate(self, prompts: str | Seq[str] | Seq[Seq[int]], params: SamplingParams | Seq[SamplingParams] | None = None,

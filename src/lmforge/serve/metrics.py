@@ -1,4 +1,4 @@
-"""Prometheus metrics of the server: requests, queue depth, running sequences, cache use, latencies."""
+"""Prometheus metrics of the server: requests, queue depth, running sequences, cache use, latencies, drafts."""
 
 from __future__ import annotations
 
@@ -26,6 +26,9 @@ class ServerMetrics:
         self.ttft = Histogram("lmforge_time_to_first_token_seconds", "Time to first token", buckets=LATENCY_BUCKETS, registry=r)
         self.tpot = Histogram("lmforge_time_per_output_token_seconds", "Time between output tokens",
                               buckets=LATENCY_BUCKETS, registry=r)
+        self.draft_tokens = Gauge("lmforge_spec_decode_draft_tokens", "Speculative draft tokens proposed", registry=r)
+        self.accepted_tokens = Gauge("lmforge_spec_decode_accepted_tokens", "Speculative draft tokens accepted",
+                                     registry=r)
 
     def observe_engine(self, engine) -> None:
         """Read the engine's gauges (called after each step, on the engine thread)."""
@@ -36,6 +39,8 @@ class ServerMetrics:
         self.blocks_used.set(blocks.num_blocks - blocks.num_free_blocks)
         if blocks.prefix_queries:
             self.prefix_hit_rate.set(blocks.prefix_hits / blocks.prefix_queries)
+        self.draft_tokens.set(engine.draft_tokens)
+        self.accepted_tokens.set(engine.accepted_tokens)
 
 
 class RequestTimer:

@@ -173,9 +173,14 @@ def _inverse_cdf(probs: torch.Tensor, seqs: list[Sequence]) -> torch.Tensor:
         if seq.generator is None:
             seq.generator = make_generator(seq.params.seed, seq.index, probs.device)
         draws.append(torch.rand(1, generator=seq.generator, device=probs.device, dtype=probs.dtype))
+    return inverse_cdf(probs, torch.cat(draws))
+
+
+def inverse_cdf(probs: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
+    """Per row of probs [M, V] (not necessarily normalised), the first token whose cumulative probability
+    exceeds uniforms[row] x the row's total."""
     cdf = probs.cumsum(dim=-1)
-    target = torch.cat(draws)[:, None] * cdf[:, -1:]
-    return torch.searchsorted(cdf, target, right=True)[:, 0].clamp_(max=probs.shape[-1] - 1)
+    return torch.searchsorted(cdf, uniforms[:, None] * cdf[:, -1:], right=True)[:, 0].clamp_(max=probs.shape[-1] - 1)
 
 
 class Sampler:
@@ -198,10 +203,18 @@ class Sampler:
             tokens = _inverse_cdf(sampling_probs(logits, seqs), seqs)
             if any(greedy):
                 tokens = torch.where(_tensor(greedy, torch.bool, logits.device), logits.argmax(dim=-1), tokens)
-        return self._output(raw, tokens, [s.params.logprobs for s in seqs])
+        return self.output(raw, tokens, [s.params.logprobs for s in seqs])
 
     @staticmethod
-    def _output(raw: torch.Tensor, tokens: torch.Tensor, wanted: list[int | None]) -> SamplerOutput:
+    def distributions(logits: torch.Tensor, seqs: list[Sequence]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(raw logits after the grammar mask, what each row's token is chosen from) for rows that all share one
+        request's settings: the penalised logits of a greedy request (its argmax), else the probabilities."""
+        raw = apply_constraints(logits.to(torch.promote_types(logits.dtype, torch.float32)), seqs)
+        penalised = apply_penalties(raw, seqs)
+        return raw, penalised if seqs[0].params.greedy else sampling_probs(penalised, seqs)
+
+    @staticmethod
+    def output(raw: torch.Tensor, tokens: torch.Tensor, wanted: list[int | None]) -> SamplerOutput:
         ids = tokens.tolist()
         if all(k is None for k in wanted):
             return SamplerOutput(ids, [None] * len(ids), [None] * len(ids))

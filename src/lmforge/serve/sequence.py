@@ -44,6 +44,7 @@ class Sequence:
     generator: torch.Generator | None = None
     num_prompt_tokens: int = -1
     matcher: object | None = None  # a constrained request's grammar state (lmforge.serve.structured)
+    num_draft: int = 0  # speculative tokens at the end of token_ids, not yet accepted (lmforge.serve.speculative)
 
     def __post_init__(self) -> None:
         if self.num_prompt_tokens < 0:
