@@ -82,6 +82,23 @@ def write_json(path: str | None, payload: dict) -> None:
         Path(path).write_text(json.dumps({"machine": machine(), **payload}, indent=2) + "\n")
 
 
+def run_sections(sections: dict, args, area: str, titles: dict[str, str], versions: dict | None = None) -> None:
+    """Run the sections `args.sections` names, each `fn(args) -> (tables, raw, settings)`, recording each in `area`
+    as it ends (the area's other tables stay) and printing its tables."""
+    import sys
+
+    from record import record
+    from tables import TABLES
+
+    chosen = args.sections.split(",")
+    if unknown := set(chosen) - set(sections):
+        sys.exit(f"unknown section(s) {', '.join(sorted(unknown))}; choose from {', '.join(sections)}")
+    for name in chosen:
+        tables, raw, settings = sections[name](args)
+        path = record(area, {**settings, "threads": THREADS}, raw, tables, args.out, args.quick, versions, keep_others=True)
+        print_recorded(tables, TABLES[area], titles, settings, path)
+
+
 def print_recorded(tables: dict[str, list[dict]], specs: dict, titles: dict[str, str], settings: dict, path) -> None:
     """Print each recorded table under its title (formatted with the run's settings), then where it was recorded."""
     from render import cells

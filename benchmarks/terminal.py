@@ -9,7 +9,8 @@ Sections (`--sections`, each recorded in benchmarks/results/terminal.json as it 
              curated, fine-tune SmolLM2-135M-Instruct on them (`lmforge train`, data.format=chat), then run the base
              and the tuned model as agents (lmforge serve + the Terminus loop, greedy) on held-out instances: the
              test split of the trained families, and the test split of the held-out families (never trained
-             on). Pass rate, mean verifier score with its standard error over tasks, the paired difference
+             on). The tasks' agent time limit counts the commands' time, not the model's (on 2 cores one
+             1,152-token reply takes minutes). Pass rate, mean verifier score with its standard error over tasks, the paired difference
              tuned - base with its standard error ("clear" where it exceeds twice that), malformed turns, and
              the seconds each task spent in the sandbox.
 
@@ -19,7 +20,7 @@ Sections (`--sections`, each recorded in benchmarks/results/terminal.json as it 
 
 from __future__ import annotations
 
-from common import THREADS, parser, print_recorded  # first: it pins the thread pools before torch is imported
+from common import THREADS, parser, run_sections  # first: it pins the thread pools before torch is imported
 
 import json
 import math
@@ -32,8 +33,7 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from record import record, spread
-from tables import TABLES
+from record import spread
 
 from lmforge.config import load_run_config
 from lmforge.data.terminal.agent import OpenAITeacher, run_episode
@@ -110,9 +110,13 @@ class Server:
 def run_agent(model: str, tasks: list, args) -> list[dict]:
     """Every task once with `model` served as the teacher, several episodes at a time (the engine batches them)."""
     with Server(model) as url:
-        teacher = OpenAITeacher(url, "agent", temperature=0.0, max_tokens=args.max_tokens)
+        teacher = OpenAITeacher(url, "agent", temperature=0.0, max_tokens=args.max_tokens, timeout=3600)
         with ThreadPoolExecutor(args.concurrency) as pool:
-            episodes = list(pool.map(lambda t: run_episode(t, teacher, max_turns=args.max_turns), tasks))
+            episodes = list(pool.map(lambda t: run_episode(t, teacher, max_turns=args.max_turns,
+                                                           count_model_time=False), tasks))
+    failed = [e for e in episodes if e.ended.startswith("teacher_error")]
+    if failed:  # a broken run measures the server, not the model: record nothing
+        sys.exit(f"{len(failed)} episodes of {model} could not reach the model ({failed[0].ended}); nothing recorded")
     return [{"task": e.task.id, "family": e.task.family, "domain": e.task.domain, "score": e.score, "ended": e.ended,
              "turns": e.turns, "malformed": e.malformed, "sandbox_seconds": e.sandbox_seconds, "seconds": e.seconds}
             for e in episodes]
@@ -196,14 +200,7 @@ def main() -> None:
     p.add_argument("--max-tokens", type=int, default=1152,
                    help="per model turn; the oracle's longest turn (a solution script) is 1,081 tokens")
     p.add_argument("--concurrency", type=int, default=8, help="episodes at a time (the server batches up to 8)")
-    args = p.parse_args()
-    chosen = args.sections.split(",")
-    if unknown := set(chosen) - set(SECTIONS):
-        sys.exit(f"unknown section(s) {', '.join(sorted(unknown))}; choose from {', '.join(SECTIONS)}")
-    for name in chosen:
-        tables, raw, settings = SECTIONS[name](args)
-        path = record(AREA, {**settings, "threads": THREADS}, raw, tables, args.out, args.quick, keep_others=True)
-        print_recorded(tables, TABLES[AREA], TITLES, settings, path)
+    run_sections(SECTIONS, p.parse_args(), AREA, TITLES)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 
 import pytest
 import torch
@@ -126,3 +127,16 @@ def test_lmforge_own_server_as_the_teacher(tokenizer):
         episode = run_episode(_task(), teacher, max_turns=2)
     assert episode.turns == 2 and episode.ended == "max_turns"
     assert episode.malformed == 2  # an untrained model's words are not the protocol, and that is not fatal
+
+
+def test_the_time_limit_can_leave_the_models_time_out():
+    class Slow(Scripted):
+        def respond(self, messages):
+            time.sleep(1.5)
+            return super().respond(messages)
+
+    replies = [_reply("echo one\n", duration=0.1), _reply("echo two\n", duration=0.1)]
+    counted = run_episode(_task(agent_timeout=1.0), Slow(*replies), max_turns=2)
+    assert counted.ended == "timeout" and counted.turns == 1
+    left_out = run_episode(_task(agent_timeout=1.0), Slow(*replies), max_turns=2, count_model_time=False)
+    assert left_out.ended == "max_turns" and left_out.turns == 2

@@ -204,9 +204,19 @@ class Episode:
                 "sandbox_seconds": round(self.sandbox_seconds, 3)}
 
 
-def run_episode(task: TerminalTask, teacher, *, max_turns: int = 30, limits: sandbox.Limits = sandbox.Limits()) -> Episode:
-    """Let `teacher` solve `task` in a fresh sandbox, then score its work with the task's verifier."""
+def run_episode(task: TerminalTask, teacher, *, max_turns: int = 30, limits: sandbox.Limits = sandbox.Limits(),
+                count_model_time: bool = True) -> Episode:
+    """Let `teacher` solve `task` in a fresh sandbox, then score its work with the task's verifier.
+
+    The task's agent time limit counts the teacher's replies too, as Terminal-Bench does; without
+    `count_model_time` only the rest (a local model on a few CPU cores can spend minutes on one reply).
+    """
     start = time.monotonic()
+    model_seconds = 0.0
+
+    def agent_seconds() -> float:
+        return time.monotonic() - start - (0.0 if count_model_time else model_seconds)
+
     messages: list[dict] = []
     turns = malformed = commands = 0
     ended = "max_turns"
@@ -218,15 +228,17 @@ def run_episode(task: TerminalTask, teacher, *, max_turns: int = 30, limits: san
                         {"role": "user", "content": first_message(task, "$ ")}]
             confirming = False
             while turns < max_turns:
-                remaining = task.agent_timeout - (time.monotonic() - start)
-                if remaining <= 0:
+                if agent_seconds() >= task.agent_timeout:
                     ended = "timeout"
                     break
+                asked = time.monotonic()
                 try:
                     reply = teacher.respond(messages)
                 except TeacherError as err:
                     ended = f"teacher_error: {err}"
                     break
+                finally:
+                    model_seconds += time.monotonic() - asked
                 turns += 1
                 messages.append({"role": "assistant", "content": reply})
                 try:
@@ -239,7 +251,7 @@ def run_episode(task: TerminalTask, teacher, *, max_turns: int = 30, limits: san
                 began = time.monotonic()
                 outputs = []
                 for command in turn.commands:
-                    wait = min(command.duration, max(0.0, task.agent_timeout - (time.monotonic() - start)))
+                    wait = min(command.duration, max(0.0, task.agent_timeout - agent_seconds()))
                     outputs.append(shell.send(command.keystrokes, wait))
                     commands += 1
                     if not shell.alive:
