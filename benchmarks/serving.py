@@ -69,6 +69,7 @@ import torch
 from common import parser, print_table
 from llamacpp import LlamaCpp, add_bin_argument, embedding_type, tensor_types
 from tables import TABLES
+from engine_runs import cache_memory
 from record import record, spread
 from render import cells
 
@@ -153,13 +154,6 @@ def timed_deltas(engine: LLMEngine, request_id: str, prompt: list[int], params: 
         stamps.append(time.perf_counter())
         first = first or delta
     return stamps[0] - start, stamps, first
-
-
-def cache_bytes(model: Transformer, seqs: int, tokens: int, block: int = 16) -> int:
-    """A --kv-cache-memory that holds `seqs` sequences of `tokens` positions (and their state slots)."""
-    specs = model.cache_specs(DTYPE, block)
-    per_token, per_seq = sum(s.token_bytes() for s in specs), sum(s.sequence_bytes() for s in specs)
-    return seqs * (-(-tokens // block) * block * per_token + per_seq)
 
 
 def greedy(n_new: int) -> SamplingParams:
@@ -330,7 +324,7 @@ def lmforge_single(
             max_num_seqs=1,
             dtype=DTYPE,
             enable_prefix_caching=False,
-            kv_cache_memory=cache_bytes(model, 1, len(prompt) + n_new + 16),
+            kv_cache_memory=cache_memory(model, DTYPE, 1, len(prompt) + n_new + 16),
         ),
     )
     timed_deltas(engine, "warmup", prompt, greedy(8))
@@ -466,7 +460,7 @@ def lmforge_batched(
             max_num_seqs=len(prompts),
             dtype=DTYPE,
             enable_prefix_caching=False,
-            kv_cache_memory=cache_bytes(model, len(prompts), longest),
+            kv_cache_memory=cache_memory(model, DTYPE, len(prompts), longest),
         ),
     )
     llm.generate(prompts[:4], greedy(4))
@@ -490,7 +484,7 @@ def lmforge_sequential(
             max_num_seqs=1,
             dtype=DTYPE,
             enable_prefix_caching=False,
-            kv_cache_memory=cache_bytes(model, 1, max(map(len, prompts)) + n_new),
+            kv_cache_memory=cache_memory(model, DTYPE, 1, max(map(len, prompts)) + n_new),
         ),
     )
     timed_deltas(engine, "warmup", prompts[0], greedy(4))
@@ -712,7 +706,7 @@ def prefix_run(model: Transformer, tok: Tokenizer, system: list[int], suffixes: 
             max_num_seqs=len(suffixes),
             dtype=DTYPE,
             enable_prefix_caching=caching,
-            kv_cache_memory=cache_bytes(model, len(suffixes) + 1, longest),
+            kv_cache_memory=cache_memory(model, DTYPE, len(suffixes) + 1, longest),
         ),
     )
     timed_deltas(engine, "warmup", list(reversed(system)), greedy(1))  # the same shapes, other tokens
@@ -819,7 +813,7 @@ def decode_after_prefill(
             max_num_batched_tokens=chunk,
             dtype=DTYPE,
             enable_prefix_caching=False,
-            kv_cache_memory=cache_bytes(model, batch, len(prompts[0]) + new),
+            kv_cache_memory=cache_memory(model, DTYPE, batch, len(prompts[0]) + new),
         ),
     )
     for i, prompt in enumerate(prompts):
