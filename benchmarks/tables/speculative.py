@@ -4,11 +4,12 @@ from columns import Column, Ratio
 
 
 def _no_speculation_on_same_workload(row: dict, other: dict) -> bool:
-    return other["method"] == "none" and other["workload"] == row["workload"]
+    return other["method"] == "none" and other["workload"] == row["workload"] and other["dtype"] == row["dtype"]
 
 
 TABLES = {
     "batch1": (
+        Column("dtype", "dtype"),
         Column("workload", "workload"),
         Column("method", "method"),
         Column("requests", "requests", "d"),
