@@ -93,7 +93,7 @@ def test_a_command_that_never_ends_is_interrupted_or_killed(tmp_path):
     with sandbox.Shell(tmp_path) as shell:
         assert shell.send("echo hello; pwd\n", 5) == "hello\n/app\n$ "
         assert shell.send("sleep 1000\n", 0.3) == ""
-        assert shell.send("C-c", 2).endswith("$ ")
+        assert shell.send("C-c", 20).endswith("$ ")  # returns at the prompt: the limit only bounds a slow machine
         assert shell.send("trap '' INT; cd /tmp && pwd\n", 5) == "/tmp\n$ "
         shell.send("sleep 1000\n", 0.3)
         assert shell.send("C-c", 0.5) == ""  # ignored: the shell is still busy

@@ -274,7 +274,8 @@ class Shell:
 
     `send(keys, duration)` types `keys` (with "C-c" / "C-d" style control keys allowed as whole
     strings) and returns what the terminal printed within `duration` seconds, returning early once the
-    shell prompts again after a submitted line. Use as a context manager; `close()` kills everything.
+    shell prompts again (a line ran, or an interrupt ended a command). Use as a context manager;
+    `close()` kills everything.
     """
 
     CONTROL = {"C-c": "\x03", "C-d": "\x04", "C-z": "\x1a", "C-\\": "\x1c", "C-u": "\x15", "Enter": "\n"}
@@ -310,7 +311,7 @@ class Shell:
             if err.errno not in (errno.EIO, errno.EBADF):
                 raise
 
-    def _read_until_prompt(self, duration: float, early: bool = True) -> str:
+    def _read_until_prompt(self, duration: float) -> str:
         out = HeadTail()
         deadline = time.monotonic() + duration
         next_quota_check = 0.0
@@ -326,7 +327,7 @@ class Shell:
                 except OSError:  # the terminal closed: the shell ended
                     break
                 out.add(data)
-                if early and out.endswith(marker):
+                if out.endswith(marker):
                     break
             if now >= next_quota_check:
                 if self._box.over_quota():
@@ -342,7 +343,7 @@ class Shell:
             return "[the shell has exited]"
         keys = self.CONTROL.get(keys, keys)
         self._write(keys)
-        return self._read_until_prompt(max(0.0, duration), early=keys.endswith("\n"))
+        return self._read_until_prompt(max(0.0, duration))
 
     def close(self) -> None:
         self._box.kill()
