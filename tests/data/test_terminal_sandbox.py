@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import time
@@ -89,7 +90,20 @@ def test_memory_and_cpu_limits(tmp_path):
     assert "status 137" in outcome.output or "status 152" in outcome.output  # SIGKILL or SIGXCPU
 
 
-def test_a_command_that_never_ends_is_interrupted_or_killed(tmp_path):
+@pytest.fixture(params=["default", "ignored"])
+def parent_sigint(request):
+    """SIGINT as a parent leaves it: default, or ignored (nohup, a pool worker), which the sandbox must not pass on."""
+    if request.param == "default":
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def test_a_command_that_never_ends_is_interrupted_or_killed(tmp_path, parent_sigint):
     with sandbox.Shell(tmp_path) as shell:
         assert shell.send("echo hello; pwd\n", 5) == "hello\n/app\n$ "
         assert shell.send("sleep 1000\n", 0.3) == ""

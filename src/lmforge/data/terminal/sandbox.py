@@ -158,8 +158,16 @@ def _bwrap_argv(workdir: Path, limits: Limits, readonly: dict[str, Path], writab
     return argv
 
 
+# Signals a parent may ignore (nohup, a server, a pool worker) and the sandbox's commands would inherit ignored,
+# so that C-c could not stop a command in the agent's terminal.
+_DEFAULT_SIGNALS = (signal.SIGINT, signal.SIGQUIT, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGHUP,
+                    signal.SIGTERM)
+
+
 def _limit(limits: Limits, uid: int | None, controlling_tty: bool):
     def apply() -> None:
+        for number in _DEFAULT_SIGNALS:
+            signal.signal(number, signal.SIG_DFL)
         if controlling_tty:
             fcntl.ioctl(0, termios.TIOCSCTTY, 0)
         resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_seconds, limits.cpu_seconds))
