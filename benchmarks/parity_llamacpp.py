@@ -1,19 +1,26 @@
 """SmolLM2-135M (Q4_1 GGUF) in lmforge vs transformers vs llama.cpp: logits, agreement, speed.
 
-All three read the same GGUF file and score the same token ids of an English passage
-(the pydoc reference text) in one process. Agreement is measured against lmforge: next-
-token argmax agreement, per-token loss correlation, largest logit difference, greedy
-continuations; then greedy decode speed of each at the machine's thread count.
-Needs `lmforge pull smollm2-135m`, `transformers` + `accelerate` + `gguf`, and `llama-cpp-python`.
+All three read the same GGUF file and score the same token ids of an English passage in one process,
+with the same thread count. lmforge and transformers dequantize the file to fp32; llama.cpp runs its
+Q4_1 kernels (and rounds activations to 8 bits for them). Agreement is measured against lmforge:
+next-token argmax agreement, per-token loss correlation, largest logit difference, the greedy
+continuation; then greedy decode speed at batch 1 (median of repeats after a warm-up), recorded in
+benchmarks/results/parity-llamacpp.json.
+Needs `lmforge pull smollm2-135m`, `transformers` + `accelerate` + `gguf`, and `llama-cpp-python`
+(which can load the llama.cpp built for the other peers: set LLAMA_CPP_LIB_PATH to its build/bin).
 """
 
 from __future__ import annotations
 
+from common import THREADS, parser, print_recorded, timings  # first: pins the thread pools before torch
+
 import time
+from importlib import metadata
 
 import numpy as np
 import torch
-from common import machine, parser, print_table, write_json
+from record import record, spread
+from tables import TABLES
 
 from lmforge.data.readers import english_passage
 from lmforge.interop.load import load_model
@@ -33,9 +40,8 @@ def token_losses(logits: np.ndarray, ids: list[int]) -> np.ndarray:
 
 def main() -> None:
     args = parser(__doc__.splitlines()[0]).parse_args()
-    n_tokens, n_decode, n_greedy = (256, 32, 32) if args.quick else (1000, 128, 32)
-    threads = torch.get_num_threads()
-    path = pull("smollm2-135m")
+    n_tokens, n_decode, n_greedy, repeats = (256, 32, 32, 3) if args.quick else (1000, 128, 32, 5)
+    gguf_path = pull("smollm2-135m")
 
     t = time.perf_counter()
     ours = load_model("smollm2-135m")
@@ -45,13 +51,13 @@ def main() -> None:
     from transformers import AutoModelForCausalLM
 
     t = time.perf_counter()
-    hf = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)
+    hf = AutoModelForCausalLM.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name, dtype=torch.float32)
     load_hf = time.perf_counter() - t
 
     from llama_cpp import Llama
 
     t = time.perf_counter()
-    llm = Llama(model_path=str(path), n_ctx=2048, logits_all=True, n_threads=threads, verbose=False)
+    llm = Llama(model_path=str(gguf_path), n_ctx=2048, logits_all=True, n_threads=THREADS, n_threads_batch=THREADS, verbose=False)
     load_cpp = time.perf_counter() - t
     text = ours.tokenizer.decode(ids)
     same_tokens_cpp = llm.tokenize(text.encode(), add_bos=False, special=False) == ours.tokenizer.encode(text)
@@ -82,49 +88,50 @@ def main() -> None:
             break
     continuation["llama.cpp"] = cpp_tokens
 
-    def decode_speed(name: str) -> float:
+    def decode(name: str) -> int:
         short = ids[:16]
-        t = time.perf_counter()
         if name == "lmforge":
-            n = len(greedy(short, n_decode))
-        elif name == "transformers":
+            return len(greedy(short, n_decode))
+        if name == "transformers":
             with torch.no_grad():
-                n = hf.generate(torch.tensor([short]), max_new_tokens=n_decode, min_new_tokens=n_decode, do_sample=False).shape[1] - len(short)
-        else:
-            n = 0
-            for _ in llm.generate(short, temp=0.0, top_k=1, reset=True):
-                n += 1
-                if n == n_decode:
-                    break
-        return n / (time.perf_counter() - t)
+                out = hf.generate(torch.tensor([short]), max_new_tokens=n_decode, min_new_tokens=n_decode, do_sample=False)
+            return out.shape[1] - len(short)
+        n = 0
+        for _ in llm.generate(short, temp=0.0, top_k=1, reset=True):
+            n += 1
+            if n == n_decode:
+                break
+        return n
 
-    rows = []
+    rows, raw = [], {}
     for name, load in (("lmforge", load_ours), ("transformers", load_hf), ("llama.cpp", load_cpp)):
+        assert decode(name) == n_decode, f"{name} stopped before {n_decode} tokens"  # also the warm-up
+        rates = [n_decode / seconds for seconds in timings(lambda: decode(name), repeats, warmup=0)]
+        raw[name] = {"decode_tokens_per_s": rates, "greedy": continuation[name]}
         agree = float((logits[name].argmax(1) == logits["lmforge"].argmax(1)).mean())
         prefix = next((i for i, (a, b) in enumerate(zip(continuation[name], continuation["lmforge"])) if a != b), n_greedy)
         rows.append({
             "peer": name,
+            "weights": "Q4_1 kernels" if name == "llama.cpp" else "fp32 (dequantized)",
             "argmax_agreement": agree,
             "loss_correlation": float(np.corrcoef(losses[name], losses["lmforge"])[0, 1]),
             "max_abs_logit_diff": float(np.abs(logits[name] - logits["lmforge"]).max()),
             "perplexity": float(np.exp(losses[name].mean())),
             "greedy_prefix_match": prefix,
-            "load_seconds": load,
-            "decode_tokens_per_second": decode_speed(name),
+            "load_s": load,
+            "decode_tokens_per_s": spread(rates),
         })
-    base = rows[0]["decode_tokens_per_second"]
-    for r in rows:
-        r["decode_vs_lmforge"] = r["decode_tokens_per_second"] / base
-    print(f"\nSmolLM2-135M-Instruct Q4_1, {len(ids)}-token English passage, {threads} threads; "
-          f"agreement against lmforge; greedy prefix of {n_greedy} tokens after a 64-token prompt; "
-          f"decode {n_decode} greedy tokens. llama.cpp tokenizes the passage identically: {same_tokens_cpp}")
-    print_table(rows, [("peer", "peer", "s"), ("argmax_agreement", "argmax agree", ".2%"),
-                       ("loss_correlation", "loss corr", ".5f"), ("max_abs_logit_diff", "max |dlogit|", ".2e"),
-                       ("perplexity", "ppl", ".3f"), ("greedy_prefix_match", "greedy match", "d"),
-                       ("decode_tokens_per_second", "decode tok/s", ".1f"), ("decode_vs_lmforge", "vs lmforge", ".2f"),
-                       ("load_seconds", "load s", ".1f")])
-    write_json(args.out, {"benchmark": "parity_llamacpp", "tokens": len(ids), "same_tokens_llama_cpp": same_tokens_cpp,
-                          "rows": rows, "machine": machine()})
+    settings = {"model": "smollm2-135m", "tokens": len(ids), "prompt_tokens": len(prompt), "greedy_tokens": n_greedy,
+                "decode_tokens": n_decode, "decode_prompt_tokens": 16, "repeats": repeats, "threads": THREADS,
+                "same_tokens_llama_cpp": same_tokens_cpp}
+    versions = {"llama_cpp_python": metadata.version("llama_cpp_python")}
+    path = record("parity-llamacpp", settings, raw, {"parity": rows}, args.out, args.quick, versions)
+    print_recorded({"parity": rows}, TABLES["parity-llamacpp"], {"parity": TITLE}, settings, path)
+
+
+TITLE = ("SmolLM2-135M-Instruct Q4_1 on a {tokens}-token English passage, {threads} threads; agreement against "
+         "lmforge; greedy match of {greedy_tokens} tokens after a {prompt_tokens}-token prompt; decode of "
+         "{decode_tokens} greedy tokens at batch 1. llama.cpp tokenizes the passage identically: {same_tokens_llama_cpp}")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
-"""GGUF files (llama.cpp's format) into and out of the one model, with the `gguf` package.
+"""GGUF files (llama.cpp's format) into and out of the one model.
 
-Reading dequantizes each tensor to fp32 as it is copied into the model (every type that
-`gguf.quants.dequantize` knows: F32, F16, BF16, Q8_0, Q4_0/1, Q5_0/1, K-quants, ...) and
-undoes the row permutation llama.cpp's converter applies to Llama q/k weights.
+Reading (`gguf_read`) dequantizes each tensor to fp32 as it is copied into the model: Q8_0 and Q4_0/1
+with lmforge's vectorised `from_blocks`, every other type `gguf.quants.dequantize` knows (F32, F16,
+BF16, Q5_0/1, K-quants, ...) with the `gguf` package, and undoes the row permutation llama.cpp's
+converter applies to Llama q/k weights. Writing uses the `gguf` package's writer.
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ from lmforge.checkpoint import Checkpoint, copy_tensors, is_softmax_only
 from lmforge.config import ModelConfig, RunConfig
 from lmforge.errors import CheckpointError
 from lmforge.fileio import OutputKind, atomic_path, claim_output
+from lmforge.interop.gguf_read import GGUFFile, GGUFTensor
 from lmforge.interop.gguf_tokenizer import add_tokenizer_to_gguf, tokenizer_from_gguf
 from lmforge.interop.names import GGUF, external_names, from_llama_cpp_rows, to_llama_cpp_rows
 from lmforge.model.transformer import Transformer
-from lmforge.quant.gguf_blocks import BLOCK_TYPES, exact_blocks, to_blocks
+from lmforge.quant.gguf_blocks import BLOCK_TYPES, exact_blocks, from_blocks, to_blocks
 from lmforge.quant.layout import quantized_modules
 from lmforge.quant.linear import QuantLinear
 from lmforge.tokenizer import Tokenizer
@@ -28,27 +30,6 @@ from lmforge.tokenizer import Tokenizer
 SUPPORTED_ARCHITECTURES = ("llama", "qwen2")
 EXPORT_TYPES = ("f32", "f16", "q8_0", "q4_0", "q4_1")
 _PERMUTED = {"attn_q.weight": "n_heads", "attn_k.weight": "n_kv_heads"}
-
-
-def _open(path: Path):
-    import gguf
-
-    if not path.is_file():
-        raise CheckpointError(f"GGUF file {path} not found")
-    try:
-        return gguf.GGUFReader(path)
-    except Exception as e:  # the reader raises ValueError, IndexError, struct errors on damaged files
-        raise CheckpointError(f"{path} is not a readable GGUF file (truncated or corrupt: {e})") from None
-
-
-def _metadata(reader) -> dict:
-    fields = {}
-    for key, field in reader.fields.items():
-        try:
-            fields[key] = field.contents()
-        except Exception:  # a value type this gguf version cannot decode: not one lmforge needs
-            continue
-    return fields
 
 
 def _decimal(value: float) -> float:
@@ -88,19 +69,29 @@ def gguf_model_config(fields: dict, tensor_names: set[str], source: str) -> Mode
     )
 
 
-def _tensors(reader, cfg: ModelConfig, arch: str, source: str) -> Iterator[tuple[str, torch.Tensor]]:
+def _dequantize(t: GGUFTensor, source: str) -> torch.Tensor:
+    """fp32 values of a tensor in its torch shape (GGUF lists the fastest-varying dimension first)."""
     import gguf
 
+    shape = tuple(int(n) for n in reversed(t.shape))
+    qtype = gguf.GGMLQuantizationType(t.tensor_type)
+    rows = t.data.reshape(int(np.prod(shape[:-1])), -1) if shape else t.data.reshape(1, -1)
+    if qtype.name.lower() in BLOCK_TYPES:
+        return from_blocks(rows, qtype.name.lower()).reshape(shape)
+    try:
+        values = gguf.quants.dequantize(rows, qtype)
+    except NotImplementedError:
+        raise CheckpointError(f"{source}: tensor {t.name} has type {qtype.name}, which cannot be dequantized") from None
+    return torch.from_numpy(np.array(values, dtype=np.float32)).reshape(shape)
+
+
+def _tensors(file: GGUFFile, cfg: ModelConfig, arch: str, source: str) -> Iterator[tuple[str, torch.Tensor]]:
     ours = {theirs: mine for mine, theirs in external_names(cfg.n_layers, GGUF).items()}
-    for t in reader.tensors:
+    for t in file.tensors:
         name = ours.get(t.name)
         if name is None:
             raise CheckpointError(f"{source}: tensor {t.name} is not part of a {arch} model lmforge can run")
-        try:
-            values = gguf.quants.dequantize(t.data, t.tensor_type)
-        except NotImplementedError:
-            raise CheckpointError(f"{source}: tensor {t.name} has type {t.tensor_type.name}, which cannot be dequantized") from None
-        w = torch.from_numpy(np.array(values, dtype=np.float32)).reshape(tuple(int(n) for n in reversed(t.shape)))
+        w = _dequantize(t, source)
         suffix = t.name.split(".", 2)[-1]
         if arch == "llama" and suffix in _PERMUTED:
             w = from_llama_cpp_rows(w, getattr(cfg, _PERMUTED[suffix]))
@@ -110,12 +101,11 @@ def _tensors(reader, cfg: ModelConfig, arch: str, source: str) -> Iterator[tuple
 def load_gguf(path: str | Path, device: str | torch.device = "cpu") -> Checkpoint:
     """Load a GGUF file into the one model (fp32) with its tokenizer and chat template."""
     path = Path(path)
-    reader = _open(path)
-    fields = _metadata(reader)
-    cfg = gguf_model_config(fields, {t.name for t in reader.tensors}, str(path))
-    tokenizer = tokenizer_from_gguf(fields, str(path))
-    model = Transformer(cfg)
-    copy_tensors(model, _tensors(reader, cfg, fields["general.architecture"], str(path)), path)
+    file = GGUFFile(path)
+    cfg = gguf_model_config(file.fields, {t.name for t in file.tensors}, str(path))
+    tokenizer = tokenizer_from_gguf(file.fields, str(path))
+    model = Transformer(cfg, initialise=False)  # every weight is copied in
+    copy_tensors(model, _tensors(file, cfg, file.fields["general.architecture"], str(path)), path)
     return Checkpoint(model.to(device), tokenizer, RunConfig(model=cfg), path)
 
 

@@ -107,7 +107,7 @@ def load_hf(directory: str | Path, device: str | torch.device = "cpu") -> Checkp
     if tokenizer.eos_id is None and raw.get("eos_token_id") is not None:
         eos = raw["eos_token_id"]
         tokenizer.eos_id = eos[0] if isinstance(eos, list) else eos
-    model = Transformer(cfg)
+    model = Transformer(cfg, initialise=False)  # every weight is copied in
     copy_tensors(model, _tensors(directory, cfg), directory)
     return Checkpoint(model.to(device), tokenizer, RunConfig(model=cfg), directory)
 

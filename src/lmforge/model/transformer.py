@@ -68,11 +68,13 @@ def recompute_activations(model: nn.Module, what: str) -> None:
 
 
 class Transformer(nn.Module):
-    """Llama-family decoder (Touvron et al., arXiv 2302.13971) with per-layer token mixers."""
+    """Llama-family decoder (Touvron et al., arXiv 2302.13971) with per-layer token mixers.
+
+    `initialise=False` skips lmforge's initialisation, for loaders that copy in every weight next."""
 
     sequence_shard: SequenceShard | None = None  # set by `sequence_sharded`
 
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, initialise: bool = True):
         super().__init__()
         if cfg.vocab_size is None:
             raise ValueError("ModelConfig.vocab_size must be set before building the model")
@@ -81,7 +83,8 @@ class Transformer(nn.Module):
         self.layers = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layers))
         self.norm = RMSNorm(cfg.d_model, cfg.norm_eps)
         self.head = None if cfg.tie_embeddings else nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
-        self.reset_parameters()
+        if initialise:
+            self.reset_parameters()
 
     def reset_parameters(self) -> None:
         """Normal(0, init_std) weights, unit norm gains, zero biases; residual output projections

@@ -49,3 +49,22 @@ def to_blocks(codes: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor, gr
         return np.concatenate([d, nibbles], axis=-1).reshape(n, -1)
     m = (-z * s).half().numpy().view(np.uint8)
     return np.concatenate([d, m, nibbles], axis=-1).reshape(n, -1)
+
+
+_BLOCK_BYTES = {"q8_0": 34, "q4_0": 18, "q4_1": 20}
+
+
+def from_blocks(data: np.ndarray, qtype: str) -> torch.Tensor:
+    """fp32 weights [N, K] from GGUF block bytes [N, K / 32 * block bytes] (the inverse of `to_blocks`);
+    vectorised over the whole tensor, where the `gguf` package's reference loops over row groups."""
+    n = data.shape[0]
+    b = torch.from_numpy(np.array(data)).reshape(n, -1, _BLOCK_BYTES[qtype])
+    d = b[..., 0:2].contiguous().view(torch.float16).float()
+    if qtype == "q8_0":
+        return (d * b[..., 2:].contiguous().view(torch.int8).float()).reshape(n, -1)
+    nibbles = b[..., -16:]
+    q = torch.cat([nibbles & 15, nibbles >> 4], dim=-1).float()
+    if qtype == "q4_0":
+        return (d * (q - 8)).reshape(n, -1)
+    m = b[..., 2:4].contiguous().view(torch.float16).float()
+    return (d * q + m).reshape(n, -1)

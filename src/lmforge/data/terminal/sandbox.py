@@ -312,6 +312,12 @@ class Shell:
     def alive(self) -> bool:
         return self._box.process.poll() is None
 
+    def _await_exit(self, timeout: float = 5.0) -> None:
+        try:
+            self._box.process.wait(timeout)
+        except subprocess.TimeoutExpired:  # still running: `alive` stays true and the caller goes on
+            pass
+
     def _write(self, text: str) -> None:
         try:
             os.write(self._master, text.encode("utf-8"))
@@ -332,7 +338,8 @@ class Shell:
             if ready:
                 try:
                     data = os.read(self._master, 65536)
-                except OSError:  # the terminal closed: the shell ended
+                except OSError:  # the terminal closed: the shell is ending, and `alive` must say so once this returns
+                    self._await_exit()
                     break
                 out.add(data)
                 if out.endswith(marker):
