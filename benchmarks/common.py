@@ -104,6 +104,6 @@ def print_recorded(tables: dict[str, list[dict]], specs: dict, titles: dict[str,
     from render import cells
 
     for name, rows in tables.items():
-        print(f"\n{titles[name].format(**settings, threads=THREADS)}")
+        print(f"\n{titles[name].format(**{'threads': THREADS, **settings})}")
         print_table(cells(specs[name], rows), [(c.header, c.header, "s") for c in specs[name]])
     print(f"(recorded in {path})", flush=True)
