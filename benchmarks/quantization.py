@@ -26,7 +26,7 @@ nothing if its quantizer finds that grid again (llama.cpp's min/max rounding and
 and GPTQ's integer zero points cannot). Q8_0, Q4_0 and Q4_K_M use other grids. `--model` takes a float checkpoint.
 
     python benchmarks/quantization.py --sections formats8,kernels,speed  # about 45 minutes on 2 quiet cores
-    python benchmarks/quantization.py --sections formats4                # about 55 minutes
+    python benchmarks/quantization.py --sections formats4                # about 55 minutes (AVX2: over 2 hours)
     python benchmarks/quantization.py --quick                            # Q4_1 only, one seed, short texts
 Needs `lmforge pull smollm2-135m` and llama.cpp's tools (see --llama-bin and MEASUREMENTS.md).
 """
@@ -64,7 +64,7 @@ from lmforge.serve.llm import stream
 from lmforge.serve.params import SamplingParams
 
 AREA = "quantization"
-FORMAT_SECTIONS = {"formats8": ("Q8_0",), "formats4": ("Q4_1", "Q4_0", "Q4_K_M")}  # recorded apart: each < 1 hour
+FORMAT_SECTIONS = {"formats8": ("Q8_0",), "formats4": ("Q4_1", "Q4_0", "Q4_K_M")}  # recorded apart
 LMFORGE_BITS = {"Q8_0": 8, "Q4_1": 4}  # the GGUF types lmforge writes from its own codes (groups of 32)
 IMATRIX_TYPES = ("Q4_1", "Q4_0", "Q4_K_M")  # llama-quantize uses an importance matrix for these (not for Q8_0)
 SAME_EMBEDDING = "q8_0"  # lmforge's export writes its 8-bit head (the tied embedding) as Q8_0
