@@ -4,10 +4,12 @@ import copy
 
 import pytest
 import torch
+from torch import nn
 
 from lmforge.config import ModelConfig
 from lmforge.model.transformer import Transformer
-from lmforge.quant.awq import awq_block, fold_scales, llama_scale_groups, search_clip
+from lmforge.quant.awq import (awq_block, fold_scales, linear_output_loss, llama_scale_groups, module_output_loss,
+                               search_clip, search_scales)
 from lmforge.quant.gptq import Hessian, gptq, inverse_cholesky
 from lmforge.quant.grid import Grid, dequantize, fake_quantize, grid_params, rtn
 from lmforge.quant.hqq import hqq, shrink_lp
@@ -158,6 +160,23 @@ def test_awq_folding_leaves_the_float_block_unchanged(n_kv_heads):
         fold_scales(g.prev, [modules[n] for n in g.linears], torch.rand(64 if "down" not in g.linears[0] else 192,
                                                                         dtype=torch.float64) + 0.5)
     torch.testing.assert_close(block(x, positions, None), before, rtol=1e-12, atol=1e-12)
+
+
+def test_awq_linear_output_loss_equals_the_output_error_it_replaces():
+    torch.manual_seed(0)
+    lin = nn.Linear(96, 40, bias=False).double().requires_grad_(False)
+    x = correlated_inputs(300, 96).double().reshape(3, 100, 96)
+    w = lin.weight.detach().clone()
+    grid = Grid(4, 32)
+    direct, gram = module_output_loss(x, [lin], lin, bf16=False), linear_output_loss(x, w)
+    for shrink in (1.0, 0.8):
+        candidate = fake_quantize(w, grid, shrink)
+        assert gram([candidate]) == pytest.approx(direct([candidate]), rel=1e-9)
+    lin.weight.copy_(w)
+    mean_abs = x.reshape(-1, 96).abs().mean(0)
+    by_output = search_scales(x, [lin], lin, grid, mean_abs)
+    assert torch.equal(lin.weight, w)  # the search leaves the weights as it found them
+    torch.testing.assert_close(search_scales(x, [lin], None, grid, mean_abs), by_output, rtol=0, atol=0)
 
 
 def test_awq_clip_search_never_hurts_the_output():

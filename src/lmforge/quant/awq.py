@@ -33,7 +33,7 @@ class ScaleGroup:
 
     prev: nn.Module  # RMSNorm or nn.Linear whose output feeds `linears`
     linears: list[str]  # names inside the block
-    inspect: Callable[[torch.Tensor], torch.Tensor]
+    inspect: Callable[[torch.Tensor], torch.Tensor] | None  # None: the one linear's own output is judged
 
 
 def llama_scale_groups(block: nn.Module, positions: torch.Tensor) -> list[ScaleGroup]:
@@ -44,40 +44,68 @@ def llama_scale_groups(block: nn.Module, positions: torch.Tensor) -> list[ScaleG
         groups.append(ScaleGroup(block.mixer_norm, ["mixer.q_proj", "mixer.k_proj", "mixer.v_proj"],
                                  lambda x: mixer(x, positions[: x.shape[0], : x.shape[1]], None)))
         if mixer.v_proj.out_features == mixer.o_proj.in_features:
-            groups.append(ScaleGroup(mixer.v_proj, ["mixer.o_proj"], mixer.o_proj))
+            groups.append(ScaleGroup(mixer.v_proj, ["mixer.o_proj"], None))
     mlp = block.mlp
     groups.append(ScaleGroup(block.mlp_norm, ["mlp.gate_proj", "mlp.up_proj"], mlp))
-    groups.append(ScaleGroup(mlp.up_proj, ["mlp.down_proj"], mlp.down_proj))
+    groups.append(ScaleGroup(mlp.up_proj, ["mlp.down_proj"], None))
     return groups
 
 
 @torch.no_grad()
-def search_scales(x: torch.Tensor, linears: list[nn.Linear], inspect: Callable, grid: Grid,
+def search_scales(x: torch.Tensor, linears: list[nn.Linear], inspect: Callable | None, grid: Grid,
                   mean_abs: torch.Tensor, bf16: bool = False) -> torch.Tensor:
     """The input-column scales s [K] minimising the error of `inspect(x)` with linears quantized as (W s) / s.
 
+    With `inspect` None the group is one linear judged by its own output, through `linear_output_loss`.
     With `bf16` every `inspect` (the reference and each candidate alike) runs its products in bf16.
     """
-    def judged(x: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
-            return inspect(x).float()
-
-    reference = judged(x)
     originals = [lin.weight.detach().clone() for lin in linears]
+    loss_of = linear_output_loss(x, originals[0]) if inspect is None else module_output_loss(x, linears, inspect, bf16)
     best, best_loss = torch.ones_like(mean_abs), float("inf")
     try:
         for step in range(N_GRID):
             s = mean_abs.pow(step / N_GRID).clamp(min=1e-4)
             s = s / (s.max() * s.min()).sqrt()
-            for lin, w in zip(linears, originals):
-                lin.weight.copy_(fake_quantize(w * s, grid) / s)
-            loss = float((judged(x) - reference).pow(2).mean())
+            loss = loss_of([fake_quantize(w * s, grid) / s for w in originals])
             if loss < best_loss:
                 best, best_loss = s, loss
     finally:
         for lin, w in zip(linears, originals):
             lin.weight.copy_(w)
     return best
+
+
+def module_output_loss(x: torch.Tensor, linears: list[nn.Linear], inspect: Callable,
+                       bf16: bool) -> Callable[[list[torch.Tensor]], float]:
+    """Mean squared change of `inspect(x)` when the linears take the given weights (the caller restores them)."""
+    def judged() -> torch.Tensor:
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
+            return inspect(x).to(x.dtype)
+
+    reference = judged()
+
+    def loss(weights: list[torch.Tensor]) -> float:
+        for lin, w in zip(linears, weights):
+            lin.weight.copy_(w)
+        return float((judged() - reference).pow(2).mean())
+    return loss
+
+
+def linear_output_loss(x: torch.Tensor, w: torch.Tensor) -> Callable[[list[torch.Tensor]], float]:
+    """Mean squared change of one linear's output x W^T when W takes the given weight.
+
+    The change is x E^T with E the weight's change, whose mean square is tr(E H E^T) / (n N) with H = x^T x:
+    H is formed once, so each candidate costs an N x K x K product instead of a pass over the n inputs
+    (a fifth of the work for SmolLM2's down projection on 8,192 tokens).
+    """
+    rows = x.reshape(-1, x.shape[-1])
+    gram = rows.T @ rows
+    norm = 1 / (rows.shape[0] * w.shape[0])
+
+    def loss(weights: list[torch.Tensor]) -> float:
+        e = weights[0] - w
+        return float(((e @ gram) * e).sum()) * norm
+    return loss
 
 
 @torch.no_grad()
