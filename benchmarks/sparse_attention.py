@@ -25,7 +25,7 @@ The dense model of masks and quality is trained once and kept in runs/benchmark-
 --checkpoint). Full recording on 2 quiet cores, one section per command:
     python benchmarks/sparse_attention.py --sections speed      # about 10 minutes
     python benchmarks/sparse_attention.py --sections masks      # about 5 minutes (about 7 more the first time: data, dense model)
-    python benchmarks/sparse_attention.py --sections quality    # about 45 minutes (--steps 200)
+    python benchmarks/sparse_attention.py --sections quality    # about 45 minutes (--steps 200; AVX2: about 2 hours)
 --steps 300 takes about an hour and records table quality_300; --steps 1000 about three hours.
 --quick runs every section small (shorter sequences, one top-k fraction, 3 repeats; a tiny dense model on a
 smaller vocabulary and held-out split, 10 fine-tuning steps, 2 seeds; no SmolLM2) and records

@@ -4,12 +4,13 @@ import copy
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from lmforge.config import ModelConfig
 from lmforge.model.transformer import Transformer
-from lmforge.quant.awq import (awq_block, fold_scales, linear_output_loss, llama_scale_groups, module_output_loss,
-                               search_clip, search_scales)
+from lmforge.quant.awq import (MAX_SHRINK, N_GRID, awq_block, fold_scales, input_grams, linear_output_loss,
+                               llama_scale_groups, module_output_loss, quadratic_errors, search_clip, search_scales)
 from lmforge.quant.gptq import Hessian, gptq, inverse_cholesky
 from lmforge.quant.grid import Grid, dequantize, fake_quantize, grid_params, rtn
 from lmforge.quant.hqq import hqq, shrink_lp
@@ -188,6 +189,35 @@ def test_awq_clip_search_never_hurts_the_output():
     assert ((shrink > 0.5) & (shrink <= 1)).all() and (shrink < 1).any()
     clipped = fake_quantize(w, grid, shrink)
     assert output_error(w, clipped, x) < output_error(w, fake_quantize(w, grid), x)
+
+
+def group_output_errors(x, w, candidate, group):
+    """Naive reference: each input group's share of the output x W^T computed token by token, its squared
+    change summed over the tokens, [N, G]."""
+    pad = -w.shape[1] % group
+    xg = F.pad(x, (0, pad)).reshape(x.shape[0], -1, group)
+    e = F.pad(candidate - w, (0, pad)).reshape(w.shape[0], -1, group)
+    return torch.einsum("tgi,ngi->tng", xg, e).pow(2).sum(0)
+
+
+def test_awq_quadratic_errors_equal_the_group_outputs_change():
+    torch.manual_seed(0)
+    x, w = correlated_inputs(200, 80).double(), torch.randn(24, 80, dtype=torch.float64)
+    candidate = fake_quantize(w, Grid(4, 32), 0.85)  # 80 columns: two groups of 32 and one padded
+    for group in (32, 80):
+        torch.testing.assert_close(quadratic_errors(candidate - w, input_grams(x, group)),
+                                   group_output_errors(x, w, candidate, group), rtol=1e-10, atol=0)
+
+
+def test_awq_clip_search_picks_what_the_token_by_token_search_picks():
+    torch.manual_seed(1)
+    w = (torch.distributions.StudentT(2.0).sample((32, 96)) * 0.02).double()
+    x = correlated_inputs(512, 96).double()
+    grid = Grid(4, 32)
+    shrinks = [1 - step / N_GRID for step in range(int(MAX_SHRINK * N_GRID))]
+    errors = torch.stack([group_output_errors(x, w, fake_quantize(w, grid, s), 32) for s in shrinks])
+    expected = torch.tensor(shrinks, dtype=torch.float32)[errors.argmin(0)]
+    torch.testing.assert_close(search_clip(w, x, grid), expected, rtol=0, atol=0)
 
 
 def test_awq_block_beats_rtn_on_the_block_output():

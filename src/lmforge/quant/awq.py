@@ -99,13 +99,23 @@ def linear_output_loss(x: torch.Tensor, w: torch.Tensor) -> Callable[[list[torch
     (a fifth of the work for SmolLM2's down projection on 8,192 tokens).
     """
     rows = x.reshape(-1, x.shape[-1])
-    gram = rows.T @ rows
+    grams = input_grams(rows, rows.shape[1])
     norm = 1 / (rows.shape[0] * w.shape[0])
+    return lambda weights: float(quadratic_errors(weights[0] - w, grams).sum()) * norm
 
-    def loss(weights: list[torch.Tensor]) -> float:
-        e = weights[0] - w
-        return float(((e @ gram) * e).sum()) * norm
-    return loss
+
+def input_grams(x: torch.Tensor, group: int) -> torch.Tensor:
+    """x_g^T x_g for each group of `group` input columns of x [n, K] (zero-padded to whole groups): [G, group, group]."""
+    xg = F.pad(x, (0, -x.shape[1] % group)).reshape(x.shape[0], -1, group).transpose(0, 1)  # [G, n, group]
+    return xg.transpose(1, 2) @ xg
+
+
+def quadratic_errors(e: torch.Tensor, grams: torch.Tensor) -> torch.Tensor:
+    """Squared output change summed over the tokens, per output row and input group, [N, G]: e_g H_g e_g^T for
+    a weight change e [N, K] and the inputs' per-group Gram matrices H [G, group, group] (`input_grams`)."""
+    n_groups, group, _ = grams.shape
+    eg = F.pad(e, (0, n_groups * group - e.shape[1])).reshape(e.shape[0], n_groups, group).transpose(0, 1)
+    return (torch.bmm(eg, grams) * eg).sum(-1).t()
 
 
 @torch.no_grad()
@@ -123,31 +133,26 @@ def fold_scales(prev: nn.Module, linears: list[nn.Linear], s: torch.Tensor) -> N
 
 @torch.no_grad()
 def search_clip(w: torch.Tensor, x: torch.Tensor, grid: Grid) -> torch.Tensor:
-    """Per (output channel, group) range shrink factors [N, G] minimising the group's output error on inputs x [n, K]."""
+    """Per (output channel, group) range shrink factors [N, G] minimising the group's output error on inputs x [n, K].
+
+    Each group's error on the sampled tokens is a quadratic form of its weight change in that group's
+    input Gram matrix (`quadratic_errors`), so a candidate costs N K group products, not n N K.
+    """
     k = w.shape[1]
-    group = grid.group_len(k)
+    dtype = torch.promote_types(x.dtype, torch.float32)
     x = x.reshape(-1, k)
-    x = x[:: max(1, x.shape[0] // CLIP_TOKENS)][:CLIP_TOKENS].float()
-    w = w.float()
-    reference = group_outputs(w, x, group)
+    x = x[:: max(1, x.shape[0] // CLIP_TOKENS)][:CLIP_TOKENS].to(dtype)
+    w = w.to(dtype)
+    grams = input_grams(x, grid.group_len(k))
     best = torch.ones(w.shape[0], grid.n_groups(k))
-    best_err = torch.full_like(best, float("inf"))
+    best_err = torch.full(best.shape, float("inf"), dtype=dtype)
     for step in range(int(MAX_SHRINK * N_GRID)):
         shrink = 1 - step / N_GRID
-        err = (group_outputs(fake_quantize(w, grid, shrink), x, group) - reference).pow(2).mean(dim=1).t()
+        err = quadratic_errors(fake_quantize(w, grid, shrink) - w, grams)
         better = err < best_err
         best_err = torch.where(better, err, best_err)
         best[better] = shrink
     return best
-
-
-def group_outputs(w: torch.Tensor, x: torch.Tensor, group: int) -> torch.Tensor:
-    """Each input group's share of x W^T, [G, n_tokens, N] (summed over G it is the layer output)."""
-    k = w.shape[1]
-    padded = -(-k // group) * group
-    xg = F.pad(x, (0, padded - k)).reshape(x.shape[0], -1, group).transpose(0, 1)  # [G, n, group]
-    wg = F.pad(w, (0, padded - k)).reshape(w.shape[0], -1, group).permute(1, 2, 0)  # [G, group, N]
-    return torch.bmm(xg, wg)
 
 
 @torch.no_grad()
