@@ -43,7 +43,7 @@ import torch
 from lmforge.device import resolve_precision
 from lmforge.eval.perplexity import evaluation_texts, perplexity
 from lmforge.interop.load import load_model
-from lmforge.quant import DEFAULT_CALIBRATION, DEFAULT_WINDOW_LEN, DEFAULT_WINDOWS
+from lmforge.quant import DEFAULT_AWQ_SEARCH_SEQS, DEFAULT_CALIBRATION, DEFAULT_WINDOW_LEN, DEFAULT_WINDOWS
 from lmforge.quant.calibration import calibration_set, sample_texts
 from lmforge.quant.quantize import QuantSpec, quantize_model
 
@@ -55,7 +55,7 @@ ABLATIONS = {  # GPTQ variants, each one change from the defaults
     "fp32 calibration forward": {"calib_precision": "fp32"},
 }
 SECTIONS = ("defaults", "stdlib", "ablations", "tokens", "awq_search")
-AWQ_SEARCH_SEQS = (16, 4)  # sequences AWQ's scale search judges on, in the awq_search section (16: the default)
+AWQ_SEARCH_SEQS = (DEFAULT_AWQ_SEARCH_SEQS, 4)  # sequences AWQ's scale search judges on, in the awq_search section
 TOKEN_WINDOWS = {False: (128, 32), True: (4, 1)}  # calibration windows of the tokens section (full, --quick)
 TITLES = {
     "perplexity": "int4 g128 perplexity on text from other sources than the calibration ({eval_tokens} tokens each, "

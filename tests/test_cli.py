@@ -188,6 +188,16 @@ def test_distill_into_sparse_attention_and_generate(trained, tmp_path, capsys):
     assert code == 2 and "layer 9 does not exist" in err
 
 
+def test_quantize_with_awq_records_its_search_size(trained, tmp_path, capsys):
+    q = tmp_path / "awq"
+    assert main(["quantize", str(trained / "run"), "--method", "awq", "--group-size", "32", "--awq-search-seqs", "2",
+                 "--calib", str(trained / "corpus"), "--calib-seqs", "4", "--calib-len", "32", "--out", str(q),
+                 "--no-progress"]) == 0
+    assert "awq int4 g32" in capsys.readouterr().out
+    made = json.loads((q / "config.json").read_text())["quantization"]
+    assert made["method"] == "awq" and made["awq_search_seqs"] == 2 and made["calibration"]["sequences"] == 4
+
+
 def test_quantize_generate_evaluate_and_export(trained, tmp_path, capsys):
     run, q = trained / "run", tmp_path / "q4"
     assert main(["quantize", str(run), "--method", "gptq", "--group-size", "32", "--calib", str(trained / "corpus"),

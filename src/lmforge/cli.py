@@ -12,7 +12,7 @@ from typing import NoReturn
 from lmforge import __version__
 from lmforge.config import MAX_SEED, Range, field_range
 from lmforge.errors import LmforgeError
-from lmforge.quant import DEFAULT_CALIBRATION, DEFAULT_WINDOW_LEN, DEFAULT_WINDOWS
+from lmforge.quant import DEFAULT_AWQ_SEARCH_SEQS, DEFAULT_CALIBRATION, DEFAULT_WINDOW_LEN, DEFAULT_WINDOWS
 
 MODEL_HELP = "a pulled model name (see `lmforge pull --list`), a .gguf file, a Hugging Face directory, or an lmforge checkpoint/run directory"
 OVERRIDE_HELP = "overrides of the config, e.g. train.steps=500 model.d_model=128 data.corpus=./texts"
@@ -369,7 +369,8 @@ def cmd_quantize(args: argparse.Namespace) -> None:
     from lmforge.quant.quantize import CALIBRATED, QuantSpec, quantize_model
 
     group = None if args.group_size == 0 else args.group_size or (128 if args.bits == 4 else None)
-    spec = QuantSpec(args.method, args.bits, group, args.head_bits, not args.no_act_order)
+    spec = QuantSpec(args.method, args.bits, group, args.head_bits, not args.no_act_order,
+                     awq_search_seqs=args.awq_search_seqs)
     loaded = load_model(args.model)
     claim_output(args.out, CHECKPOINT_OUTPUT, [loaded.path], args.overwrite)
     float_bytes = sum(t.numel() * t.element_size() for t in loaded.model.state_dict().values())
@@ -742,6 +743,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"tokens per calibration sequence (default {DEFAULT_WINDOW_LEN})")
     p.add_argument("--no-act-order", action="store_true",
                    help="gptq: quantize columns left to right instead of by decreasing activation energy (the default)")
+    p.add_argument("--awq-search-seqs", type=Number(int, Range(1)), default=DEFAULT_AWQ_SEARCH_SEQS,
+                   help=f"awq: calibration sequences the scale search is judged on (default {DEFAULT_AWQ_SEARCH_SEQS}; "
+                        "4 takes about 2.6x less time, with a slightly higher perplexity on average, see BENCHMARKS.md)")
     p.add_argument("--head-bits", type=int, choices=(0, 4, 8), default=8,
                    help="output head (and tied embedding) precision, RTN; 0 keeps it float (default 8)")
     p.add_argument("--seed", type=SEED, default=0, help="seed of the calibration sample")

@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from lmforge.device import resolve_precision
 from lmforge.model.transformer import Transformer
+from lmforge.quant import DEFAULT_AWQ_SEARCH_SEQS
 from lmforge.quant.awq import awq_block
 from lmforge.quant.gptq import Hessian, gptq
 from lmforge.quant.grid import Grid, QuantizationError, grid_params, quantize, rtn
@@ -43,7 +44,7 @@ class QuantSpec:
     head_bits: int = 8  # 0 keeps the output head (and a tied embedding) in float
     act_order: bool = True  # GPTQ: columns by decreasing Hessian diagonal, static groups (measured: better)
     damp: float = 0.01  # GPTQ: damping as a fraction of the mean Hessian diagonal
-    awq_search_seqs: int = 16  # AWQ: calibration sequences the scale search is judged on
+    awq_search_seqs: int = DEFAULT_AWQ_SEARCH_SEQS  # AWQ: calibration sequences the scale search is judged on
     calib_precision: str = "auto"  # GPTQ, AWQ: calibration forwards and AWQ's scale search; auto: bf16 where native
 
     def __post_init__(self) -> None:
