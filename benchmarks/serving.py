@@ -312,21 +312,19 @@ async def stream_completion(client: httpx.AsyncClient, url: str, body: dict) -> 
 # single
 
 
+def one_at_a_time(model: Transformer, tok: Tokenizer, max_len: int) -> LLMEngine:
+    """The engine serving one sequence at a time, without prefix caching, with cache for `max_len` tokens."""
+    config = EngineConfig(max_num_seqs=1, dtype=DTYPE, enable_prefix_caching=False,
+                          kv_cache_memory=cache_memory(model, DTYPE, 1, max_len))
+    return LLMEngine(model, tok, config)
+
+
 def lmforge_single(
     model: Transformer, tok: Tokenizer, prompt: list[int], n_new: int, repeats: int, profile_steps: int
 ) -> list[dict]:
     """Every repeat: decode tokens/s and ms/token from the deltas after the first, prefill tokens/s, and the
     profiled ms per decode step in matrix products."""
-    engine = LLMEngine(
-        model,
-        tok,
-        EngineConfig(
-            max_num_seqs=1,
-            dtype=DTYPE,
-            enable_prefix_caching=False,
-            kv_cache_memory=cache_memory(model, DTYPE, 1, len(prompt) + n_new + 16),
-        ),
-    )
+    engine = one_at_a_time(model, tok, len(prompt) + n_new + 16)
     timed_deltas(engine, "warmup", prompt, greedy(8))
     runs = []
     for r in range(repeats):
@@ -477,16 +475,7 @@ def lmforge_sequential(
     model: Transformer, tok: Tokenizer, prompts: list[list[int]], n_new: int, repeats: int
 ) -> list[float]:
     """Seconds of the engine run one request at a time (the old loop's behaviour) over `prompts`, per repeat."""
-    engine = LLMEngine(
-        model,
-        tok,
-        EngineConfig(
-            max_num_seqs=1,
-            dtype=DTYPE,
-            enable_prefix_caching=False,
-            kv_cache_memory=cache_memory(model, DTYPE, 1, max(map(len, prompts)) + n_new),
-        ),
-    )
+    engine = one_at_a_time(model, tok, max(map(len, prompts)) + n_new)
     timed_deltas(engine, "warmup", prompts[0], greedy(4))
     seconds = []
     for r in range(repeats):
