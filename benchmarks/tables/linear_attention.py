@@ -3,7 +3,7 @@
 from columns import Column, Ratio, marked
 
 LAYERS = ("softmax", "mamba2s", "2mamba", "2mamba (lmforge)", "2mamba_e", "mamba2")  # one-layer measurements
-RECALL_PAIRS = (8, 24)  # key-value pairs of the recall task: 4 tokens each
+RECALL_PAIRS = (8, 16)  # key-value pairs of the recall task: 3 tokens each
 
 TABLES = {
     "quality": (
@@ -20,7 +20,8 @@ TABLES = {
     "recall": (
         Column("variant", "variant"),
         Column("mixers (2 layers)", "mixers"),
-        *(Column(f"accuracy T={4 * n}", f"acc_T{4 * n}", ".1%") for n in RECALL_PAIRS),
+        *(column for n in RECALL_PAIRS for column in (Column(f"rate T={3 * n}", f"lr_T{3 * n}", "g"),
+                                                      Column(f"accuracy T={3 * n}", f"acc_T{3 * n}", ".1%"))),
     ),
     "speed": (
         Column("T", "T", "d"),

@@ -13,10 +13,12 @@ IGNORE = -100
 
 
 def mqar_batch(batch: int, pairs: int, vocab: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Inputs [B, 4 * pairs] and targets (IGNORE except where a value must be recalled).
+    """Inputs [B, 3 * pairs] and targets (IGNORE except where a value must be recalled).
 
-    Layout: k1 v1 k2 v2 ... kn vn, then q1 a1 q2 a2 ... qn an, where each q is one of the keys
-    (in a random order) and a its value; the target at each q's position is its value.
+    Layout: k1 v1 k2 v2 ... kn vn, then q1 q2 ... qn, every key asked once in a random order; the
+    target at each q is its value. As in Zoology, the answers are targets only, never inputs: were
+    they fed back (q1 a1 q2 a2 ...), the last answers could be had by elimination (the values not
+    yet given), a shortcut a model learns before it learns to recall.
     Keys come from the lower half of the vocabulary, values from the upper half.
     """
     half = vocab // 2
@@ -27,10 +29,9 @@ def mqar_batch(batch: int, pairs: int, vocab: int, generator: torch.Generator) -
     order = torch.stack([torch.randperm(pairs, generator=generator) for _ in range(batch)])
     asked, answers = keys.gather(1, order), values.gather(1, order)
     context = torch.stack([keys, values], dim=2).reshape(batch, 2 * pairs)
-    queries = torch.stack([asked, answers], dim=2).reshape(batch, 2 * pairs)
-    tokens = torch.cat([context, queries], dim=1)
+    tokens = torch.cat([context, asked], dim=1)
     targets = torch.full_like(tokens, IGNORE)
-    targets[:, 2 * pairs :: 2] = answers  # predict the answer at each query key's position
+    targets[:, 2 * pairs :] = answers
     return tokens, targets
 
 
