@@ -22,7 +22,7 @@ problem and sampling seed, generated once with every token's signals, from which
 
     python benchmarks/reasoning.py --sections cost      # about 5 minutes on 2 cores
     python benchmarks/reasoning.py --sections effort    # trains the reasoning model first when missing
-    python benchmarks/reasoning.py --sections words
+    python benchmarks/reasoning.py --sections words --work runs/reasoning-work  # resumes at the next seed
     python benchmarks/reasoning.py --quick              # every section, small
 """
 
@@ -30,9 +30,11 @@ from __future__ import annotations
 
 from common import THREADS, parser, print_recorded  # first: it pins the thread pools before torch is imported
 
+import json
 import subprocess
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -42,7 +44,8 @@ from tables import TABLES
 from lmforge.data.readers import read_corpus
 from lmforge.eval.reasoning import Item, load_items, pearson, prompt_ids
 from lmforge.eval.dtr import SIGNAL_NAMES, mean_signals
-from lmforge.eval.think import Sample, replay, think_at_n
+from lmforge.eval.think import Sample, Vote, replay, tally, think_at_n
+from lmforge.fileio import write_json
 from lmforge.interop.load import load_model
 from lmforge.serve.engine import EngineConfig, LLMEngine, engine_dtype
 from lmforge.serve.params import SamplingParams
@@ -144,6 +147,21 @@ def samples_of(loaded, items: list[Item], chat: bool, params: SamplingParams):
     return think_at_n(engine, prompts, params)
 
 
+def seed_samples(work: Path | None, settings: dict, loaded, items: list[Item], chat: bool,
+                 params: SamplingParams) -> list[Vote]:
+    """One seed's samples of every problem: read from `work` when a run with the same settings left them there
+    (so a long section resumes where an interrupted one stopped), else generated and kept there."""
+    path = work / ("samples-" + "-".join(str(v).replace("/", "_") for v in settings.values()) + ".json") if work else None
+    if path and path.is_file() and (cached := json.loads(path.read_text()))["settings"] == settings:
+        return [tally([Sample(**{**d, "token_signals": [tuple(t) for t in d["token_signals"] or []]}) for d in problem])
+                for problem in cached["samples"]]
+    votes = samples_of(loaded, items, chat, params)
+    if path:
+        write_json(path, {"settings": settings, "samples": [[{k: v for k, v in asdict(s).items() if k != "answer"}
+                                                              for s in vote.samples] for vote in votes]})
+    return votes
+
+
 def binned_r(per_problem: list[list[tuple[float, float]]], bins: int) -> float | None:
     """The paper's binned correlation: each problem's (signal, correct) samples ranked by the signal into `bins`
     equal bins; signal and accuracy averaged per bin over the problems; Pearson's r over the bins."""
@@ -191,7 +209,9 @@ def effort_section(args, section: str) -> tuple[dict, dict, dict]:
         for seed in range(args.seeds):
             params = SamplingParams(n=top, max_tokens=args.max_new, temperature=args.temperature, seed=seed,
                                     return_dtr=True)
-            runs.append(samples_of(loaded, items, chat, params))
+            runs.append(seed_samples(args.work, {**key, "problems": problems, "difficulty": args.difficulty,
+                                                 "n": top, "max_new": args.max_new, "temperature": args.temperature,
+                                                 "seed": seed}, loaded, items, chat, params))
             print(f"  {name} {task}: seed {seed} sampled", flush=True)
         per_problem = [[{"correct": float(s.answer == item.answer), "tokens": float(s.tokens),
                          **mean_signals(s.token_signals)} for votes in runs for s in votes[i].samples]
@@ -263,6 +283,8 @@ def main() -> None:
     p.add_argument("--temperature", type=float, default=0.8)
     p.add_argument("--max-new", type=int, default=256)
     p.add_argument("--bins", type=int, default=4, help="bins per problem of the binned correlation")
+    p.add_argument("--work", type=Path, default=None, help="keep each seed's samples here and reuse them, so an "
+                   "interrupted section resumes at its next seed (default: keep nothing)")
     args = p.parse_args()
     if args.quick:
         args.problems, args.words_problems, args.ns, args.seeds, args.max_new = 6, 3, "2,4", 1, 48

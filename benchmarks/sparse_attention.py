@@ -26,7 +26,8 @@ The dense model of masks and quality is trained once and kept in runs/benchmark-
     python benchmarks/sparse_attention.py --sections speed      # about 10 minutes
     python benchmarks/sparse_attention.py --sections masks      # about 5 minutes (about 7 more the first time: data, dense model)
     python benchmarks/sparse_attention.py --sections quality    # about 45 minutes (--steps 200; AVX2: about 2 hours)
---steps 300 takes about an hour and records table quality_300; --steps 1000 about three hours.
+--steps 300 takes about an hour and records table quality_300; --steps 1000 about three hours. With --work DIR
+each finished quality run is kept there, and a later run with the same settings and dense model reuses it.
 --quick runs every section small (shorter sequences, one top-k fraction, 3 repeats; a tiny dense model on a
 smaller vocabulary and held-out split, 10 fine-tuning steps, 2 seeds; no SmolLM2) and records
 benchmarks/results/sparse-attention.quick.json.
@@ -36,6 +37,7 @@ from __future__ import annotations
 
 from common import THREADS  # first: it pins the thread pools before torch is imported
 
+import hashlib
 import json
 import shutil
 import tempfile
@@ -57,6 +59,7 @@ from lmforge.data.prepare import prepare_or_load
 from lmforge.data.readers import english_passage
 from lmforge.device import autocast, resolve_precision
 from lmforge.eval.perplexity import evaluate
+from lmforge.fileio import write_json
 from lmforge.interop.load import load_model
 from lmforge.interop.registry import model_path
 from lmforge.model.mixers.softmax import heads_first
@@ -350,13 +353,21 @@ def quality(args, checkpoint: Path) -> None:
     try:
         for seed in seeds:
             for key, (_, mixer, loss, mse) in VARIANTS.items():
-                start = time.perf_counter()
-                out = work / f"{key}-{seed}"
-                result = distill(checkpoint, out, mixer, None, loss, mse, overrides + [f"train.seed={seed}"], progress=False)
-                tuned = load_checkpoint(out).model
-                kept = mask_sparsity(tuned, seq, block, quick) if mixer == "sparse" else None
-                raw[key].append([result.final_eval["loss"], kept, time.perf_counter() - start])
-                shutil.rmtree(out)
+                done = args.work / f"{key}-seed{seed}.json" if args.work else None
+                settings = {"checkpoint": fingerprint(checkpoint), "overrides": overrides, "seed": seed}
+                if done and done.is_file() and (cached := json.loads(done.read_text()))["settings"] == settings:
+                    raw[key].append(cached["result"])
+                else:
+                    start = time.perf_counter()
+                    out = work / f"{key}-{seed}"
+                    result = distill(checkpoint, out, mixer, None, loss, mse, overrides + [f"train.seed={seed}"],
+                                     progress=False)
+                    tuned = load_checkpoint(out).model
+                    kept = mask_sparsity(tuned, seq, block, quick) if mixer == "sparse" else None
+                    raw[key].append([result.final_eval["loss"], kept, time.perf_counter() - start])
+                    shutil.rmtree(out)
+                    if done:
+                        write_json(done, {"settings": settings, "result": raw[key][-1]})
                 print(f"  seed {seed} {key}: loss {raw[key][-1][0]:.4f} ({raw[key][-1][2]:.0f} s)", flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -365,6 +376,15 @@ def quality(args, checkpoint: Path) -> None:
                 "top_k": top_k, "top_p": top_p, "lr": lr, "schedule": "wsd", "checkpoint": str(checkpoint)}
     record_section("quality", settings, {"dense": dense_loss, "untrained": untrained_loss, **raw},
                    {"quality" if steps == DEFAULT_STEPS else f"quality_{steps}": rows}, args)
+
+
+def fingerprint(path: Path) -> str:
+    """SHA-256 over the names and bytes of every file under `path`: which dense model a kept run started from."""
+    digest = hashlib.sha256()
+    for file in sorted(f for f in [path, *path.rglob("*")] if f.is_file()):
+        digest.update(str(file.relative_to(path) if file != path else file.name).encode())
+        digest.update(file.read_bytes())
+    return digest.hexdigest()
 
 
 def quality_rows(dense: float, untrained: float, sparsity: float, raw: dict[str, list]) -> list[dict]:
@@ -397,6 +417,8 @@ def main() -> None:
     p.add_argument("--sections", default="speed,masks,quality", help="comma-separated, from speed, masks, quality")
     p.add_argument("--steps", type=int, default=None, help=f"fine-tuning steps of the quality section (default {DEFAULT_STEPS}, 10 with --quick)")
     p.add_argument("--repeats", type=int, default=None, help="timed repeats in the speed section (default 5, 3 with --quick)")
+    p.add_argument("--work", type=Path, default=None, help="keep each finished quality run's figures here and reuse "
+                   "them, so an interrupted quality section resumes (default: keep nothing)")
     p.add_argument("--checkpoint", default=None, help="the quickstart-shaped dense checkpoint (default: train one, kept in runs/benchmark-sparse)")
     args = p.parse_args()
     sections = args.sections.split(",")

@@ -76,12 +76,15 @@ def think_at_n(engine: LLMEngine, prompts: list[list[int]], params: SamplingPara
                 s.dtr, s.logprob, s.certainty = (signals.get(name) for name in SIGNAL_NAMES)
         if progress:
             progress(sum(len(d.token_ids) for d in deltas))
-    votes = []
-    for request_samples in samples.values():
-        for s in request_samples:
-            s.answer = extract(s.text) if s.kept else None
-        votes.append(Vote(majority([s.answer for s in request_samples if s.kept]), request_samples))
-    return votes
+    return [tally(request_samples, extract) for request_samples in samples.values()]
+
+
+def tally(samples: list[Sample], extract: Callable[[str], object] = extract_answer) -> Vote:
+    """The vote of one prompt's finished samples: each kept sample's answer extracted from its text, then the
+    majority of those answers."""
+    for s in samples:
+        s.answer = extract(s.text) if s.kept else None
+    return Vote(majority([s.answer for s in samples if s.kept]), samples)
 
 
 @dataclass
