@@ -187,7 +187,10 @@ def chosen_rates(summary: dict) -> dict[str, float]:
 
 
 def section_seeds(bench: Bench, rates: dict[str, float]) -> tuple[dict, dict]:
-    runs = {name: [bench.run(name, rates[name], seed, curve=True) for seed in SEEDS] for name in OPTIMIZERS}
+    runs = {name: [] for name in OPTIMIZERS}
+    for seed in SEEDS:  # seed by seed: the timed runs (seed 0) run together, on one machine and day, when resumed
+        for name in OPTIMIZERS:
+            runs[name].append(bench.run(name, rates[name], seed, curve=True))
     adamw_test = over_seeds([r["test_loss"] for r in runs["adamw"]])
     rows = []
     for name, seeded in runs.items():
