@@ -36,6 +36,7 @@ from tables import TABLES
 from tables.linear_attention import LAYERS as LAYER_NAMES
 from tables.linear_attention import RECALL_PAIRS
 
+from lmforge.fileio import write_json
 from lmforge.plotting import pyplot, save_figure
 
 AREA = "linear-attention"
@@ -192,10 +193,12 @@ def recall(run: Run) -> None:
     cells = [(name, pairs) for name in VARIANTS for pairs in RECALL_PAIRS]
     with recall_workers() as pool:
         sweep = dict(zip([(cell, lr) for cell in cells for lr in rates], pool.map(
-            recall_run, [(*cell, lr, RECALL_SWEEP_SEED, steps, batch, vocab) for cell in cells for lr in rates])))
+            recall_run, [(*cell, lr, RECALL_SWEEP_SEED, steps, batch, vocab, run.args.work) for cell in cells
+                         for lr in rates])))
         best = {cell: max(rates, key=lambda lr: sweep[cell, lr]["validation"]) for cell in cells}
         report = dict(zip([(cell, seed) for cell in cells for seed in seeds], pool.map(
-            recall_run, [(*cell, best[cell], seed, steps, batch, vocab) for cell in cells for seed in seeds])))
+            recall_run, [(*cell, best[cell], seed, steps, batch, vocab, run.args.work) for cell in cells
+                         for seed in seeds])))
     raw, rows = {}, []
     for name in VARIANTS:
         raw[name], row = {}, {"variant": name, "mixers": ",".join(VARIANTS[name][0][-2:])}
@@ -228,7 +231,11 @@ def recall_run(job: tuple) -> dict[str, float]:
     from lmforge.eval.recall import mqar_accuracy, mqar_batch
     from lmforge.model.transformer import Transformer
 
-    name, pairs, lr, seed, steps, batch, vocab = job
+    *settings, work = job
+    name, pairs, lr, seed, steps, batch, vocab = settings
+    done = work / ("recall-" + "-".join(str(v).replace(" ", "_") for v in settings) + ".json") if work else None
+    if done and done.is_file():
+        return json.loads(done.read_text())
     mixers, variant = VARIANTS[name]
     torch.manual_seed(seed)
     model = Transformer(layer_config(mixers[-2:], variant, vocab_size=vocab, d_model=64, n_layers=2, n_heads=2,
@@ -242,8 +249,11 @@ def recall_run(job: tuple) -> dict[str, float]:
         model(x, targets=y).backward()
         opt.step()
         opt.zero_grad()
-    return {split: mqar_accuracy(model, *mqar_batch(512, pairs, vocab, torch.Generator().manual_seed(set_seed)))
-            for split, set_seed in (("validation", RECALL_VALIDATION), ("test", RECALL_TEST))}
+    accuracies = {split: mqar_accuracy(model, *mqar_batch(512, pairs, vocab, torch.Generator().manual_seed(set_seed)))
+                  for split, set_seed in (("validation", RECALL_VALIDATION), ("test", RECALL_TEST))}
+    if done:
+        write_json(done, accuracies)
+    return accuracies
 
 
 # one layer: speed and memory
@@ -349,6 +359,8 @@ SECTIONS = {"quality": quality, "recall": recall, "speed": speed, "memory": memo
 def main() -> None:
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated, of {', '.join(SECTIONS)}")
+    p.add_argument("--work", type=Path, default=None, help="keep each finished recall run's accuracies here and "
+                   "reuse them, so an interrupted recall section resumes (default: keep nothing)")
     p.add_argument("--plot", default=None, help=f"loss-curve plot of the quality section (default {PLOT.name}; "
                                                  "a --quick run plots only when given)")
     args = p.parse_args()
