@@ -13,7 +13,7 @@ Sections:
   recompute  one Mamba-2S layer against SDPA's at 16k (d 512, 8 heads of 64): bytes kept for the backward and
              forward+backward time, as it trains by default and with the layer recomputed in the backward
              (`train.recompute`); goal: at least 2x fewer bytes than SDPA's layer and at least 4x faster;
-  data_parallel  `lmforge train quickstart` for --ddp-steps steps in one process, and under torchrun over 2
+  data_parallel  `lmforge train small` for --ddp-steps steps in one process, and under torchrun over 2
              ranks with DDP and with FSDP2: tokens/s in all and per rank (the global batch is the same, each rank
              computes half of it), and the parameters, gradients and optimizer state each rank holds (counted).
 
@@ -63,7 +63,7 @@ TITLES = {
             "{repeats}), ranks sharing {threads} cores",
     "recompute": "one layer at T = {recompute_length} (d 512, 8 heads of 64): bytes kept for the backward and "
                  "forward+backward seconds (median of {repeats}), {threads} threads",
-    "data_parallel": "lmforge train quickstart, {ddp_steps} steps: tokens/s, and the parameters, gradients and "
+    "data_parallel": "lmforge train small, {ddp_steps} steps: tokens/s, and the parameters, gradients and "
                      "optimizer state each rank holds, in one process and over 2 data-parallel ranks",
 }
 
@@ -185,11 +185,11 @@ DATA_PARALLEL = {"one process": (1, False), "DDP x2": (2, False), "FSDP x2": (2,
 
 
 def train_run(ranks: int, fsdp: bool, steps: int, out: Path) -> list[float]:
-    """`lmforge train quickstart` for `steps` steps on `ranks` ranks; its logged tokens/s after the first window."""
+    """`lmforge train small` for `steps` steps on `ranks` ranks; its logged tokens/s after the first window."""
     base = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={ranks}"] if ranks > 1 \
         else [sys.executable]
     env = {**os.environ, "OMP_NUM_THREADS": str(max(1, THREADS // ranks))}
-    cmd = [*base, "-m", "lmforge", "train", "quickstart", f"train.out={out}", f"train.steps={steps}",
+    cmd = [*base, "-m", "lmforge", "train", "small", f"train.out={out}", f"train.steps={steps}",
            "train.eval_every=0", "train.log_every=10", f"parallel.fsdp={str(fsdp).lower()}", "--no-progress",
            "--overwrite"]
     if subprocess.run(cmd, env=env).returncode:

@@ -4,9 +4,9 @@ Mamba-2S, 2Mamba and 2Mamba-E run as their authors configure them (model.linear_
 2Mamba also runs as lmforge first shipped it ("lmforge": output RMSNorm and decay bias), beside it.
 Sections (all by default, or pick with --sections; each is recorded as soon as it ends, keeping the
 others' earlier records, so sections can be run separately):
-  quality  the quickstart model trained with each mixer on stdlib, same steps and data, 3 seeds:
+  quality  the small reference model (configs/small.toml) trained with each mixer on stdlib, same steps and data, 3 seeds:
            held-out loss and bits/byte, mean ± std; a gap to softmax is claimed only beyond the spread.
-           Nothing is tuned here (quickstart's settings for every variant), so the held-out split
+           Nothing is tuned here (the small config's settings for every variant), so the held-out split
            is only ever read for the reported figures;
   recall   multi-query associative recall (Zoology's layout) at two context lengths after the same training
            (2-layer models, d=64, 2 heads; 8 and 16 key-value pairs): the AdamW rate chosen per variant and size
@@ -61,7 +61,7 @@ RECALL_VALIDATION, RECALL_TEST = 98, 99  # seeds of the 512-sequence sets the ra
 BLOCK = 16  # cache block size of the decode measurement
 WIDTH, HEADS = 512, 8  # one layer of 8 heads of 64
 TITLES = {
-    "quality": "quality: quickstart model, stdlib, {steps} steps, seeds {seeds}; held-out loss mean ± std",
+    "quality": "quality: small model, stdlib, {steps} steps, seeds {seeds}; held-out loss mean ± std",
     "recall": "multi-query associative recall accuracy after {steps} steps, seeds {seeds}",
     "speed": "one layer forward+backward seconds, batch 1, {heads} heads x 64, {threads} threads",
     "memory": "one layer training memory (saved for backward + parameters + gradients), batch 1, {heads} heads x 64",
@@ -126,7 +126,7 @@ def quality(run: Run) -> None:
 
     steps, seeds = (10, SEEDS[:2]) if run.quick else (120, SEEDS)
     data_dir = Path("runs/benchmark-data-quick" if run.quick else "runs/benchmark-data")
-    data_cfg = load_run_config("quickstart", quality_overrides(["softmax"], "authors", 0, steps, Path(), data_dir, run.quick)).data
+    data_cfg = load_run_config("small", quality_overrides(["softmax"], "authors", 0, steps, Path(), data_dir, run.quick)).data
     prepare_or_load(data_cfg, data_dir, progress=False)  # once, before any run is timed
     raw, rows = {}, []
     for name, (mixers, variant) in VARIANTS.items():
@@ -136,7 +136,7 @@ def quality(run: Run) -> None:
                 out = Path(work) / "run"
                 overrides = quality_overrides(mixers, variant, seed, steps, out, data_dir, run.quick)
                 t = time.perf_counter()
-                r = train(load_run_config("quickstart", overrides), overwrite=True, progress=False, log=lambda s: None)
+                r = train(load_run_config("small", overrides), overwrite=True, progress=False, log=lambda s: None)
                 runs.append({"seed": seed, "params": r.params, "val_loss": r.final_eval["loss"], "val_bpb": r.final_eval["bpb"],
                              "eval_tokens": r.final_eval["tokens"], "seconds": time.perf_counter() - t,
                              "curve": train_curve(out)})
@@ -150,7 +150,7 @@ def quality(run: Run) -> None:
     for row in rows:
         row["vs_softmax"] = over_seeds([a / b - 1 for a, b in zip(row["val_loss"]["values"], base["values"])])
         row["ranked_vs_softmax"] = ranking(row["val_loss"], base) if not row["softmax"] else "-"
-    settings = {"steps": steps, "seeds": list(seeds), "config": "quickstart", "data_dir": str(data_dir),
+    settings = {"steps": steps, "seeds": list(seeds), "config": "small", "data_dir": str(data_dir),
                 "overrides": quality_overrides(["<mixers>"], "<variant>", 0, steps, Path("<out>"), data_dir, run.quick)}
     path = run.add("quality", settings, raw, {"quality": rows})
     if not run.quick or run.args.plot:
@@ -175,7 +175,7 @@ def plot_curves(results: Path, path: Path) -> None:
     settings = recorded["settings"]["quality"]
     ax.set_xlabel("step")
     ax.set_ylabel("training loss (nats/token), mean over seeds")
-    ax.set_title(f"quickstart model on stdlib, {settings['steps']} steps, seeds {settings['seeds']}")
+    ax.set_title(f"small model on stdlib, {settings['steps']} steps, seeds {settings['seeds']}")
     ax.grid(alpha=0.3)
     ax.legend()
     save_figure(fig, path)

@@ -1,4 +1,4 @@
-"""AdamW vs Muon vs NAMO vs NAMO-D on the quickstart model and the stdlib corpus, on equal terms.
+"""AdamW vs Muon vs NAMO vs NAMO-D on the small reference model (configs/small.toml) and the stdlib corpus, on equal terms.
 
 Every optimizer gets the same parameter groups (`optim.build_optimizer`): the hidden matrices at
 the matrix rate, updated by the optimizer under test (AdamW included); embeddings, head, gains
@@ -30,17 +30,13 @@ from pathlib import Path
 from common import THREADS, parser, print_table  # first: pins the thread pools before numpy and torch load
 
 import numpy as np
+from heldout import heldout_eval, split_validation
 from record import over_seeds, record, results_path, separated, spread
 from render import cells
 from tables.optimizers import TABLES
 
-from lmforge.checkpoint import load_checkpoint
 from lmforge.config import load_run_config
-from lmforge.data.loader import eval_windows
-from lmforge.data.prepare import MANIFEST, PreparedData, prepare_or_load
-from lmforge.data.shards import token_dtype
-from lmforge.device import autocast, resolve_device, resolve_precision
-from lmforge.eval.perplexity import evaluate
+from lmforge.data.prepare import prepare_or_load
 from lmforge.fileio import write_json
 from lmforge.plotting import pyplot, save_figure
 from lmforge.train.metrics import read_metrics
@@ -61,7 +57,7 @@ SIZES = {  # full and --quick: model overrides, batch, window, steps, evaluation
     True: {"model": ["model.d_model=64", "model.n_layers=2", "model.n_heads=2"], "batch_size": 4, "seq_len": 64,
            "steps": 16, "evals": 4, "subset_tokens": 2048, "extensions": 1},
 }
-BASE_LR = 3e-3  # embeddings, head and gains, every run (the quickstart's rate)
+BASE_LR = 3e-3  # embeddings, head and gains, every run (the small config's rate)
 
 
 class Bench:
@@ -70,13 +66,13 @@ class Bench:
     def __init__(self, args):
         self.quick, self.size = args.quick, SIZES[args.quick]
         self.work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="lmforge-optimizers-"))
-        data = prepare_or_load(load_run_config("quickstart").data, DATA_DIR, progress=False)
+        data = prepare_or_load(load_run_config("small").data, DATA_DIR, progress=False)
         self.test_dir = self.work / "test-data"
         self.val_tokens, self.test_tokens = split_validation(data, self.size["subset_tokens"], self.test_dir)
         self.token_bytes = data.tokenizer.token_byte_lengths()
 
     def settings(self) -> dict:
-        return {"model": "quickstart" + (" (shrunk: " + ", ".join(self.size["model"]) + ")" if self.quick else ""),
+        return {"model": "small" + (" (shrunk: " + ", ".join(self.size["model"]) + ")" if self.quick else ""),
                 "batch_size": self.size["batch_size"], "seq_len": self.size["seq_len"], "steps": self.size["steps"],
                 "base_lr": BASE_LR, "schedule": "wsd, warmup steps/20, decay over the last 30%",
                 "validation_tokens": len(self.val_tokens) - 1, "test_tokens": self.test_tokens - 1,
@@ -97,7 +93,7 @@ class Bench:
                      f"train.warmup_steps={max(steps // 20, 1)}", f"train.log_every={max(steps // 20, 1)}", f"train.out={out}",
                      f"train.eval_every={steps // self.size['evals'] if curve else 0}",
                      f"train.eval_tokens={self.test_tokens}", f"data.dir={self.test_dir}"]
-        result = train(load_run_config("quickstart", overrides), overwrite=True, progress=False, log=lambda s: None)
+        result = train(load_run_config("small", overrides), overwrite=True, progress=False, log=lambda s: None)
         records = read_metrics(out / "metrics.jsonl")
         windows = [r for r in records if "optimizer_share" in r][1:]  # the first window holds the warm-up
         summary = {
@@ -113,31 +109,7 @@ class Bench:
 
     def validation_loss(self, out: Path) -> float:
         """Loss of a finished run's model on the validation subset."""
-        model = load_checkpoint(out).model
-        device = resolve_device("cpu")
-        amp = lambda: autocast(device, resolve_precision("auto", device))  # noqa: E731  (as the trainer evaluates)
-        windows = eval_windows(self.val_tokens, self.size["seq_len"])
-        return evaluate(model, windows, self.token_bytes, self.size["batch_size"], amp)["loss"]
-
-
-def split_validation(data: PreparedData, tokens: int, test_dir: Path) -> tuple[np.ndarray, int]:
-    """Cut the validation split at document ends: the first documents holding >= `tokens` tokens are the
-    validation subset (returned), the next ones holding >= `tokens` the test subset (its size returned), written
-    as the val shard of `test_dir`, a copy of the prepared data directory sharing its tokenizer and train shard."""
-    shard = data.shard("val")
-    ends = [0, *(int(e) for e in shard.doc_ends)]
-    cut = next(e for e in ends if e >= tokens)
-    stop = next((e for e in ends if e >= cut + tokens), ends[-1])
-    if stop - cut < tokens // 2:
-        raise SystemExit(f"the validation split ({ends[-1]} tokens) is too small for two subsets of {tokens} tokens")
-    test_dir.mkdir(parents=True, exist_ok=True)
-    for name in (MANIFEST, "tokenizer.json", "tokenizer_config.json", "train.bin", "train.idx.npy"):
-        link = test_dir / name
-        if not link.exists() and (data.dir / name).exists():
-            link.symlink_to((data.dir / name).resolve())
-    np.asarray(shard.tokens[cut:stop], dtype=token_dtype(data.tokenizer.vocab_size)).tofile(test_dir / "val.bin")
-    np.save(test_dir / "val.idx.npy", np.asarray([e - cut for e in ends if cut < e <= stop], dtype=np.int64))
-    return np.asarray(shard.tokens[:cut]), stop - cut
+        return heldout_eval(out, self.val_tokens, self.token_bytes, self.size["seq_len"], self.size["batch_size"])["loss"]
 
 
 def finite(loss: float) -> float:

@@ -18,6 +18,7 @@ import functools
 import json
 import statistics
 import subprocess
+from collections.abc import Callable
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -118,3 +119,17 @@ def record(
                "tables": tables}
     write_json(path, payload)
     return path
+
+
+def reuse(path: Path | None, settings: dict, compute: Callable[[], object]):
+    """A finished run's result, read from `path` when a run with the same `settings` left it there, else
+    `compute()`d and kept at `path` (None: not kept), so a long benchmark interrupted resumes where it stopped."""
+    settings = json.loads(json.dumps(settings))  # as it reads back (tuples become lists)
+    if path is not None and path.is_file():
+        kept = json.loads(path.read_text(encoding="utf-8"))
+        if kept.get("settings") == settings:
+            return kept["result"]
+    result = compute()
+    if path is not None:
+        write_json(path, {"settings": settings, "result": result})
+    return result

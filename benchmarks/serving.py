@@ -17,7 +17,7 @@ Sections (all by default, or pick with --sections):
            inter-token latency p50/p99.
   prefix   a 1,000-token shared system prompt and 8 short user suffixes in sequence to one engine: time to
            first token of the first request vs the median of the later ones, with prefix caching on and off.
-  mixers   quickstart-sized models briefly trained with softmax, mamba2s, a 2mamba/softmax hybrid and sparse
+  mixers   small (configs/small.toml) models briefly trained with softmax, mamba2s, a 2mamba/softmax hybrid and sparse
            mixers (max_seq_len 8448): prefill tokens/s of 8 contexts of 1k and of 8k tokens (one timing),
            decode tokens/s at that batch after them, and cache/state memory per sequence (token bytes x
            context + sequence bytes), vs softmax.
@@ -761,12 +761,12 @@ MAX_SEQ_LEN = 8448
 
 
 def train_mixer(name: str, mixers: list[str], work: Path, steps: int, quick: bool):
-    """A quickstart-sized model with `mixers`, trained `steps` steps on stdlib (long enough to be a real checkpoint)."""
+    """A small (configs/small.toml) model with `mixers`, trained `steps` steps on stdlib (long enough to be a real checkpoint)."""
     from lmforge.data.prepare import prepare_or_load
     from lmforge.train.trainer import train
 
     data_dir = Path("runs/benchmark-data")
-    prepare_or_load(load_run_config("quickstart").data, data_dir, progress=False)
+    prepare_or_load(load_run_config("small").data, data_dir, progress=False)
     overrides = [
         f"model.mixers=[{','.join(mixers)}]",
         "model.mamba2_expand=1",
@@ -781,7 +781,7 @@ def train_mixer(name: str, mixers: list[str], work: Path, steps: int, quick: boo
     ]
     if quick:
         overrides += ["train.batch_size=4", "train.seq_len=128"]
-    result = train(load_run_config("quickstart", overrides), overwrite=True, progress=False, log=lambda s: None)
+    result = train(load_run_config("small", overrides), overwrite=True, progress=False, log=lambda s: None)
     return load_checkpoint(result.out), result.params
 
 

@@ -9,11 +9,11 @@ commit and date it was measured at) and prints the table it recorded:
            0.2 / 0.1 / 0.05, and the time of mask prediction. Each timing: 5 repeats after a warm-up that
            also compiles (3 repeats where one run takes over 10 s).
   masks    relative L1 error of the attention output against dense causal attention on real activations,
-           every layer, T = 2,048, blocks of 32: a quickstart-shaped model on held-out stdlib code and
+           every layer, T = 2,048, blocks of 32: the small reference model (configs/small.toml) on held-out stdlib code and
            SmolLM2-135M on English prose (when pulled). The top-k rule alone, the top-p rule alone and
            their union, each rule's thresholds bisected per layer to 90% block sparsity on one window,
            then measured on 5 other windows (mean ± std over those windows).
-  quality  a quickstart-shaped dense model (300 steps of 4 x 1,024 stdlib tokens) switched to the sparse
+  quality  a dense small reference model (300 steps of 4 x 1,024 stdlib tokens) switched to the sparse
            mixer (blocks of 16, top-k 0.03, top-p 0.05: about 90% block sparsity), then --steps steps of plain
            next-token fine-tuning, of distillation (KL to the frozen dense model), of distillation plus the
            residual-stream MSE (weight 1), and the control: the dense model fine-tuned the same steps.
@@ -37,6 +37,7 @@ from __future__ import annotations
 
 from common import THREADS  # first: it pins the thread pools before torch is imported
 
+import functools
 import hashlib
 import json
 import shutil
@@ -47,7 +48,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from common import parser, print_table, timings
-from record import over_seeds, record, separated, spread
+from record import over_seeds, record, reuse, separated, spread
 from render import cells
 from tables import TABLES
 from tables.sparse_attention import QUALITY
@@ -59,7 +60,6 @@ from lmforge.data.prepare import prepare_or_load
 from lmforge.data.readers import english_passage
 from lmforge.device import autocast, resolve_precision
 from lmforge.eval.perplexity import evaluate
-from lmforge.fileio import write_json
 from lmforge.interop.load import load_model
 from lmforge.interop.registry import model_path
 from lmforge.model.mixers.softmax import heads_first
@@ -229,10 +229,10 @@ def ranking(a: dict, b: dict) -> str:
 
 
 def mask_models(quick: bool, t: int, n_windows: int, checkpoint: Path) -> dict[str, tuple[Transformer, list[torch.Tensor]]]:
-    """The models and their token windows: the quickstart-shaped model on held-out stdlib code, SmolLM2 on prose."""
+    """The models and their token windows: the small reference model on held-out stdlib code, SmolLM2 on prose."""
     dense = load_checkpoint(checkpoint)
     val = torch.as_tensor(benchmark_data(quick).shard("val").tokens[: n_windows * t].astype("int64"))
-    models = {"quickstart-shaped (code)": (dense.model.eval(), list(val.view(n_windows, t)))}
+    models = {"small model (code)": (dense.model.eval(), list(val.view(n_windows, t)))}
     if model_path("smollm2-135m").is_file() and not quick:
         smol = load_model("smollm2-135m")
         ids = torch.tensor(smol.tokenizer.encode(english_passage(12 * n_windows * t))[: n_windows * t])
@@ -265,7 +265,7 @@ def masks(args, checkpoint: Path) -> None:
 
 
 def data_overrides(quick: bool) -> list[str]:
-    """The quickstart's data (stdlib, BPE 4,096), prepared once in runs/benchmark-data; with --quick a smaller
+    """The small config's data (stdlib, BPE 4,096), prepared once in runs/benchmark-data; with --quick a smaller
     vocabulary and held-out split (runs/benchmark-data-quick, as the linear attention benchmark's)."""
     if quick:
         return [f"data.dir={RUNS / 'benchmark-data-quick'}", "data.vocab_size=1024", "data.tokenizer_sample_bytes=2000000",
@@ -275,12 +275,12 @@ def data_overrides(quick: bool) -> list[str]:
 
 def benchmark_data(quick: bool):
     """The prepared data of `data_overrides`."""
-    cfg = load_run_config("quickstart", data_overrides(quick)).data
+    cfg = load_run_config("small", data_overrides(quick)).data
     return prepare_or_load(cfg, Path(cfg.dir), progress=False)
 
 
 def dense_checkpoint(quick: bool) -> Path:
-    """The quickstart-shaped dense model every sparse variant starts from: trained once, then reused while its
+    """The dense small reference model every sparse variant starts from: trained once, then reused while its
     settings match (runs/benchmark-sparse/dense[-quick])."""
     seq, steps = (256, 40) if quick else (1024, 300)
     overrides = [*data_overrides(quick), f"train.seq_len={seq}", "train.batch_size=4", "model.max_seq_len=2048",
@@ -293,7 +293,7 @@ def dense_checkpoint(quick: bool) -> Path:
         return out
     print(f"  training the dense model ({steps} steps) in {out}", flush=True)
     benchmark_data(quick)
-    train(load_run_config("quickstart", overrides + [f"train.out={out}"]), overwrite=True, progress=False,
+    train(load_run_config("small", overrides + [f"train.out={out}"]), overwrite=True, progress=False,
           log=lambda s: None)
     done.write_text(json.dumps(overrides))
     return out
@@ -350,24 +350,21 @@ def quality(args, checkpoint: Path) -> None:
                  "train.eval_every=0", "train.compile=false"]
     raw = {key: [] for key in VARIANTS}
     seeds = SEEDS[:2] if quick else SEEDS
+
+    def run(key: str, mixer: str, loss: str, mse: float, seed: int) -> list:
+        start = time.perf_counter()
+        out = work / f"{key}-{seed}"
+        result = distill(checkpoint, out, mixer, None, loss, mse, overrides + [f"train.seed={seed}"], progress=False)
+        kept = mask_sparsity(load_checkpoint(out).model, seq, block, quick) if mixer == "sparse" else None
+        shutil.rmtree(out)
+        return [result.final_eval["loss"], kept, time.perf_counter() - start]
+
     try:
         for seed in seeds:
             for key, (_, mixer, loss, mse) in VARIANTS.items():
-                done = args.work / f"{key}-seed{seed}.json" if args.work else None
                 settings = {"checkpoint": fingerprint(checkpoint), "overrides": overrides, "seed": seed}
-                if done and done.is_file() and (cached := json.loads(done.read_text()))["settings"] == settings:
-                    raw[key].append(cached["result"])
-                else:
-                    start = time.perf_counter()
-                    out = work / f"{key}-{seed}"
-                    result = distill(checkpoint, out, mixer, None, loss, mse, overrides + [f"train.seed={seed}"],
-                                     progress=False)
-                    tuned = load_checkpoint(out).model
-                    kept = mask_sparsity(tuned, seq, block, quick) if mixer == "sparse" else None
-                    raw[key].append([result.final_eval["loss"], kept, time.perf_counter() - start])
-                    shutil.rmtree(out)
-                    if done:
-                        write_json(done, {"settings": settings, "result": raw[key][-1]})
+                path = args.work / f"{key}-seed{seed}.json" if args.work else None
+                raw[key].append(reuse(path, settings, functools.partial(run, key, mixer, loss, mse, seed)))
                 print(f"  seed {seed} {key}: loss {raw[key][-1][0]:.4f} ({raw[key][-1][2]:.0f} s)", flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -419,7 +416,7 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=None, help="timed repeats in the speed section (default 5, 3 with --quick)")
     p.add_argument("--work", type=Path, default=None, help="keep each finished quality run's figures here and reuse "
                    "them, so an interrupted quality section resumes (default: keep nothing)")
-    p.add_argument("--checkpoint", default=None, help="the quickstart-shaped dense checkpoint (default: train one, kept in runs/benchmark-sparse)")
+    p.add_argument("--checkpoint", default=None, help="the dense small-model checkpoint (default: train one, kept in runs/benchmark-sparse)")
     args = p.parse_args()
     sections = args.sections.split(",")
     unknown = set(sections) - {"speed", "masks", "quality"}

@@ -141,7 +141,7 @@ def sft_section(args) -> tuple[dict, dict, dict]:
     tuned = work / "sft"
     if not (tuned / "checkpoint" / "trainer.json").is_file():
         steps = 4 if args.quick else args.steps
-        cfg = load_run_config("quickstart", [
+        cfg = load_run_config("small", [
             "data.format=chat", f"data.corpus={work / 'oracle' / 'conversations.jsonl'}", f"train.init_from={SMOLLM2}",
             f"train.out={tuned}", f"train.steps={steps}", f"train.seq_len={args.seq_len}", "train.batch_size=4",
             f"train.lr={args.lr}", f"train.matrix_lr={args.lr}", "train.optimizer=adamw", "train.weight_decay=0.0",

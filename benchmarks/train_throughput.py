@@ -1,4 +1,4 @@
-"""Training throughput of the quickstart model: fp32 vs bf16 autocast vs torch.compile, recorded.
+"""Training throughput of the small reference model (configs/small.toml): fp32 vs bf16 autocast vs torch.compile, recorded.
 
 Every variant runs in one process on the same batches: a warm-up step (which includes compilation),
 then timed steps (forward, backward, fused AdamW step); the table shows the median step's tokens/s
@@ -78,7 +78,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=5, help="timed steps per variant and round (default 5)")
     args = p.parse_args()
     rounds, steps = (1, 3) if args.quick else (args.rounds, args.steps)
-    cfg = load_run_config("quickstart", ["model.vocab_size=4096"])
+    cfg = load_run_config("small", ["model.vocab_size=4096"])
     g = torch.Generator().manual_seed(0)
     shape = (cfg.train.batch_size, cfg.train.seq_len)
     batches = [(torch.randint(0, 4096, shape, generator=g), torch.randint(0, 4096, shape, generator=g)) for _ in range(4)]
@@ -108,13 +108,13 @@ def main() -> None:
                      "mfu": spread([r * flops / peak for r in rates]), "first_step_s": first[name],
                      "fp32": name == "fp32 eager"})
     summary = {"throughput": rows}
-    settings = {"throughput": {"model": "quickstart, vocabulary 4096", "batch": shape[0], "seq_len": shape[1],
+    settings = {"throughput": {"model": "small, vocabulary 4096", "batch": shape[0], "seq_len": shape[1],
                                "rounds": rounds, "steps_per_round": steps, "flops_per_token": flops,
                                "training_precision": trained_in, "mfu_against": f"{trained_in} peak",
                                "peak_gflops": {p: max(v) / 1e9 for p, v in peaks.items()}}}
     raw = {"throughput": {"step_seconds": steps_s, "first_step_seconds": first,
                           "peak_flops": peaks}}
-    print(f"\nquickstart model, batch {shape[0]} x {shape[1]} tokens, {rounds} x {steps} steps per variant; "
+    print(f"\nsmall model, batch {shape[0]} x {shape[1]} tokens, {rounds} x {steps} steps per variant; "
           f"MFU against the measured {trained_in} matrix-product peak {peak / 1e9:.0f} GFLOP/s")
     spec = TABLES["train-throughput"]["throughput"]
     print_table(cells(spec, rows), [(c.header, c.header, "s") for c in spec])

@@ -17,6 +17,13 @@ def test_builtin_quickstart_loads_with_overrides():
     assert cfg.data.corpus == "stdlib"
 
 
+def test_the_quickstart_trains_on_a_budget_and_the_benchmarks_model_by_steps():
+    quickstart, small = load_run_config("quickstart"), load_run_config("small")
+    assert 0 < quickstart.train.time_budget <= 600 and quickstart.train.optimizer != "adamw"
+    assert small.train.time_budget == 0 and small.train.optimizer == "adamw" and small.train.steps == 600
+    assert small.data == quickstart.data  # one prepared corpus serves both
+
+
 def test_override_values_are_parsed_as_toml():
     assert parse_overrides(["model.mixers=['softmax','softmax']", "data.corpus=./my texts", "train.compile=true"]) == {
         "model": {"mixers": ["softmax", "softmax"]},

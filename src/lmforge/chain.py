@@ -71,7 +71,7 @@ def run_chain(out: str | Path, quick: bool = False, corpus: str | None = None, p
         splits = data.manifest["splits"]
         fig.update(documents=splits["train"]["documents"], train_tokens=splits["train"]["tokens"])
     with Stage(report, "train: hybrid (Mamba-2S, sparse, softmax) with NAMO") as fig:
-        cfg = load_run_config("quickstart", [
+        cfg = load_run_config("small", [
             f"data.dir={out / 'data'}", f"train.out={out / 'model'}", f"model.mixers={MIXERS}",
             f"model.n_layers={size['n_layers']}", f"model.d_model={size['d_model']}", "optimizer=namo",
             f"train.steps={size['steps']}", f"train.seq_len={size['seq_len']}", f"train.batch_size={size['batch_size']}",

@@ -187,6 +187,7 @@ class TrainConfig:
     batch_size: int = bounded(16, 1)
     grad_accum: int = bounded(1, 1)
     steps: int = bounded(1000, 1)
+    time_budget: float = bounded(0.0, 0)  # seconds of training (0: none); with one, steps is a cap and the schedule runs on time
     optimizer: str = "adamw"  # "adamw", or a matrix optimizer for hidden matrices: "muon", "namo", "namo_d"
     lr: float = bounded(3e-3, 0, low_open=True)  # AdamW's rate for embeddings, head, gains and biases
     matrix_lr: float | None = bounded(None, 0, low_open=True)  # hidden matrices' rate, whatever the optimizer; None: lr
@@ -199,7 +200,7 @@ class TrainConfig:
     min_lr_ratio: float = bounded(0.0, 0, 1)
     schedule: str = "wsd"  # "wsd" (warmup-stable-decay) or "cosine"
     warmup_steps: int = bounded(50, 0)
-    decay_fraction: float = bounded(0.3, 0, 1)  # wsd: share of steps spent decaying
+    decay_fraction: float = bounded(0.3, 0, 1)  # wsd: share of the run (steps or time budget) spent decaying
     weight_decay: float = bounded(0.1, 0)
     beta1: float = bounded(0.9, 0, 1, high_open=True)
     beta2: float = bounded(0.95, 0, 1, high_open=True)

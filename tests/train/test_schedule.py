@@ -20,3 +20,13 @@ def test_cosine_ends_at_floor():
     assert all(a >= b for a, b in zip(m[5:], m[6:]))
     mid = lr_multiplier(5 + 22, cfg)
     assert 0.45 < mid < 0.55
+
+
+def test_a_time_budget_drives_the_decay():
+    cfg = TrainConfig(steps=10**6, warmup_steps=2, schedule="wsd", decay_fraction=0.25, time_budget=100.0)
+    assert lr_multiplier(1, cfg, elapsed=0.5) == 1.0  # the end of warmup, in steps
+    assert lr_multiplier(50, cfg, elapsed=75.0) == 1.0
+    assert math.isclose(lr_multiplier(50, cfg, elapsed=87.5), 0.5)
+    assert lr_multiplier(50, cfg, elapsed=120.0) == 0.0
+    cosine = TrainConfig(steps=10**6, warmup_steps=0, schedule="cosine", time_budget=10.0)
+    assert math.isclose(lr_multiplier(7, cosine, elapsed=5.0), 0.5)

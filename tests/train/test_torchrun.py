@@ -85,6 +85,14 @@ def test_sharded_upipe_ranks_train_what_one_process_trains_and_resume_across_wor
     assert_same_run(out, one_process)
 
 
+def test_a_time_budget_stops_every_rank_at_the_same_step(corpus_dir, prepared, tmp_path):
+    out = tmp_path / "budget"
+    cfg = tiny_run_config(corpus_dir, out, prepared.dir, steps=100000, time_budget=3.0, eval_every=0, optimizer="namo")
+    torchrun(2, write_toml(cfg, tmp_path / "run.toml"))  # ranks disagreeing on the last step would hang here
+    state = json.loads((out / "checkpoint" / "trainer.json").read_text())
+    assert 1 <= state["step"] < 100000 and state["train_seconds"] >= 3.0 and "final_eval" in state
+
+
 def test_the_layout_must_fit_the_launch():
     assert ParallelConfig().resolve(4).dp == 4 and ParallelConfig(dp=2).resolve(2).dp == 2
     assert ParallelConfig(cp=2).resolve(4) == ParallelConfig(2, 2)

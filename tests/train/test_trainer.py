@@ -99,3 +99,15 @@ def test_ctrl_c_saves_a_resumable_checkpoint(tmp_path, corpus_dir, prepared):
     ckpt = json.loads((tmp_path / "i" / "checkpoint" / "trainer.json").read_text())
     assert ckpt["step"] == result.step
     assert any("--resume" in m for m in logs)
+
+
+def test_time_budget_stops_on_time_with_the_schedule_annealed(tmp_path, corpus_dir, prepared):
+    cfg = tiny_run_config(corpus_dir, tmp_path / "t", prepared.dir, steps=100000, time_budget=2.0, eval_every=0,
+                          warmup_steps=0, min_lr_ratio=0.0)
+    result = train(cfg, progress=False, log=lambda s: None)
+    assert not result.interrupted and result.train_seconds >= 2.0 and 2 <= result.step < 100000
+    assert result.final_eval is not None  # a spent budget finishes the run
+    lrs = [r["lr"] for r in read_metrics(tmp_path / "t" / "metrics.jsonl") if "lr" in r]
+    assert lrs[0] > 0 and lrs[-1] == 0.0  # decayed to the floor on time, far from the step cap
+    with pytest.raises(CheckpointError, match=r"already finished its 2 s of training"):
+        train(cfg, resume=True, progress=False, log=lambda s: None)

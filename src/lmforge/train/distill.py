@@ -71,6 +71,7 @@ def distill(
     raw = to_dict(dense.config)
     raw["model"]["mixers"] = student_mixers(dense.config.model.n_layers, dense.config.model.mixers, mixer, layers)
     raw["train"]["out"] = str(out)
+    raw["train"]["time_budget"] = 0.0  # a fine-tune runs its steps, whatever budget trained the teacher
     if not raw["data"]["dir"]:  # keep reading the teacher's prepared data
         raw["data"]["dir"] = str(dense.config.data_dir())
     cfg = run_config_from_dict(raw, overrides)

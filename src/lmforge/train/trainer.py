@@ -92,6 +92,46 @@ class _StopRequest:
             signal.signal(signal.SIGINT, self._previous)
 
 
+class RunClock:
+    """Training seconds of a run (evaluations and checkpoints excluded) and, when the run has a time budget,
+    whether it is spent. Under torchrun every rank keeps the ranks' mean, so all take the same learning rate
+    and stop at the same step."""
+
+    def __init__(self, budget: float, world: World):
+        self.budget = budget
+        self.world = world
+        self.seconds = 0.0
+        self._bar_seconds = 0.0
+
+    def advance(self, step_seconds: float, bar: tqdm) -> None:
+        """Count one step's seconds and move the progress bar (in seconds under a budget, else in steps)."""
+        self.seconds += step_seconds
+        if self.budget:
+            self.seconds = self.world.mean(self.seconds)
+            shown = min(self.seconds, self.budget)
+            bar.update(shown - self._bar_seconds)
+            self._bar_seconds = shown
+        else:
+            bar.update(1)
+
+    def spent(self) -> bool:
+        return bool(self.budget) and self.seconds >= self.budget
+
+    def finished(self, step: int, steps: int) -> bool:
+        """Whether the run has done its work: all its steps, or its whole time budget."""
+        return step >= steps or self.spent()
+
+    def describe(self, steps: int) -> str:
+        return f"{self.budget:g} s of training (at most {steps} steps)" if self.budget else f"{steps} steps"
+
+    def progress_bar(self, step: int, stop_at: int, disable: bool) -> tqdm:
+        if self.budget:
+            self._bar_seconds = min(self.seconds, self.budget)
+            return tqdm(total=self.budget, initial=self._bar_seconds, desc="train", unit="s", disable=disable,
+                        dynamic_ncols=True, bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s [{elapsed}<{remaining}{postfix}]")
+        return tqdm(total=stop_at, initial=step, desc="train", unit="step", disable=disable, dynamic_ncols=True)
+
+
 def _check_resumable(saved: RunConfig, cfg: RunConfig, ckpt_dir: Path) -> None:
     for section in ("model", "data"):
         derived = {f.name for f in dataclasses.fields(getattr(cfg, section)) if f.default is None}
@@ -212,8 +252,9 @@ def _train(cfg: RunConfig, world: World, device: torch.device, resume: bool, ove
     if sharded:
         shard_model(model, device)
     optimizer = build_optimizer(model, tc)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_multiplier(s, tc))
-    step, tokens_seen, train_seconds = 0, 0, 0.0
+    clock = RunClock(tc.time_budget, world)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_multiplier(s, tc, clock.seconds))
+    step, tokens_seen = 0, 0
     if resume:
         state, trainer_state = load_training_state(ckpt_dir)
         difference = optimizer.layout_difference(state["optimizer"])
@@ -225,10 +266,10 @@ def _train(cfg: RunConfig, world: World, device: torch.device, resume: bool, ove
             keep_own_rows(optimizer)
         scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["torch_rng"])
-        step, tokens_seen, train_seconds = trainer_state["step"], trainer_state["tokens"], trainer_state["train_seconds"]
-        if step >= tc.steps:
-            raise CheckpointError(f"the run in {out} already finished its {tc.steps} steps; nothing to resume "
-                                  "(raise train.steps to train further)")
+        step, tokens_seen, clock.seconds = trainer_state["step"], trainer_state["tokens"], trainer_state["train_seconds"]
+        if clock.finished(step, tc.steps):
+            raise CheckpointError(f"the run in {out} already finished its {clock.describe(tc.steps)}; nothing to "
+                                  "resume (raise train.steps or train.time_budget to train further)")
         log(f"resumed from {ckpt_dir} at step {step}")
 
     token_bytes = tokenizer.token_byte_lengths()
@@ -245,7 +286,7 @@ def _train(cfg: RunConfig, world: World, device: torch.device, resume: bool, ove
     ranks += ", parameters sharded (FSDP)" if sharded else ""
     log(
         f"model {params / 1e6:.2f}M params ({count_parameters(model, False) / 1e6:.2f}M without embedding), "
-        f"{precision} on {device}{ranks}, {tokens_per_step} tokens/step, {tc.steps} steps"
+        f"{precision} on {device}{ranks}, {tokens_per_step} tokens/step, {clock.describe(tc.steps)}"
     )
 
     def write_metrics(record: dict) -> None:
@@ -259,7 +300,7 @@ def _train(cfg: RunConfig, world: World, device: torch.device, resume: bool, ove
         if world.is_main:
             training_state = {"optimizer": optimizer_state, "scheduler": scheduler.state_dict(),
                               "torch_rng": torch.get_rng_state()}
-            trainer_state = {"step": step, "tokens": tokens_seen, "train_seconds": train_seconds, "precision": precision}
+            trainer_state = {"step": step, "tokens": tokens_seen, "train_seconds": clock.seconds, "precision": precision}
             if final_eval:
                 trainer_state["final_eval"] = final_eval
             save_checkpoint(ckpt_dir, model, cfg, tokenizer, training_state, trainer_state, weights=weights)
@@ -285,9 +326,9 @@ def _train(cfg: RunConfig, world: World, device: torch.device, resume: bool, ove
     start_step = step
     window_loss, window_steps, window_opt, window_start = 0.0, 0, 0.0, time.perf_counter()
     interrupted = False
-    bar = tqdm(total=stop_at, initial=step, desc="train", unit="step", disable=not progress, dynamic_ncols=True)
+    bar = clock.progress_bar(step, stop_at, disable=not progress)
     with _StopRequest() as stop:
-        while step < stop_at:
+        while step < stop_at and not clock.spent():
             t0 = time.perf_counter()
             loss_sum = 0.0
             for micro in range(tc.grad_accum):
@@ -315,14 +356,13 @@ def _train(cfg: RunConfig, world: World, device: torch.device, resume: bool, ove
             t_opt = time.perf_counter()
             optimizer.step()
             window_opt += time.perf_counter() - t_opt
+            clock.advance(time.perf_counter() - t0, bar)  # before the schedule, which may run on time
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
             tokens_seen += tokens_per_step
-            train_seconds += time.perf_counter() - t0
             window_loss += loss_sum
             window_steps += 1
-            bar.update(1)
             if step % tc.log_every == 0 or step == stop_at:
                 elapsed = time.perf_counter() - window_start
                 tok_s = window_steps * tokens_per_step / elapsed
@@ -345,7 +385,7 @@ def _train(cfg: RunConfig, world: World, device: torch.device, resume: bool, ove
     bar.close()
 
     final_eval = None
-    if step == tc.steps:
+    if clock.finished(step, tc.steps):
         final_eval = evaluation()
         write_metrics({"step": step, "tokens": tokens_seen, "val_loss": final_eval["loss"], "val_ppl": final_eval["ppl"],
                        "val_bpb": final_eval["bpb"], "final": True})
@@ -355,6 +395,7 @@ def _train(cfg: RunConfig, world: World, device: torch.device, resume: bool, ove
         plot_loss(out / "metrics.jsonl", out / "loss.png")
     if interrupted:
         log(f"stopped at step {step}; checkpoint saved in {ckpt_dir}; continue with --resume")
+    train_seconds = clock.seconds
     tok_s = tokens_seen / train_seconds if train_seconds else 0.0
     return TrainResult(out, step, params, tokens_seen, train_seconds, tok_s, tok_s * flops_token / peak, final_eval, interrupted)
 
