@@ -16,7 +16,7 @@ keeping the others, so they can run separately, in this order):
          of the run's log windows after the first)
   long   AdamW vs the best matrix optimizer (by validation loss over the seeds) at their chosen
          rates, for 4x the steps (seed 0): does the advantage hold as training goes on?
-The loss-curve plot (benchmarks/plots/optimizers.png) is drawn from the recorded curves.
+The loss-curve plot (benchmarks/results/optimizers.png) is drawn from the recorded curves.
 Finished runs are kept in --work and reused, so an interrupted benchmark continues.
 """
 
@@ -234,7 +234,7 @@ def main() -> None:
     p.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated, of {', '.join(SECTIONS)}")
     p.add_argument("--work", default=None, help="directory for the runs; finished runs found there are reused "
                    "(default: a new temporary directory)")
-    p.add_argument("--plot", default=None, help="where to draw the curves (default benchmarks/plots/optimizers.png; "
+    p.add_argument("--plot", default=None, help="where to draw the curves (default benchmarks/results/optimizers.png; "
                    "a --quick run draws into --work)")
     args = p.parse_args()
     sections = args.sections.split(",")
@@ -257,7 +257,7 @@ def main() -> None:
         record(AREA, {section: bench.settings()}, {section: raw}, tables, path, args.quick, keep_others=True)
         summary.update(tables)
         show(tables, path)
-    plot_path = Path(args.plot) if args.plot else (bench.work if args.quick else Path(__file__).parent / "plots") / "optimizers.png"
+    plot_path = Path(args.plot) if args.plot else (bench.work if args.quick else Path(__file__).parent / "results") / "optimizers.png"
     plot(json.loads(path.read_text()), plot_path)
     print(f"curves: {plot_path}")
 
