@@ -173,6 +173,10 @@ class DataConfig:
         if self.packing not in ("none", "packed"):
             raise ConfigError(f"data.packing must be 'none' or 'packed', got {self.packing!r}")
 
+# Each optimizer's default rate for the hidden matrices: the rate benchmarks/optimizers.py's sweep chose on
+# a validation split (BENCHMARKS.md, "Optimizers"); None: AdamW takes `lr` for every parameter, as is usual.
+MATRIX_LR = {"namo": 8e-3, "namo_d": 8e-3, "muon": 4e-3, "adamw": None}
+
 
 @dataclass
 class TrainConfig:
@@ -188,9 +192,9 @@ class TrainConfig:
     grad_accum: int = bounded(1, 1)
     steps: int = bounded(1000, 1)
     time_budget: float = bounded(0.0, 0)  # seconds of training (0: none); with one, steps is a cap and the schedule runs on time
-    optimizer: str = "adamw"  # "adamw", or a matrix optimizer for hidden matrices: "muon", "namo", "namo_d"
+    optimizer: str = "namo"  # the hidden matrices' optimizer: "namo", "namo_d", "muon" or "adamw"
     lr: float = bounded(3e-3, 0, low_open=True)  # AdamW's rate for embeddings, head, gains and biases
-    matrix_lr: float | None = bounded(None, 0, low_open=True)  # hidden matrices' rate, whatever the optimizer; None: lr
+    matrix_lr: float | None = bounded(None, 0, low_open=True)  # hidden matrices' rate; None: MATRIX_LR[optimizer]
     matrix_momentum: float = bounded(0.95, 0, 1, high_open=True)  # Muon's beta / NAMO's mu1
     matrix_beta2: float = bounded(0.99, 0, 1, high_open=True)  # NAMO's mu2
     matrix_eps: float = bounded(1e-8, 0, low_open=True)  # NAMO's eps
@@ -212,12 +216,19 @@ class TrainConfig:
     recompute: str = "none"  # "mixers" or "blocks": keep only their inputs for the backward, recompute the rest
     init_from: str = ""  # start from this model (pulled name, .gguf, HF directory, checkpoint): its shape and tokenizer
 
+    @property
+    def matrix_rate(self) -> float:
+        """The hidden matrices' rate: `matrix_lr` when set, else the optimizer's measured default (`lr` for AdamW)."""
+        if self.matrix_lr is not None:
+            return self.matrix_lr
+        return MATRIX_LR[self.optimizer] or self.lr
+
     def __post_init__(self) -> None:
         check_ranges(self, "train.")
         if self.schedule not in ("wsd", "cosine"):
             raise ConfigError(f"train.schedule must be 'wsd' or 'cosine', got {self.schedule!r}")
-        if self.optimizer not in ("adamw", "muon", "namo", "namo_d"):
-            raise ConfigError(f"train.optimizer must be adamw, muon, namo or namo_d, got {self.optimizer!r}")
+        if self.optimizer not in MATRIX_LR:
+            raise ConfigError(f"train.optimizer must be namo, namo_d, muon or adamw, got {self.optimizer!r}")
         if self.muon_scale not in ("original", "match_rms_adamw"):
             raise ConfigError(f"train.muon_scale must be 'original' or 'match_rms_adamw', got {self.muon_scale!r}")
         if self.recompute not in ("none", "mixers", "blocks"):

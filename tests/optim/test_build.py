@@ -1,7 +1,10 @@
+import json
+from pathlib import Path
+
 import pytest
 from helpers import tiny_model
 
-from lmforge.config import TrainConfig
+from lmforge.config import MATRIX_LR, TrainConfig
 from lmforge.optim.build import build_optimizer, split_parameters
 
 
@@ -44,3 +47,14 @@ def test_layout_difference_names_what_differs():
     assert "matrix (namo, 14 tensors)" in difference and "matrix (muon, 14 tensors)" in difference
     old = {"param_groups": [{"kind": "adamw", "params": list(range(20))}, {"kind": "adamw", "params": list(range(9))}]}
     assert "unnamed (adamw, 20 tensors)" in muon.layout_difference(old)
+
+
+def test_the_default_is_namo_at_the_rate_the_recorded_sweep_chose():
+    cfg = TrainConfig()
+    assert (cfg.optimizer, cfg.matrix_rate) == ("namo", 8e-3)
+    assert TrainConfig(optimizer="adamw", lr=2e-3).matrix_rate == 2e-3
+    assert TrainConfig(optimizer="muon", matrix_lr=1e-2).matrix_rate == 1e-2
+    record = json.loads((Path(__file__).parents[2] / "benchmarks/results/optimizers.json").read_text())
+    chosen = {row["optimizer"]: row["matrix_lr"] for row in record["summary"]["sweep"] if row["chosen"]}
+    assert chosen == {"AdamW": chosen["AdamW"], "Muon": MATRIX_LR["muon"], "NAMO": MATRIX_LR["namo"],
+                      "NAMO-D": MATRIX_LR["namo_d"]}

@@ -24,7 +24,8 @@ def divergence(student, teacher, prepared):
 @pytest.fixture(scope="module")
 def dense(tmp_path_factory, corpus_dir, prepared):
     out = tmp_path_factory.mktemp("dense")
-    train(tiny_run_config(corpus_dir, out, prepared.dir, steps=20, lr=1e-2), progress=False, log=lambda s: None)
+    config = tiny_run_config(corpus_dir, out, prepared.dir, steps=20, lr=1e-2, optimizer="adamw")  # the student inherits it
+    train(config, progress=False, log=lambda s: None)
     return out
 
 

@@ -48,14 +48,13 @@ def _adamw_group(cfg: TrainConfig, lr: float, weight_decay: float) -> dict:
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> HybridOptimizer:
     """One optimizer with the same three groups whatever `cfg.optimizer` is, so optimizers compare on equal terms.
 
-    Hidden matrices at `matrix_lr` (default `lr`), updated by `cfg.optimizer` (AdamW included);
+    Hidden matrices at `cfg.matrix_rate`, updated by `cfg.optimizer` (AdamW included);
     embedding and head by AdamW at `lr` with weight decay; gains and biases by AdamW at `lr`
     without weight decay. Empty groups are dropped.
     """
     split = split_parameters(model)
-    matrix_lr = cfg.matrix_lr if cfg.matrix_lr is not None else cfg.lr
     settings = {
-        "matrix": _matrix_group(cfg, matrix_lr),
+        "matrix": _matrix_group(cfg, cfg.matrix_rate),
         "embedding": _adamw_group(cfg, cfg.lr, cfg.weight_decay),
         "gain": _adamw_group(cfg, cfg.lr, 0.0),
     }
