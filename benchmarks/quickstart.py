@@ -2,9 +2,10 @@
 per byte against gzip and xz over seeds.
 
 Sections (`--sections`; each is recorded into benchmarks/results/quickstart.json on its own, keeping the other):
-  choices  candidate configurations (model shape, optimizer, batch), each trained once (seed 0) under the
+  choices  candidate model shapes (NAMO at its chosen rate), each trained once (seed 0) under the
            quickstart's time budget on the same data; the validation split is cut at a document end into a
-           validation half, which chooses, and a test half, which reports
+           validation half, which chooses, and a test half, which reports; while the best shape is the
+           smallest, a smaller one is added past it, so the chosen one has a worse neighbour on each side
   bpb      the real command in a new process per seed (prepare the stdlib corpus, train, evaluate the whole
            validation split, sample); the compressors score the same validation text in the same run. The
            table shows the model's bits per byte as mean ± standard deviation over the seeds, the
@@ -50,6 +51,8 @@ CHOICES = {  # label: overrides of the quickstart config, every setting a choice
     "NAMO, d 256 x 4 layers": [*shape(256, 4, 4), *NAMO],
     "NAMO, d 192 x 4 layers": [*shape(192, 4, 3), *NAMO],
     "NAMO, d 128 x 4 layers": [*shape(128, 4, 2), *NAMO],
+    "NAMO, d 128 x 2 layers": [*shape(128, 2, 2), *NAMO],  # the smallest shape won twice: each time one
+    "NAMO, d 64 x 2 layers": [*shape(64, 2, 1), *NAMO],  # smaller shape was added past it
 }
 
 
