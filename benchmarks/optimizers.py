@@ -71,9 +71,9 @@ class Bench:
         self.val_tokens, self.test_tokens = split_validation(data, self.size["subset_tokens"], self.test_dir)
         self.token_bytes = data.tokenizer.token_byte_lengths()
 
-    def settings(self) -> dict:
+    def settings(self, steps: int) -> dict:
         return {"model": "small" + (" (shrunk: " + ", ".join(self.size["model"]) + ")" if self.quick else ""),
-                "batch_size": self.size["batch_size"], "seq_len": self.size["seq_len"], "steps": self.size["steps"],
+                "batch_size": self.size["batch_size"], "seq_len": self.size["seq_len"], "steps": steps,
                 "base_lr": BASE_LR, "schedule": "wsd, warmup steps/20, decay over the last 30%",
                 "validation_tokens": len(self.val_tokens) - 1, "test_tokens": self.test_tokens - 1,
                 "threads": THREADS, "precision": "auto (bf16 where supported)"}
@@ -254,7 +254,8 @@ def main() -> None:
             tables, raw = section_seeds(bench, chosen_rates(summary))
         else:
             tables, raw = section_long(bench, chosen_rates(summary), challenger(summary))
-        record(AREA, {section: bench.settings()}, {section: raw}, tables, path, args.quick, keep_others=True)
+        steps = bench.size["steps"] * (LONG_FACTOR if section == "long" else 1)
+        record(AREA, {section: bench.settings(steps)}, {section: raw}, tables, path, args.quick, keep_others=True)
         summary.update(tables)
         show(tables, path)
     plot_path = Path(args.plot) if args.plot else (bench.work if args.quick else Path(__file__).parent / "results") / "optimizers.png"
