@@ -6,14 +6,15 @@ it ends, and the tables of sections not run stay):
            (lmforge's export). For each GGUF type both can write (Q8_0 in formats8, Q4_1 in formats4):
            llama-quantize of that F16 file, without and (Q4_1 only: Q8_0 ignores one) with an importance matrix
            from llama-imatrix, and lmforge's RTN, GPTQ, AWQ and HQQ in that type (groups of 32 = the GGUF block,
-           written from lmforge's codes). formats4 adds llama.cpp's Q4_0 and Q4_K_M (+- importance matrix) as
+           written from lmforge's codes; the 8-bit head, the tied embedding, in Q8_0's blocks of 32 too). formats4 adds llama.cpp's Q4_0 and Q4_K_M (+- importance matrix) as
            reference points lmforge does not write. llama.cpp's same-type files keep the embedding in Q8_0, as
            lmforge's export does. For each file: size, llama-perplexity's perplexity and KL divergence from the F16
            reference (`--kl-divergence-base`, then `--kl-divergence`) on held-out code (the standard library's
            validation split) and prose (pydoc topics), leaving out every document that shares text with a
-           calibration window of any seed, and llama-bench's decode tokens/s (tgN, 2 threads, median of its
-           repetitions). GPTQ, AWQ and llama-imatrix read the same calibration text: the library's default
-           calibration set (`calibration_set`), drawn per seed, its windows written to a file as text. Seeded rows
+           calibration window of any seed, and llama-bench's decode tokens/s (tgN, 2 threads, median of
+           --bench-repeats rounds, each running every file of the section once after all were scored). GPTQ,
+           AWQ and llama-imatrix read the same calibration text: the library's default calibration set
+           (`calibration_set`), drawn per seed, its windows written to a file as text. Seeded rows
            are mean +- std over the seeds; the claims tables say, per type and text, whether each lmforge method's
            KL divergence is separated from llama.cpp's lowest of that type and from RTN's.
   kernels  one-row products on SmolLM2's layer shapes, weights cycled so they come from memory: fp32, bf16, and
@@ -56,7 +57,7 @@ from lmforge.interop.gguf_file import export_gguf
 from lmforge.interop.load import load_model
 from lmforge.quant import DEFAULT_CALIBRATION, DEFAULT_WINDOW_LEN, DEFAULT_WINDOWS
 from lmforge.quant.calibration import calibration_set
-from lmforge.quant.gguf_blocks import exact_blocks
+from lmforge.quant.gguf_blocks import BLOCK, exact_blocks
 from lmforge.quant.layout import quantized_modules
 from lmforge.quant.quantize import CALIBRATED, METHODS, QuantSpec, quantize_model
 from lmforge.serve.engine import EngineConfig, LLMEngine
@@ -132,21 +133,31 @@ def lmforge_file(model, tok, fmt: str, method: str, windows: torch.Tensor | None
     """Quantize a copy of `model` with `method` on the grid of GGUF type `fmt` and export it; whether every layer
     was written from lmforge's own codes (else the exporter re-rounded it to the type; the 8-bit head is Q8_0)."""
     model = copy.deepcopy(model)
-    stats = quantize_model(model, QuantSpec(method, LMFORGE_BITS[fmt], 32), windows, progress=False)
+    spec = QuantSpec(method, LMFORGE_BITS[fmt], BLOCK, head_group_size=BLOCK)  # the head in Q8_0's blocks, as llama.cpp's
+    stats = quantize_model(model, spec, windows, progress=False)
     export_gguf(model, tok, path)
     layers = quantized_modules(model).values()
     kept = all(exact_blocks(m, "q8_0" if m.grid.bits == 8 else fmt.lower()) for m in layers)
     return {"quantize_s": stats["seconds"], "codes_kept": kept}
 
 
-def measure(llama: LlamaCpp, path: Path, bases: dict[str, Path], args, bench: bool) -> dict:
-    """A file's size, types, KL statistics per evaluation text and (if `bench`) llama-bench's tg tokens/s."""
+def measure(llama: LlamaCpp, path: Path, bases: dict[str, Path], args) -> dict:
+    """A file's size, types and KL statistics per evaluation text."""
     out = {"bytes": path.stat().st_size, "types": describe(path)}
     for text, base in bases.items():
         out[text] = llama.kl_divergence(path, base, args.ctx, args.chunks)
-    if bench:
-        out["tg"] = llama.bench(path, 0, args.tg, args.bench_repeats)["tg"]
     return out
+
+
+def decode_speeds(llama: LlamaCpp, paths: dict, args) -> dict[object, list[float]]:
+    """llama-bench's tg tokens/s of each file, in rounds that run every file once, so that a machine that speeds
+    up or slows down during the section moves every file alike (files of the same tensor types run the same
+    kernels: their speeds differ only by the machine's drift)."""
+    tg = {key: [] for key in paths}
+    for _ in range(args.bench_repeats):
+        for key, path in paths.items():
+            tg[key] += llama.bench(path, 0, args.tg, 1)["tg"]
+    return tg
 
 
 def file_plan(formats: list[str], seeds: list[int]) -> list[dict]:
@@ -280,7 +291,6 @@ def prepare(args, llama: LlamaCpp, loaded, work: Path, imatrix: bool) -> Prepare
         bases[text] = work / f"base-{text}.kld"
         reference[f"ppl_{text}"] = llama.reference(f16, path, bases[text], args.ctx, args.chunks)
         print(f"  F16 reference on {text} ({source}): perplexity {reference[f'ppl_{text}']:.3f}", flush=True)
-    reference["tg_tokens_per_s"] = spread(llama.bench(f16, 0, args.tg, args.bench_repeats)["tg"])
     if imatrix:
         importance_matrices(llama, f16, calib, args.calib_len, work)
     return Prepared(f16, bases, reference, calib)
@@ -290,23 +300,30 @@ def formats_section(rec: Recorder, name: str, args, llama: LlamaCpp, loaded, pre
     """Make, score and time every file of the section's GGUF types; record its formats and claims tables."""
     seeds, texts = sorted(prep.calib), list(prep.bases)
     formats = [f for f in args.formats if f in FORMAT_SECTIONS[name]]
-    files = []
+    files, timed = [], {}
     for entry in file_plan(formats, seeds):
         path, made = make_file(entry, loaded, llama, prep.f16, prep.calib, work)
-        bench = entry["seed"] in (None, seeds[0])  # a file of another seed has the same types, so the same speed
-        files.append({**entry, **made, **measure(llama, path, prep.bases, args, bench)})
-        path.unlink()
+        files.append({**entry, **made, **measure(llama, path, prep.bases, args)})
+        if entry["seed"] in (None, seeds[0]):  # a file of another seed has the same types, so the same speed
+            timed[len(files) - 1] = path
+        else:
+            path.unlink()
         f = files[-1]
         print(f"  {entry['format']} {entry['tool']} {entry['method']} seed {entry['seed']}: "
               + ", ".join(f"{t} ppl {f[t]['ppl']:.3f} KLD {f[t]['kld']:.4f}" for t in texts), flush=True)
-    rows = summary_rows(prep.reference, files, texts)
+    tg = decode_speeds(llama, {"reference": prep.f16, **timed}, args)
+    for i, path in timed.items():
+        files[i]["tg"] = tg[i]
+        path.unlink()
+    reference = {**prep.reference, "tg_tokens_per_s": spread(tg["reference"])}
+    rows = summary_rows(reference, files, texts)
     settings = {
         "ctx": args.ctx, "chunks": args.chunks, "scored": args.chunks * (args.ctx - 1 - args.ctx // 2), "tg": args.tg,
         "bench_repeats": args.bench_repeats, "seeds": args.seeds, "formats": formats, "eval": EVAL_SOURCES,
         "calibration": {"corpus": args.calib, "sequences": args.calib_seqs, "tokens": args.calib_len},
         "same_type_embedding": SAME_EMBEDDING,
     }
-    raw = {"reference": prep.reference, "files": files,
+    raw = {"reference": {**prep.reference, "tg": tg["reference"]}, "files": files,
            "imatrix_s": {seed: c["imatrix_s"] for seed, c in prep.calib.items()}}
     suffix = name.removeprefix("formats")
     rec.add(name, settings, raw, {f"formats{suffix}": rows, f"claims{suffix}": claim_rows(rows, texts)})
@@ -419,7 +436,7 @@ def main() -> None:
     p.add_argument("--ctx", type=int, default=512, help="llama-perplexity's chunk length (the second half is scored)")
     p.add_argument("--chunks", type=int, default=16, help="llama-perplexity chunks per evaluation text")
     p.add_argument("--tg", type=int, default=128, help="llama-bench's decoded tokens (tgN)")
-    p.add_argument("--bench-repeats", type=int, default=5, help="llama-bench repetitions per file")
+    p.add_argument("--bench-repeats", type=int, default=5, help="llama-bench rounds over the section's files (one repetition of each per round)")
     p.add_argument("--work", default=None, help="directory for the GGUF files (default: a temporary one)")
     add_bin_argument(p)
     args = p.parse_args()

@@ -369,8 +369,8 @@ def cmd_quantize(args: argparse.Namespace) -> None:
     from lmforge.quant.quantize import CALIBRATED, QuantSpec, quantize_model
 
     group = None if args.group_size == 0 else args.group_size or (128 if args.bits == 4 else None)
-    spec = QuantSpec(args.method, args.bits, group, args.head_bits, not args.no_act_order,
-                     awq_search_seqs=args.awq_search_seqs)
+    spec = QuantSpec(args.method, args.bits, group, args.head_bits, args.head_group_size or None,
+                     not args.no_act_order, awq_search_seqs=args.awq_search_seqs)
     loaded = load_model(args.model)
     claim_output(args.out, CHECKPOINT_OUTPUT, [loaded.path], args.overwrite)
     float_bytes = sum(t.numel() * t.element_size() for t in loaded.model.state_dict().values())
@@ -748,6 +748,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "4 takes about 2.6x less time, with a slightly higher perplexity on average, see BENCHMARKS.md)")
     p.add_argument("--head-bits", type=int, choices=(0, 4, 8), default=8,
                    help="output head (and tied embedding) precision, RTN; 0 keeps it float (default 8)")
+    p.add_argument("--head-group-size", type=Number(int, Range(0)), default=0,
+                   help="columns per scale of the head (e.g. 32: GGUF Q8_0's blocks, as llama.cpp writes its "
+                        "embedding); default 0: per output channel for an 8-bit head (lmforge's int8 kernel), "
+                        "the blocks' group for a 4-bit one")
     p.add_argument("--seed", type=SEED, default=0, help="seed of the calibration sample")
     p.set_defaults(func=cmd_quantize)
 

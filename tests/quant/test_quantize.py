@@ -133,13 +133,15 @@ def test_short_calibration_data_says_so_and_uses_what_exists(tokenizer):
     assert torch.equal(a, b)
 
 
-def test_gguf_q8_0_export_reads_back_as_our_dequantization(tmp_path, tokenizer):
+@pytest.mark.parametrize("head_group", [None, 32])
+def test_gguf_q8_0_export_reads_back_as_our_dequantization(tmp_path, tokenizer, head_group):
     import gguf
 
     from lmforge.interop.names import GGUF, external_names, from_llama_cpp_rows
 
     model = tiny_model(tokenizer.vocab_size)
-    quantize_model(model, QuantSpec("rtn", 8, None), progress=False)
+    quantize_model(model, QuantSpec("rtn", 8, None, head_group_size=head_group), progress=False)
+    assert model.head.grid.group_size == head_group
     path = export_gguf(model, tokenizer, tmp_path / "q8.gguf")
     reader = gguf.GGUFReader(path)
     names = external_names(model.cfg.n_layers, GGUF)

@@ -42,6 +42,7 @@ class QuantSpec:
     bits: int = 4
     group_size: int | None = 128
     head_bits: int = 8  # 0 keeps the output head (and a tied embedding) in float
+    head_group_size: int | None = None  # 8-bit head: None per output channel (the int8 kernel's layout); 4-bit: blocks' group
     act_order: bool = True  # GPTQ: columns by decreasing Hessian diagonal, static groups (measured: better)
     damp: float = 0.01  # GPTQ: damping as a fraction of the mean Hessian diagonal
     awq_search_seqs: int = DEFAULT_AWQ_SEARCH_SEQS  # AWQ: calibration sequences the scale search is judged on
@@ -55,6 +56,8 @@ class QuantSpec:
         if self.calib_precision not in PRECISIONS:
             raise QuantizationError(f"calibration precision must be one of {', '.join(PRECISIONS)}, got {self.calib_precision!r}")
         self.grid  # validates bits and group size
+        if self.head_bits:
+            self.head_grid()
 
     @property
     def grid(self) -> Grid:
@@ -62,7 +65,9 @@ class QuantSpec:
         return Grid(self.bits, self.group_size, symmetric=self.bits == 8)
 
     def head_grid(self) -> Grid:
-        return Grid(8, None, symmetric=True) if self.head_bits == 8 else Grid(4, self.group_size or 128)
+        if self.head_bits == 8:
+            return Grid(8, self.head_group_size, symmetric=True)
+        return Grid(4, self.head_group_size or self.group_size or 128)
 
     def to_dict(self) -> dict:
         return asdict(self)
