@@ -15,6 +15,7 @@ FORMATS = (
     Column("seeds", "seeds", "d"),
     Column("tensors", "types"),
     Column("MiB", "mib", ".1f"),
+    Column("quantize s", "quantize_s", ".0f"),
     Column("code ppl", "ppl_code", ".3f"),
     Column("code KLD", "kld_code", ".4f"),
     Column("code same top", "same_top_code", ".1%"),
