@@ -8,7 +8,11 @@ Sections (`--sections`, each recorded into benchmarks/results/reasoning.json on 
           generated token
   effort  the reasoning model (`configs/reasoning.toml`, trained here first when --reasoning-model does not
           exist) on arithmetic, tracing and equations in the task format
-  words   SmolLM2-135M-Instruct on the arithmetic stories through its chat template (`lmforge pull smollm2-135m`)
+  words   SmolLM2-135M-Instruct on the arithmetic stories through its chat template (`lmforge pull smollm2-135m`),
+          after --words-shots worked examples from the train split as earlier turns; the stories' number of steps
+          is chosen on the train split: the greedy accuracy at each of --words-difficulties, and the hardest whose
+          accuracy lies in the 30-80% the measurement needs (else the nearest to it), so the test split is
+          measured at a setting it did not choose
 For each model and task, effort and words measure: greedy accuracy on the test split; then max(ns) samples per
 problem and sampling seed, generated once with every token's signals, from which come
   - Pearson's r with correctness of each sample's DTR, length, mean log-probability and self-certainty, binned as
@@ -42,7 +46,7 @@ from record import over_seeds, record, separated, spread
 from tables import TABLES
 
 from lmforge.data.readers import read_corpus
-from lmforge.eval.reasoning import Item, load_items, pearson, prompt_ids
+from lmforge.eval.reasoning import Item, few_shot, load_items, pearson, prompt_ids
 from lmforge.eval.dtr import SIGNAL_NAMES, mean_signals
 from lmforge.eval.think import Sample, Vote, replay, tally, think_at_n
 from lmforge.fileio import write_json
@@ -55,6 +59,8 @@ AREA = "reasoning"
 SECTIONS = ("cost", "effort", "words")
 SIGNALS = {"DTR": "dtr", "length": "tokens", "mean log-probability": "logprob", "self-certainty": "certainty"}
 SMOLLM2 = "smollm2-135m"
+WORDS_TASK = "arithmetic-words"
+MEASURABLE = (0.3, 0.8)  # greedy accuracy that leaves sampling room to be right and wrong
 EFFORT_TITLES = {
     "accuracy": "held-out greedy accuracy ({problems} test problems per task; SmolLM2 {words_problems})",
     "correlation": "Pearson r with correctness ({samples} samples per problem and seed, seeds {seeds}, temperature "
@@ -67,6 +73,8 @@ TITLES = {
     "cost": "DTR inside the engine: SmolLM2-135M decode tokens/s, greedy, {new} tokens after a {prompt}-token prompt, "
             "{threads} threads",
     **EFFORT_TITLES, **{f"{name}_words": title for name, title in EFFORT_TITLES.items()},
+    "difficulty_words": "SmolLM2's greedy accuracy on {words_problems} train-split stories at each number of steps "
+                        "({words_shots} worked examples)",
 }
 
 
@@ -133,21 +141,44 @@ def reasoning_model(args):
     return load_model(str(path))
 
 
-def suites(args, section: str) -> list[tuple[str, object, str, bool, int]]:
-    """(model name, loaded model, task, chat, problems) of every pair the section measures."""
+def choose_difficulty(args, loaded) -> tuple[int, list[dict]]:
+    """The number of steps of SmolLM2's stories, chosen on the train split: the hardest whose greedy accuracy
+    lies in MEASURABLE, else the one nearest to it; with each candidate's row."""
+    rows = []
+    for difficulty in args.words_difficulties:
+        items = load_items(WORDS_TASK, None, "train", args.words_problems, 0, difficulty)
+        shots = few_shot(WORDS_TASK, args.words_shots, difficulty)
+        votes = samples_of(loaded, items, True, SamplingParams(max_tokens=args.max_new, temperature=0), shots)
+        rows.append({"difficulty": difficulty, "accuracy": sum(v.answer == i.answer for v, i in zip(votes, items))
+                     / len(items)})
+        print(f"  {SMOLLM2} {WORDS_TASK} difficulty {difficulty}: train greedy accuracy {rows[-1]['accuracy']:.3f}",
+              flush=True)
+    low, high = MEASURABLE
+    chosen = min(rows, key=lambda r: (max(low - r["accuracy"], r["accuracy"] - high, 0), -r["difficulty"]))
+    for row in rows:
+        row["chosen"] = "yes" if row is chosen else "no"
+    return chosen["difficulty"], rows
+
+
+def suites(args, section: str) -> tuple[list[tuple[str, object, str, bool, int, int, list]], dict]:
+    """(model name, loaded model, task, chat, problems, difficulty, worked examples) of every pair the section
+    measures, and the tables of how its settings were chosen."""
     if section == "words":
-        return [(SMOLLM2, load_model(SMOLLM2), "arithmetic-words", True, args.words_problems)]
+        loaded = load_model(SMOLLM2)
+        difficulty, choice = choose_difficulty(args, loaded)
+        shots = few_shot(WORDS_TASK, args.words_shots, difficulty)
+        return [(SMOLLM2, loaded, WORDS_TASK, True, args.words_problems, difficulty, shots)], {"difficulty": choice}
     ours = reasoning_model(args)
-    return [("reasoning", ours, task, False, args.problems) for task in args.tasks.split(",")]
+    return [("reasoning", ours, task, False, args.problems, args.difficulty, []) for task in args.tasks.split(",")], {}
 
 
-def samples_of(loaded, items: list[Item], chat: bool, params: SamplingParams):
+def samples_of(loaded, items: list[Item], chat: bool, params: SamplingParams, shots: list = ()):
     engine = engine_for(loaded.model, loaded.tokenizer, 128)
-    prompts = [prompt_ids(loaded.tokenizer, item, chat) for item in items]
+    prompts = [prompt_ids(loaded.tokenizer, item, chat, shots) for item in items]
     return think_at_n(engine, prompts, params)
 
 
-def seed_samples(work: Path | None, settings: dict, loaded, items: list[Item], chat: bool,
+def seed_samples(work: Path | None, settings: dict, loaded, items: list[Item], chat: bool, shots: list,
                  params: SamplingParams) -> list[Vote]:
     """One seed's samples of every problem: read from `work` when a run with the same settings left them there
     (so a long section resumes where an interrupted one stopped), else generated and kept there."""
@@ -155,7 +186,7 @@ def seed_samples(work: Path | None, settings: dict, loaded, items: list[Item], c
     if path and path.is_file() and (cached := json.loads(path.read_text()))["settings"] == settings:
         return [tally([Sample(**{**d, "token_signals": [tuple(t) for t in d["token_signals"] or []]}) for d in problem])
                 for problem in cached["samples"]]
-    votes = samples_of(loaded, items, chat, params)
+    votes = samples_of(loaded, items, chat, params, shots)
     if path:
         write_json(path, {"settings": settings, "samples": [[{k: v for k, v in asdict(s).items() if k != "answer"}
                                                               for s in vote.samples] for vote in votes]})
@@ -199,19 +230,22 @@ def effort_section(args, section: str) -> tuple[dict, dict, dict]:
     Think@n on the first problems, which must agree with the replay."""
     tables = {name: [] for name in ("accuracy", "correlation", "think", "think_vs_cons", "replay_check")}
     raw, top = {}, max(args.ns)
-    for name, loaded, task, chat, problems in suites(args, section):
+    measured, choices = suites(args, section)
+    tables.update(choices)
+    for name, loaded, task, chat, problems, difficulty, shots in measured:
         key = {"model": name, "task": task}
-        items = load_items(task, None, "test", problems, 0, args.difficulty)
-        greedy = samples_of(loaded, items, chat, SamplingParams(max_tokens=args.max_new, temperature=0))
+        items = load_items(task, None, "test", problems, 0, difficulty)
+        greedy = samples_of(loaded, items, chat, SamplingParams(max_tokens=args.max_new, temperature=0), shots)
         greedy_correct = [v.answer == i.answer for v, i in zip(greedy, items)]
         tables["accuracy"].append({**key, "accuracy": sum(greedy_correct) / len(items)})
         runs = []
         for seed in range(args.seeds):
             params = SamplingParams(n=top, max_tokens=args.max_new, temperature=args.temperature, seed=seed,
                                     return_dtr=True)
-            runs.append(seed_samples(args.work, {**key, "problems": problems, "difficulty": args.difficulty,
-                                                 "n": top, "max_new": args.max_new, "temperature": args.temperature,
-                                                 "seed": seed}, loaded, items, chat, params))
+            runs.append(seed_samples(args.work, {**key, "problems": problems, "difficulty": difficulty,
+                                                 "shots": len(shots), "n": top, "max_new": args.max_new,
+                                                 "temperature": args.temperature, "seed": seed},
+                                     loaded, items, chat, shots, params))
             print(f"  {name} {task}: seed {seed} sampled", flush=True)
         per_problem = [[{"correct": float(s.answer == item.answer), "tokens": float(s.tokens),
                          **mean_signals(s.token_signals)} for votes in runs for s in votes[i].samples]
@@ -245,13 +279,13 @@ def effort_section(args, section: str) -> tuple[dict, dict, dict]:
         for rule in RULES:
             params = SamplingParams(n=n, max_tokens=args.max_new, temperature=args.temperature, seed=0, think=rule,
                                     think_prefix=prefix, think_keep=args.keep)
-            in_engine = samples_of(loaded, checked, chat, params)
+            in_engine = samples_of(loaded, checked, chat, params, shots)
             replayed = [replay(v.samples[:n], rule, args.keep, prefix) for v in runs[0][:len(checked)]]
             tables["replay_check"].append({**key, "n": n, "rule": rule, "problems": len(checked),
                                            "same_vote": sum(e.answer == r.answer for e, r in zip(in_engine, replayed)),
                                            "same_tokens": sum(e.tokens == r.tokens for e, r in zip(in_engine, replayed))})
         raw[f"{name} {task}"] = {
-            "greedy_correct": greedy_correct,
+            "difficulty": difficulty, "shots": [shot.prompt for shot in shots], "greedy_correct": greedy_correct,
             "samples": [[[sample_record(s, s.answer == item.answer, args.prefixes) for s in votes[i].samples]
                          for i, item in enumerate(items)] for votes in runs]}
     settings = {"problems": args.problems, "words_problems": args.words_problems, "ns": args.ns, "samples": top,
@@ -259,7 +293,8 @@ def effort_section(args, section: str) -> tuple[dict, dict, dict]:
                 "seeds": list(range(args.seeds)), "prefixes": args.prefixes, "check_prefix": min(args.prefixes),
                 "keep": args.keep,
                 "temperature": args.temperature, "max_new": args.max_new, "bins": args.bins,
-                "difficulty": args.difficulty, "check": args.check,
+                "difficulty": args.difficulty, "check": args.check, "words_shots": args.words_shots,
+                "words_difficulties": args.words_difficulties,
                 "sample_fields": ["tokens", "correct", *SIGNAL_NAMES,
                                   *(f"{k} over {p}" for p in args.prefixes for k in SIGNAL_NAMES)]}
     suffix = "" if section == "effort" else f"_{section}"
@@ -273,7 +308,9 @@ def main() -> None:
     p.add_argument("--tasks", default="arithmetic,tracing,equations", help="tasks of the reasoning model")
     p.add_argument("--problems", type=int, default=100, help="test problems per task of the reasoning model")
     p.add_argument("--words-problems", type=int, default=30, help="test problems of SmolLM2's section")
-    p.add_argument("--difficulty", type=int, default=3)
+    p.add_argument("--difficulty", type=int, default=3, help="steps of the reasoning model's problems")
+    p.add_argument("--words-difficulties", default="1,2,3", help="steps of SmolLM2's stories to choose from")
+    p.add_argument("--words-shots", type=int, default=4, help="worked examples before each of SmolLM2's stories")
     p.add_argument("--ns", default="8,16,32", help="n of Think@n and the other rules (the largest is sampled)")
     p.add_argument("--seeds", type=int, default=3, help="sampling seeds")
     p.add_argument("--check", type=int, default=20, help="problems run through the engine's own Think@n")
@@ -288,8 +325,9 @@ def main() -> None:
     args = p.parse_args()
     if args.quick:
         args.problems, args.words_problems, args.ns, args.seeds, args.max_new = 6, 3, "2,4", 1, 48
-        args.tasks, args.prefixes, args.check = "arithmetic", "4,8", 3
+        args.tasks, args.prefixes, args.check, args.words_difficulties = "arithmetic", "4,8", 3, "1"
     args.ns = sorted(int(n) for n in str(args.ns).split(","))
+    args.words_difficulties = sorted(int(d) for d in str(args.words_difficulties).split(","))
     args.prefixes = sorted(int(p) for p in str(args.prefixes).split(","))
     sections = args.sections.split(",")
     if set(sections) - set(SECTIONS):

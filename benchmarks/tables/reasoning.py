@@ -56,4 +56,9 @@ TABLES = {
     ),
     **EFFORT,
     **{f"{name}_words": columns for name, columns in EFFORT.items()},
+    "difficulty_words": (
+        Column("steps", "difficulty", "d"),
+        Column("train greedy accuracy", "accuracy", ".3f"),
+        Column("chosen", "chosen"),
+    ),
 }

@@ -405,20 +405,21 @@ def cmd_eval_perplexity(args: argparse.Namespace) -> None:
 
 
 def reasoning_setup(args: argparse.Namespace, **think):
-    """The engine, problems and sampling settings `eval dtr` and `eval think-at-n` share."""
+    """The engine, problems, worked examples and sampling settings `eval dtr` and `eval think-at-n` share."""
     from lmforge.device import resolve_device
-    from lmforge.eval.reasoning import load_items
+    from lmforge.eval.reasoning import few_shot, load_items
     from lmforge.interop.load import load_model
     from lmforge.serve.engine import LLMEngine
     from lmforge.serve.params import SamplingParams
 
     items = load_items(args.task, args.prompts, args.split, args.limit, args.seed, args.difficulty)
+    shots = few_shot(args.task, args.shots, args.difficulty)
     device = resolve_device(args.device)
     loaded = load_model(args.model, device)
     engine = LLMEngine(loaded.model, loaded.tokenizer, engine_config(args, device))
     params = SamplingParams(n=args.n, max_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
                             seed=args.seed, **think)
-    return engine, items, params
+    return engine, items, shots, params
 
 
 def write_rows(path: str | None, rows: list[dict]) -> None:
@@ -432,8 +433,8 @@ def write_rows(path: str | None, rows: list[dict]) -> None:
 def cmd_eval_dtr(args: argparse.Namespace) -> None:
     from lmforge.eval.reasoning import dtr_report, run, sample_rows
 
-    engine, items, params = reasoning_setup(args, return_dtr=True)
-    votes = run(engine, items, params, args.chat, progress=not args.no_progress)
+    engine, items, shots, params = reasoning_setup(args, return_dtr=True)
+    votes = run(engine, items, params, args.chat, shots, progress=not args.no_progress)
     rows = sample_rows(items, votes)
     print(dtr_report(rows))
     write_rows(args.out, rows)
@@ -445,11 +446,12 @@ def cmd_eval_think(args: argparse.Namespace) -> None:
     from lmforge.eval.reasoning import run, sample_rows, think_report
 
     rules = args.rules.split(",")
-    engine, items, params = reasoning_setup(args, think=rules[0], think_prefix=args.prefix, think_keep=args.keep)
+    engine, items, shots, params = reasoning_setup(args, think=rules[0], think_prefix=args.prefix,
+                                                   think_keep=args.keep)
     per_rule = {rule: replace(params, think=rule) for rule in rules}  # every rule checked before any runs
     results, rows = {}, []
     for rule, rule_params in per_rule.items():
-        results[rule] = run(engine, items, rule_params, args.chat, progress=not args.no_progress)
+        results[rule] = run(engine, items, rule_params, args.chat, shots, progress=not args.no_progress)
         rows += [{"rule": rule, **r} for r in sample_rows(items, results[rule])]
     print(think_report(items, results))
     write_rows(args.out, rows)
@@ -820,6 +822,9 @@ def build_parser() -> argparse.ArgumentParser:
         e.add_argument("--limit", type=Number(int, Range(1)), default=50, help="problems (default 50)")
         e.add_argument("--chat", action="store_true",
                        help="ask through the model's chat template (instruction-tuned models) instead of the task format")
+        e.add_argument("--shots", type=Number(int, Range(0)), default=0,
+                       help="worked examples from the task's train split shown before each problem, as earlier chat "
+                            "turns with --chat (few-shot; default 0)")
         e.add_argument("-n", type=Number(int, sampling="n"), default=8 if name == "think-at-n" else 4,
                        help="samples per problem")
         e.add_argument("--max-new-tokens", type=Number(int, Range(1)), default=256)

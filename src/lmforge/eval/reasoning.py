@@ -3,7 +3,9 @@
 Problems come from a synthetic task (`lmforge.eval.tasks`) or a file: JSON lines with "prompt" and, where known,
 "answer" (an integer), or plain text, one prompt per line. A model trained on a task reads the task's own
 format, "Problem: ...\nSolution:\n"; a chat model (`chat=True`) gets the problem as a user message asking for the
-answer line the verifier reads.
+answer line the verifier reads. Either can be shown worked examples first (`few_shot`: the task's train-split
+problems with their solutions), as few-shot chain-of-thought prompting does (Wei et al., arXiv 2201.11903): a
+small chat model that rambles past the answer when only told the format follows it when shown it.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from lmforge.errors import DataError
-from lmforge.eval.tasks import PLAIN_FORMAT, generate
+from lmforge.eval.tasks import PLAIN_FORMAT, Problem, generate
 from lmforge.eval.think import Vote, think_at_n
 from lmforge.interop.chat import render_chat
 from lmforge.serve.engine import LLMEngine
@@ -25,6 +27,7 @@ from lmforge.serve.params import SamplingParams
 from lmforge.tokenizer import Tokenizer
 
 CHAT_INSTRUCTION = "\n\nWork it out step by step, one short line per step, and end with the line 'Answer: <integer>'."
+SHOT_SEED = -1  # the worked examples' own draw from the train split, apart from the seeds problems are drawn with
 
 
 @dataclass
@@ -69,18 +72,37 @@ def load_items(task: str | None, prompts_file: str | None, split: str = "test", 
     return items
 
 
-def prompt_ids(tokenizer: Tokenizer, item: Item, chat: bool) -> list[int]:
-    """Token ids of a problem as the model is asked it."""
+def few_shot(task: str | None, shots: int, difficulty: int = 3) -> list[Problem]:
+    """`shots` worked examples of `task` at `difficulty`, from its train split (so never a test problem)."""
+    if shots == 0:
+        return []
+    if task is None:
+        raise DataError("worked examples come from a task's train split: give --task with --shots")
+    try:
+        return generate(task, "train", shots, SHOT_SEED, difficulty)
+    except ValueError as e:
+        raise DataError(str(e)) from None
+
+
+def prompt_ids(tokenizer: Tokenizer, item: Item, chat: bool, shots: list[Problem] = ()) -> list[int]:
+    """Token ids of a problem as the model is asked it, after the worked examples `shots`: earlier chat turns,
+    or solved problems in the task format."""
     if chat:
-        text = render_chat(tokenizer, [{"role": "user", "content": item.prompt + CHAT_INSTRUCTION}])
-        return tokenizer.encode(text)
-    return encode_prompt(tokenizer, PLAIN_FORMAT.format(prompt=item.prompt))
+        messages = []
+        for shot in shots:
+            messages += [{"role": "user", "content": shot.prompt + CHAT_INSTRUCTION},
+                         {"role": "assistant", "content": shot.solution}]
+        messages.append({"role": "user", "content": item.prompt + CHAT_INSTRUCTION})
+        return tokenizer.encode(render_chat(tokenizer, messages))
+    solved = "".join(PLAIN_FORMAT.format(prompt=shot.prompt) + shot.solution + "\n\n" for shot in shots)
+    return encode_prompt(tokenizer, solved + PLAIN_FORMAT.format(prompt=item.prompt))
 
 
-def run(engine: LLMEngine, items: list[Item], params: SamplingParams, chat: bool, progress: bool = True) -> list[Vote]:
-    """Every item's n samples through the engine under `params.think` (None: plain sampling), with a progress
-    bar over the most tokens they can generate."""
-    prompts = [prompt_ids(engine.tokenizer, item, chat) for item in items]
+def run(engine: LLMEngine, items: list[Item], params: SamplingParams, chat: bool, shots: list[Problem] = (),
+        progress: bool = True) -> list[Vote]:
+    """Every item's n samples through the engine under `params.think` (None: plain sampling), each asked after
+    the worked examples `shots`, with a progress bar over the most tokens they can generate."""
+    prompts = [prompt_ids(engine.tokenizer, item, chat, shots) for item in items]
     bound = len(items) * params.n * (params.max_tokens or engine.max_seq_len)
     with tqdm(total=bound, unit="tok", desc=f"{params.think or 'sample'} n={params.n}", disable=not progress) as bar:
         return think_at_n(engine, prompts, params, progress=bar.update)
