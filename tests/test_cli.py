@@ -246,3 +246,6 @@ def test_reasoning_effort_commands(trained, tmp_path, capsys):
     prompts.write_text('{"answer": 3}\n')
     code, _, err = run_cli("eval", "dtr", run, "--prompts", prompts)
     assert code == 2 and "needs a string 'prompt'" in err
+    prompts.write_text("alpha\n")
+    code, _, err = run_cli("eval", "dtr", run, "--prompts", prompts, "--shots", "2")
+    assert code == 2 and "give --task with --shots" in err and "Traceback" not in err
