@@ -307,7 +307,7 @@ def main() -> None:
     p.add_argument("--reasoning-model", default="runs/reasoning", help="the reasoning checkpoint (trained if missing)")
     p.add_argument("--tasks", default="arithmetic,tracing,equations", help="tasks of the reasoning model")
     p.add_argument("--problems", type=int, default=100, help="test problems per task of the reasoning model")
-    p.add_argument("--words-problems", type=int, default=30, help="test problems of SmolLM2's section")
+    p.add_argument("--words-problems", type=int, default=100, help="test (and difficulty-choice) problems of SmolLM2's section")
     p.add_argument("--difficulty", type=int, default=3, help="steps of the reasoning model's problems")
     p.add_argument("--words-difficulties", default="1,2,3", help="steps of SmolLM2's stories to choose from")
     p.add_argument("--words-shots", type=int, default=4, help="worked examples before each of SmolLM2's stories")
