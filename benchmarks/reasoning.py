@@ -9,10 +9,10 @@ Sections (`--sections`, each recorded into benchmarks/results/reasoning.json on 
   effort  the reasoning model (`configs/reasoning.toml`, trained here first when --reasoning-model does not
           exist) on arithmetic, tracing and equations in the task format
   words   SmolLM2-135M-Instruct on the arithmetic stories through its chat template (`lmforge pull smollm2-135m`),
-          after --words-shots worked examples from the train split as earlier turns; the stories' number of steps
-          is chosen on the train split: the greedy accuracy at each of --words-difficulties, and the hardest whose
-          accuracy lies in the 30-80% the measurement needs (else the nearest to it), so the test split is
-          measured at a setting it did not choose
+          after worked examples from the train split as earlier turns; how many (--words-shots) and the stories'
+          number of steps (--words-difficulties) are chosen on the train split: the greedy accuracy of each pair,
+          and the one whose accuracy lies in (else nearest to) the 30-80% the measurement needs, the most steps
+          and then the fewest examples first, so the test split is measured at a setting it did not choose
 For each model and task, effort and words measure: greedy accuracy on the test split; then max(ns) samples per
 problem and sampling seed, generated once with every token's signals, from which come
   - Pearson's r with correctness of each sample's DTR, length, mean log-probability and self-certainty, binned as
@@ -73,8 +73,8 @@ TITLES = {
     "cost": "DTR inside the engine: SmolLM2-135M decode tokens/s, greedy, {new} tokens after a {prompt}-token prompt, "
             "{threads} threads",
     **EFFORT_TITLES, **{f"{name}_words": title for name, title in EFFORT_TITLES.items()},
-    "difficulty_words": "SmolLM2's greedy accuracy on {words_problems} train-split stories at each number of steps "
-                        "({words_shots} worked examples)",
+    "difficulty_words": "SmolLM2's greedy accuracy on {words_problems} train-split stories by worked examples and "
+                        "steps",
 }
 
 
@@ -141,23 +141,25 @@ def reasoning_model(args):
     return load_model(str(path))
 
 
-def choose_difficulty(args, loaded) -> tuple[int, list[dict]]:
-    """The number of steps of SmolLM2's stories, chosen on the train split: the hardest whose greedy accuracy
-    lies in MEASURABLE, else the one nearest to it; with each candidate's row."""
+def choose_setting(args, loaded) -> tuple[int, int, list[dict]]:
+    """The worked examples and steps of SmolLM2's stories, chosen on the train split: the pair whose greedy
+    accuracy lies in MEASURABLE (else the nearest to it), the most steps and then the fewest examples first;
+    with each candidate's row."""
     rows = []
-    for difficulty in args.words_difficulties:
-        items = load_items(WORDS_TASK, None, "train", args.words_problems, 0, difficulty)
-        shots = few_shot(WORDS_TASK, args.words_shots, difficulty)
-        votes = samples_of(loaded, items, True, SamplingParams(max_tokens=args.max_new, temperature=0), shots)
-        rows.append({"difficulty": difficulty, "accuracy": sum(v.answer == i.answer for v, i in zip(votes, items))
-                     / len(items)})
-        print(f"  {SMOLLM2} {WORDS_TASK} difficulty {difficulty}: train greedy accuracy {rows[-1]['accuracy']:.3f}",
-              flush=True)
+    for shots in args.words_shots:
+        for difficulty in args.words_difficulties:
+            items = load_items(WORDS_TASK, None, "train", args.words_problems, 0, difficulty)
+            examples = few_shot(WORDS_TASK, shots, difficulty)
+            votes = samples_of(loaded, items, True, SamplingParams(max_tokens=args.max_new, temperature=0), examples)
+            accuracy = sum(v.answer == i.answer for v, i in zip(votes, items)) / len(items)
+            rows.append({"shots": shots, "difficulty": difficulty, "accuracy": accuracy})
+            print(f"  {SMOLLM2} {WORDS_TASK} {shots} examples, {difficulty} steps: train greedy accuracy "
+                  f"{accuracy:.3f}", flush=True)
     low, high = MEASURABLE
-    chosen = min(rows, key=lambda r: (max(low - r["accuracy"], r["accuracy"] - high, 0), -r["difficulty"]))
+    chosen = min(rows, key=lambda r: (max(low - r["accuracy"], r["accuracy"] - high, 0), -r["difficulty"], r["shots"]))
     for row in rows:
         row["chosen"] = "yes" if row is chosen else "no"
-    return chosen["difficulty"], rows
+    return chosen["shots"], chosen["difficulty"], rows
 
 
 def suites(args, section: str) -> tuple[list[tuple[str, object, str, bool, int, int, list]], dict]:
@@ -165,8 +167,8 @@ def suites(args, section: str) -> tuple[list[tuple[str, object, str, bool, int, 
     measures, and the tables of how its settings were chosen."""
     if section == "words":
         loaded = load_model(SMOLLM2)
-        difficulty, choice = choose_difficulty(args, loaded)
-        shots = few_shot(WORDS_TASK, args.words_shots, difficulty)
+        n_shots, difficulty, choice = choose_setting(args, loaded)
+        shots = few_shot(WORDS_TASK, n_shots, difficulty)
         return [(SMOLLM2, loaded, WORDS_TASK, True, args.words_problems, difficulty, shots)], {"difficulty": choice}
     ours = reasoning_model(args)
     return [("reasoning", ours, task, False, args.problems, args.difficulty, []) for task in args.tasks.split(",")], {}
@@ -307,10 +309,12 @@ def main() -> None:
     p.add_argument("--reasoning-model", default="runs/reasoning", help="the reasoning checkpoint (trained if missing)")
     p.add_argument("--tasks", default="arithmetic,tracing,equations", help="tasks of the reasoning model")
     p.add_argument("--problems", type=int, default=100, help="test problems per task of the reasoning model")
-    p.add_argument("--words-problems", type=int, default=100, help="test (and difficulty-choice) problems of SmolLM2's section")
+    p.add_argument("--words-problems", type=int, default=100,
+                   help="test problems of SmolLM2's section, and train problems of its choice")
     p.add_argument("--difficulty", type=int, default=3, help="steps of the reasoning model's problems")
     p.add_argument("--words-difficulties", default="1,2,3", help="steps of SmolLM2's stories to choose from")
-    p.add_argument("--words-shots", type=int, default=4, help="worked examples before each of SmolLM2's stories")
+    p.add_argument("--words-shots", default="0,4", help="worked examples before each of SmolLM2's stories, to "
+                   "choose from")
     p.add_argument("--ns", default="8,16,32", help="n of Think@n and the other rules (the largest is sampled)")
     p.add_argument("--seeds", type=int, default=3, help="sampling seeds")
     p.add_argument("--check", type=int, default=20, help="problems run through the engine's own Think@n")
@@ -325,9 +329,11 @@ def main() -> None:
     args = p.parse_args()
     if args.quick:
         args.problems, args.words_problems, args.ns, args.seeds, args.max_new = 6, 3, "2,4", 1, 48
-        args.tasks, args.prefixes, args.check, args.words_difficulties = "arithmetic", "4,8", 3, "1"
+        args.tasks, args.prefixes, args.check = "arithmetic", "4,8", 3
+        args.words_difficulties, args.words_shots = "1", "4"
     args.ns = sorted(int(n) for n in str(args.ns).split(","))
     args.words_difficulties = sorted(int(d) for d in str(args.words_difficulties).split(","))
+    args.words_shots = sorted(int(k) for k in str(args.words_shots).split(","))
     args.prefixes = sorted(int(p) for p in str(args.prefixes).split(","))
     sections = args.sections.split(",")
     if set(sections) - set(SECTIONS):

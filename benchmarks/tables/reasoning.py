@@ -57,6 +57,7 @@ TABLES = {
     **EFFORT,
     **{f"{name}_words": columns for name, columns in EFFORT.items()},
     "difficulty_words": (
+        Column("worked examples", "shots", "d"),
         Column("steps", "difficulty", "d"),
         Column("train greedy accuracy", "accuracy", ".3f"),
         Column("chosen", "chosen"),
