@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from lmforge.config import ModelConfig
-from lmforge.eval.dtr import DTRConfig, LensHead, binary_jsd_bits, jsd_bits, settling_depths, token_signals
+from lmforge.eval.dtr import (DTRConfig, LensHead, binary_jsd_bits, cell_divergence_minimum, jsd_bits, settling_depths,
+                              token_signals)
 from lmforge.model.transformer import Transformer
 from lmforge.serve.engine import EngineConfig, LLMEngine
 from lmforge.serve.params import SamplingParams
@@ -68,6 +69,9 @@ def test_divergence_lower_bound_never_exceeds_the_divergence_and_decides_rows(k)
     assert bool((bound <= exact + 1e-5).all())
     decided = (bound > 0.5) & (exact > 0.5)
     assert float(decided.sum() / (exact > 0.5).sum()) > (0.3 if k > 1 else 0.05)
+    cheap = LensHead(m).divergence_lower_bound(streams, logps[-1].float(), k=k, enough=-1)  # the cells never kept
+    assert bool((cheap <= exact + 1e-5).all())
+    assert int((cheap > 0.5).sum()) < int(decided.sum()) or k == 1  # one cell of S: the two bounds agree
 
 
 @pytest.mark.parametrize("n_layers, depth, cut", [(30, 0.85, 26), (8, 0.85, 7), (8, 1.0, 8), (10, 0.5, 5), (1, 0.85, 1)])
@@ -146,3 +150,27 @@ def test_engine_reports_each_sample_s_dtr_and_signals_as_the_reference_does(toke
             assert summary == pytest.approx(expected, rel=1e-4, abs=1e-4)
             seen += flags
     assert any(seen)  # the model has deep and shallow tokens, so the comparison means something
+
+
+def test_cell_divergence_minimum_bounds_the_minimum_over_the_lens_mass():
+    g = torch.Generator().manual_seed(4)
+    for _ in range(20):
+        p = torch.rand(1, 6, generator=g, dtype=torch.float64)
+        p = p / p.sum() * float(torch.rand(1, generator=g) * 0.9 + 0.05)  # mass on the top cells; the rest keeps 1 - sum
+        split = torch.rand(1, 6, generator=g, dtype=torch.float64).softmax(-1)
+        u_max = torch.rand(1, generator=g, dtype=torch.float64) * 0.9 + 0.05
+        grid = torch.linspace(1e-9, float(u_max), 20001, dtype=torch.float64)
+        cells_p = torch.cat([p, 1 - p.sum(-1, keepdim=True)], -1).expand(len(grid), -1)
+        cells_q = torch.cat([grid[:, None] * split, 1 - grid[:, None]], -1)
+        minimum = float(jsd_bits(cells_p.log(), cells_q.log()).min())
+        bound = float(cell_divergence_minimum(p, split, u_max, steps=6)[0])
+        assert minimum - 2e-3 <= bound <= minimum + 1e-9
+
+
+def test_fast_flags_equal_the_reference_for_a_bf16_model():
+    m = model().to(torch.bfloat16)
+    streams = drifting_streams(m.cfg.n_layers, 200, m.cfg.d_model).to(torch.bfloat16)
+    expected = settling_depths(m, list(streams)) >= DTRConfig().cut(m.cfg.n_layers)
+    assert 0.1 < expected.float().mean() < 0.9
+    tokens = torch.zeros(streams.shape[1], dtype=torch.long)
+    assert torch.equal(token_signals(m, streams, tokens).deep, expected)

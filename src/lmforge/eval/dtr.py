@@ -48,14 +48,16 @@ class DTRConfig:
 
 
 def jsd_bits(logp: torch.Tensor, logq: torch.Tensor) -> torch.Tensor:
-    """Jensen-Shannon divergence in bits between the distributions of log-probabilities over the last dim."""
-    logm = torch.logaddexp(logp, logq) - LN2
+    """Jensen-Shannon divergence in bits between the distributions of log-probabilities over the last dim, as
+    H(m) - (H(p) + H(q)) / 2 with m = (p + q) / 2: a few passes over the vocabulary, no log of the mixture's
+    log-sum."""
+    p, q = logp.exp(), logq.exp()
 
-    def kl_to_m(log_a: torch.Tensor) -> torch.Tensor:
-        a = log_a.exp()
-        return torch.where(a > 0, a * (log_a - logm), torch.zeros_like(a)).sum(-1)
+    def neg_entropy(log_a: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        return (a * log_a.clamp_min(torch.finfo(log_a.dtype).min)).sum(-1)  # 0 log 0 = 0
 
-    return 0.5 * (kl_to_m(logp) + kl_to_m(logq)) / LN2
+    mixture_entropy = torch.special.entr((p + q) * 0.5).sum(-1)
+    return (mixture_entropy + 0.5 * (neg_entropy(logp, p) + neg_entropy(logq, q))) / LN2
 
 
 def head_matrix(model: Transformer) -> torch.Tensor:
@@ -104,21 +106,27 @@ class LensHead:
         self.row_sum = self.weight.sum(0)
 
     def log_probs(self, hidden: torch.Tensor) -> torch.Tensor:
-        """Float32 log-probabilities of the logit lens on residual-stream rows [R, D]: the model's norm and head."""
-        return F.log_softmax(self.model.logits(self.model.norm(hidden)).float(), -1)
+        """Float32 log-probabilities of the logit lens on residual-stream rows [R, D]: the model's norm, then its
+        head in float32 whatever the model runs in, as the lower bound computes its logits."""
+        return F.log_softmax(F.linear(self.model.norm(hidden).float(), self.weight), -1)
 
     @torch.no_grad()
-    def divergence_lower_bound(self, hidden: torch.Tensor, final: torch.Tensor, k: int = 64) -> torch.Tensor:
+    def divergence_lower_bound(self, hidden: torch.Tensor, final: torch.Tensor, k: int = 256,
+                               enough: float = math.inf, newton_steps: int = 12) -> torch.Tensor:
         """A lower bound on D_{t,l} for residual streams [L', N, D] against the final log-probabilities [N, V],
         from k lens logits per row instead of V.
 
-        With S_j the final distribution's top j tokens, the lens probability of S_j is at most
-        exp(z_{S_j}) / Z_low, where Z_low = sum_{S_k} exp(z) + (V - k) exp(mean of the other logits) <= Z by
-        Jensen's inequality (the other logits' mean comes from the row sum of the head, one dot product).
-        Merging the vocabulary into {S_j, the rest} cannot raise the divergence, and the two-cell divergence
-        only falls as the lens mass of S_j rises towards the final one, so it is a lower bound at that mass's
-        upper bound; the best j is taken. It decides most deep-thinking tokens (whose early layers put little
-        mass where the final layer does) without the lens over the whole vocabulary.
+        With S the final distribution's top k tokens, merging the vocabulary into the cells {each token of S,
+        the rest} cannot raise the divergence. The lens logits of S fix how the lens splits its mass u on S
+        among S's tokens; u itself is at most E / Z_low, where E = sum_S exp(z) and Z_low = E + (V - k) exp(mean
+        of the other logits) <= Z by Jensen's inequality (the other logits' mean comes from the row sum of the
+        head, one dot product). Two bounds follow. The cheap one merges further, into {S_j, the rest} for the
+        final top j, where the divergence only falls as u rises towards the final mass, so it holds at u's
+        upper bound; the best j is taken. Where it does not exceed `enough`, the tight one keeps every cell: the
+        cells' lens probabilities are affine in u and the divergence is jointly convex, so the divergence over
+        the cells is convex in u, Newton's method approaches its minimum over [0, u_max], and the tangent at the
+        point reached bounds that minimum from below wherever it lies. Most deep-thinking tokens (whose early
+        layers put little mass where the final layer does) are decided without the lens over the vocabulary.
         """
         vocab = final.shape[-1]
         k = min(k, vocab - 1)
@@ -128,9 +136,39 @@ class LensHead:
         rest_mean = ((normed @ self.row_sum).double() - z.sum(-1)) / (vocab - k)
         log_z_low = torch.logaddexp(z.logsumexp(-1), math.log(vocab - k) + rest_mean)  # [L', N]
         upper = (z.logcumsumexp(-1) - log_z_low.unsqueeze(-1)).exp()  # lens mass of S_j, at most
-        mass = top_logp.double().exp().cumsum(-1).expand_as(upper)  # final mass of S_j
-        bound = torch.where(upper < mass, binary_jsd_bits(mass, upper), torch.zeros_like(upper))
-        return bound.amax(-1)
+        p = top_logp.double().exp()
+        mass = p.cumsum(-1).expand_as(upper)  # final mass of S_j
+        bound = torch.where(upper < mass, binary_jsd_bits(mass, upper), torch.zeros_like(upper)).amax(-1)
+        tight = (bound <= enough).nonzero(as_tuple=True)
+        if tight[0].numel():
+            u_max = upper[..., -1][tight]
+            cells = cell_divergence_minimum(p[tight[1]], z[tight].softmax(-1), u_max, newton_steps)
+            bound[tight] = torch.maximum(bound[tight], cells)  # both hold; the tangent can trail a slow Newton
+        return bound
+
+
+def cell_divergence_minimum(p: torch.Tensor, split: torch.Tensor, u_max: torch.Tensor, steps: int) -> torch.Tensor:
+    """A lower bound, in bits, on min over u in [0, u_max] of the divergence between the final distribution's
+    cells (p [M, k] on S, 1 - sum p on the rest) and the lens's (u * split on S, 1 - u on the rest): f is convex
+    in u, so after Newton's steps the tangent at u bounds f on the side where its minimum lies."""
+    p_rest = (1 - p.sum(-1)).clamp_min(0)
+    u = torch.minimum(p.sum(-1), u_max).clamp_min(u_max * 1e-6)
+
+    def terms(u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        q, q_rest = u[:, None] * split, 1 - u
+        m, m_rest = (p + q) / 2, (p_rest + q_rest) / 2
+        f = 0.5 * ((torch.xlogy(p, p / m) + torch.xlogy(q, q / m)).sum(-1)
+                   + torch.xlogy(p_rest, p_rest / m_rest) + torch.xlogy(q_rest, q_rest / m_rest))
+        slope = 0.5 * (torch.xlogy(split, q / m).sum(-1) - (q_rest / m_rest).log())
+        curve = 0.5 * ((split * p / (u[:, None] * (p + q))).sum(-1) + p_rest / (q_rest * (p_rest + q_rest)))
+        return f, slope, curve
+
+    for _ in range(steps):
+        _, slope, curve = terms(u)
+        u = (u - slope / curve).nan_to_num(0.0).clamp(u_max * 1e-6, u_max)
+    f, slope, _ = terms(u)
+    reach = torch.where(slope > 0, u, u_max - u)  # how far the minimum can lie from u
+    return (f - slope.abs() * reach).clamp_min(0) / LN2
 
 
 @torch.no_grad()
@@ -158,7 +196,8 @@ def token_signals(model: Transformer | LensHead, hiddens: torch.Tensor, tokens: 
         out.certainty[a:b] = -final.mean(-1) - math.log(final.shape[-1])
         if below == 0:
             continue  # no layer lies below the deep regime: every token settles inside it
-        unknown = lens.divergence_lower_bound(group[:below], final) <= config.threshold + margin  # [below, n]
+        enough = config.threshold + margin
+        unknown = lens.divergence_lower_bound(group[:below], final, enough=enough) <= enough  # [below, n]
         deep = out.deep[a:b]
 
         def settle(layer: torch.Tensor, token: torch.Tensor) -> None:
